@@ -1,0 +1,37 @@
+# Every target sets itself up in a local virtualenv (.venv) on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+
+.PHONY: serve test lint bundles bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[pack,test,bench]'
+	touch $@
+
+## serve: run the gateway on the example bundles with a fresh development key
+serve: $(BIN)/.installed
+	$(BIN)/python -m bundlegate.devserve bundles/ --port $(PORT)
+
+## test: lint, type-check and run the whole test suite
+test: $(BIN)/.installed lint
+	$(BIN)/pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests bench bundles
+	$(BIN)/ruff format --check src tests bench bundles
+	$(BIN)/mypy
+
+## bundles: rebuild the example bundles in bundles/ (deterministic)
+bundles: $(BIN)/.installed
+	$(BIN)/python bundles/build_examples.py bundles/
+
+## bench: load-test the gateway (and the peers, where their venvs exist); writes bench/RESULTS.md
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

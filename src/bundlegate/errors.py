@@ -1,0 +1,172 @@
+"""The one exception tree of bundlegate.
+
+Every error the core raises carries a stable ``code`` string; the HTTP layer maps codes to status codes
+(``bundlegate.http.errors``) and the CLI prints ``message`` and exits non-zero (``bundlegate.cli``).
+No module below the HTTP layer knows a status code.
+
+    BundlegateError                 base; ``code``, ``message``, ``details``
+    ├── BundleError                 a bundle on disk is unusable            code: invalid_bundle
+    │   ├── InvalidName             bad bundle name or version              code: invalid_name
+    │   ├── UnsafePath              symlink, '..', absolute path, external data  code: unsafe_path
+    │   ├── DigestMismatch          a file's size/sha256 differs from the manifest  code: digest_mismatch
+    │   ├── BundleExists            the version directory already exists    code: bundle_exists
+    │   └── ManifestError           bundle.json missing, not JSON, or not format v1  code: invalid_manifest
+    ├── PackError                   ``bundle pack`` cannot produce a bundle  code: pack_failed
+    │   ├── ModelFileError          not a pickle/joblib/onnx, or unreadable  code: invalid_model_file
+    │   ├── NotAnEstimator          the file holds no fitted sklearn estimator  code: not_an_estimator
+    │   ├── SampleMismatch          the sample's columns/width do not match the model  code: sample_mismatch
+    │   ├── ConversionFailed        skl2onnx cannot convert the estimator    code: conversion_failed
+    │   └── ParityFailed            ONNX disagrees with the original          code: parity_failed
+    ├── RequestError                a client request cannot be answered (HTTP 4xx)
+    │   ├── MalformedRequest        bad JSON, NaN literal, duplicate key, nesting   code: malformed_json  (400)
+    │   ├── Unauthenticated         missing or unknown API key               code: unauthenticated (401)
+    │   ├── NotFound                unknown model/version or not allowed      code: not_found       (404)
+    │   ├── MethodNotAllowed        wrong method                              code: method_not_allowed (405)
+    │   ├── PayloadTooLarge         body over the limit                       code: payload_too_large (413)
+    │   ├── UnsupportedMediaType    not application/json                      code: unsupported_media_type (415)
+    │   ├── InvalidInput            schema violation; ``details`` locate it    code: invalid_input   (422)
+    │   └── RateLimited             per-key rate limit; ``retry_after``        code: rate_limited    (429)
+    └── Unavailable                 the server cannot answer now (HTTP 5xx); ``retry_after``
+        ├── Overloaded              queue full or draining                    code: overloaded      (503)
+        ├── ModelNotReady           model loading or failed                   code: model_not_ready (503)
+        └── DeadlineExceeded        inference deadline passed                 code: deadline_exceeded (504)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Location = Sequence[str | int]
+
+MAX_DETAILS = 20
+
+
+class BundlegateError(Exception):
+    """Base of every error bundlegate raises on purpose."""
+
+    code = "internal"
+
+    def __init__(self, message: str, details: Sequence[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: list[dict[str, Any]] = list(details or [])[:MAX_DETAILS]
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BundleError(BundlegateError):
+    code = "invalid_bundle"
+
+
+class InvalidName(BundleError):
+    code = "invalid_name"
+
+
+class UnsafePath(BundleError):
+    code = "unsafe_path"
+
+
+class DigestMismatch(BundleError):
+    code = "digest_mismatch"
+
+
+class BundleExists(BundleError):
+    code = "bundle_exists"
+
+
+class ManifestError(BundleError):
+    code = "invalid_manifest"
+
+
+class PackError(BundlegateError):
+    code = "pack_failed"
+
+
+class ModelFileError(PackError):
+    code = "invalid_model_file"
+
+
+class NotAnEstimator(PackError):
+    code = "not_an_estimator"
+
+
+class SampleMismatch(PackError):
+    code = "sample_mismatch"
+
+
+class ConversionFailed(PackError):
+    code = "conversion_failed"
+
+
+class ParityFailed(PackError):
+    code = "parity_failed"
+
+
+class RequestError(BundlegateError):
+    code = "bad_request"
+
+
+class MalformedRequest(RequestError):
+    code = "malformed_json"
+
+
+class Unauthenticated(RequestError):
+    code = "unauthenticated"
+
+
+class NotFound(RequestError):
+    code = "not_found"
+
+
+class MethodNotAllowed(RequestError):
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(RequestError):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    code = "unsupported_media_type"
+
+
+class InvalidInput(RequestError):
+    code = "invalid_input"
+
+
+class RateLimited(RequestError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(BundlegateError):
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(Unavailable):
+    code = "overloaded"
+
+
+class ModelNotReady(Unavailable):
+    code = "model_not_ready"
+
+
+class DeadlineExceeded(Unavailable):
+    code = "deadline_exceeded"
+
+
+def problem(loc: Location, msg: str, kind: str = "invalid") -> dict[str, Any]:
+    """One entry of ``details``: where (``loc``, e.g. ``["inputs", 3, "age"]``), what kind, and a message.
+
+    Messages must never echo long input values, keys or stack traces; callers pass short texts.
+    """
+    return {"loc": list(loc), "type": kind, "msg": msg}
