@@ -1,0 +1,3 @@
+from bundlegate.cli import main
+
+main()
