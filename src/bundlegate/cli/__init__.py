@@ -1,5 +1,9 @@
-"""The ``bundle`` command line. Errors reach the user in one place: ``main`` prints a ``BundlegateError``
-as one line on stderr and exits 1; click's own usage errors exit 2. No traceback for expected failures.
+"""The ``bundle`` command line.
+
+Errors reach the user in one place: ``BundleGroup.invoke`` turns a ``BundlegateError`` (or an ``OSError``
+such as a full or unwritable disk) into a ``CliError`` that click prints as ``Error: ...`` on stderr with
+exit code 1; click's own usage errors exit 2. No traceback for expected failures, and ``CliRunner``
+sees exactly what a user sees.
 
 Subcommands live in one module per area and register themselves on the group:
 ``bundle_commands`` (pack, inspect, verify, list), ``keys_commands`` (keys create|list|revoke),
@@ -8,7 +12,7 @@ Subcommands live in one module per area and register themselves on the group:
 
 from __future__ import annotations
 
-import sys
+from typing import IO, Any
 
 import click
 
@@ -17,7 +21,34 @@ from bundlegate.cli import bundle_commands, keys_commands, serve_command
 from bundlegate.errors import BundlegateError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class CliError(click.ClickException):
+    """A ``BundlegateError`` or ``OSError`` as the CLI shows it: one line, then the details."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+        for d in self.details:
+            loc = ".".join(str(p) for p in d.get("loc", []))
+            click.echo(f"  {loc}: {d.get('msg', '')}" if loc else f"  {d.get('msg', '')}", err=True)
+
+
+class BundleGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BundlegateError as e:
+            raise CliError(e.message, e.details) from None
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            raise CliError(f"{e.strerror or e}{where}") from None
+
+
+@click.group(cls=BundleGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bundle")
 def cli() -> None:
     """Pack trained models into bundles and serve them."""
@@ -28,24 +59,6 @@ keys_commands.register(cli)
 serve_command.register(cli)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: the one exit path for expected errors."""
-    try:
-        cli.main(args=argv, prog_name="bundle", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except BundlegateError as e:
-        click.echo(f"error: {e.message}", err=True)
-        for d in e.details:
-            loc = ".".join(str(p) for p in d.get("loc", []))
-            click.echo(f"  {loc}: {d.get('msg', '')}" if loc else f"  {d.get('msg', '')}", err=True)
-        sys.exit(1)
-    except OSError as e:
-        click.echo(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), err=True)
-        sys.exit(1)
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="bundle")
