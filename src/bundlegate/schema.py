@@ -1,0 +1,687 @@
+"""Requests → numpy feeds, and model outputs → JSON-ready Python (DESIGN.md §3, §4).
+
+``CompiledSchema(manifest)`` is built once per bundle version. It accepts the four request shapes of
+the ``/v1`` API and returns a ``Feed`` (one array per ONNX input, shape ``[n_rows, n_features]``):
+
+    from_record({"age": 41, "city": "Berlin"})          one record (or a positional list, numeric models)
+    from_records([{...}, {...}])                        many records
+    from_columns({"age": [41, 35], "city": [...]})      columns
+    from_rows([[5.1, 3.5, 1.4, 0.2], ...])              positional rows (numeric models only)
+
+Every conversion first tries a vectorised fast path (one ``np.asarray`` per tensor, bulk checks). Only
+when that path cannot explain the request does the slow path walk every value, collect up to 20
+problems located as ``["inputs", 3, "age"]`` (records), ``["inputs", "age", 3]`` (columns) or
+``["inputs", 3, 1]`` (rows), and raise ``InvalidInput``. The slow path is the authority: the fast path
+accepts a subset of what it accepts and produces the same arrays.
+
+Encodings: a null for a nullable numeric feature becomes NaN; a null for a nullable string feature
+becomes ``MISSING_STRING`` (the empty string), which is what the packer's imputers treat as missing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bundlegate.errors import MAX_DETAILS, InvalidInput, problem
+from bundlegate.manifest import InputSpec, Manifest, OnnxInput
+
+MISSING_STRING = ""
+DEFAULT_MAX_ROWS = 10_000
+DEFAULT_MAX_STRING_LENGTH = 1024
+
+_NUMERIC = frozenset({"float32", "float64", "int64"})
+_NP_DTYPES: dict[str, npt.DTypeLike] = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "int64": np.int64,
+    "bool": np.bool_,
+    "string": object,
+}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_NUMBER_TYPES = frozenset({int, float})
+_NONE = type(None)
+_MISSING: Any = object()  # a feature absent from a record
+_MAX_KEY_ECHO = 64
+
+Array = npt.NDArray[Any]
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """The model input: ONNX input name → array of shape ``[n_rows, k]``, and the row count."""
+
+    arrays: dict[str, Array]
+    n_rows: int
+
+    @staticmethod
+    def concat(feeds: Sequence[Feed]) -> Feed:
+        """One feed holding the rows of ``feeds`` in order (for a batch of several requests)."""
+        if len(feeds) == 1:
+            return feeds[0]
+        names = feeds[0].arrays.keys()
+        return Feed(
+            {n: np.concatenate([f.arrays[n] for f in feeds]) for n in names},
+            sum(f.n_rows for f in feeds),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What a model returns for ``n`` rows; absent outputs are ``None``.
+
+    ``labels`` hold the original classes (shape ``[n]``), ``probabilities`` shape ``[n, n_classes]`` in
+    the manifest's class order, ``values`` shape ``[n]`` or ``[n, k]`` (regressors, transforms).
+    """
+
+    labels: Array | None = None
+    probabilities: Array | None = None
+    values: Array | None = None
+
+    def rows(self, start: int, stop: int) -> Prediction:
+        """The prediction of rows ``start:stop`` only (views, no copies)."""
+        return Prediction(
+            None if self.labels is None else self.labels[start:stop],
+            None if self.probabilities is None else self.probabilities[start:stop],
+            None if self.values is None else self.values[start:stop],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Tensor:
+    """One ONNX input and what the fast path needs to know about it, computed once."""
+
+    name: str
+    dtype: npt.DTypeLike
+    kind: str  # the manifest dtype of the tensor
+    features: tuple[int, ...]  # indices into CompiledSchema.inputs
+    block: bool  # several numeric features converted as one 2-D array
+    nullable: npt.NDArray[np.bool_] | None  # per column; None when no feature is nullable
+    int_cols: list[int]  # columns of int64 features (floats there must be integral)
+    limit: float  # largest magnitude the dtype holds
+
+    @property
+    def width(self) -> int:
+        return len(self.features)
+
+    @staticmethod
+    def build(name: str, kind: str, features: tuple[int, ...], specs: Sequence[InputSpec]) -> _Tensor:
+        cols = [specs[i] for i in features]
+        block = len(cols) > 1 and kind in _NUMERIC and all(s.dtype in _NUMERIC for s in cols)
+        nullable = np.array([s.nullable for s in cols]) if any(s.nullable for s in cols) else None
+        ints = [j for j, s in enumerate(cols) if s.dtype == "int64"]
+        limit = float(np.finfo(np.float32).max) if kind == "float32" else float(np.finfo(np.float64).max)
+        return _Tensor(name, _NP_DTYPES[kind], kind, features, block, nullable, ints, limit)
+
+
+def _one_row(rows: Sequence[Any], t: _Tensor) -> Array | None:
+    """One row of plain numbers into a float tensor: plain Python is cheaper than numpy's bulk checks."""
+    row = rows[0]
+    if not isinstance(row, list | tuple) or len(row) != t.width:
+        return None
+    limit = t.limit
+    for v in row:
+        tv = type(v)
+        if (tv is not float and tv is not int) or not -limit <= v <= limit:
+            return None
+    if t.int_cols and any(type(row[j]) is float and not row[j].is_integer() for j in t.int_cols):
+        return None
+    return np.array(rows, dtype=t.dtype)
+
+
+def _json_type(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list | tuple):
+        return "an array"
+    if isinstance(v, dict):
+        return "an object"
+    return "an unsupported value"
+
+
+def _key(k: object) -> str:
+    s = k if isinstance(k, str) else repr(k)
+    return s if len(s) <= _MAX_KEY_ECHO else s[:_MAX_KEY_ECHO] + "…"
+
+
+class _Problems:
+    """Collects at most ``MAX_DETAILS`` problems; ``full`` tells the slow path to stop looking."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, loc: Loc, msg: str, kind: str = "invalid") -> None:
+        if len(self.items) < MAX_DETAILS:
+            self.items.append(problem(["inputs", *loc], msg, kind))
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= MAX_DETAILS
+
+    def raise_if_any(self, what: str = "the inputs do not match the model's schema") -> None:
+        if self.items:
+            raise InvalidInput(what, self.items)
+
+
+class CompiledSchema:
+    """The request schema of one bundle version, compiled for fast conversion (see module docstring)."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        max_string_length: int = DEFAULT_MAX_STRING_LENGTH,
+    ) -> None:
+        self.manifest = manifest
+        self.inputs: tuple[InputSpec, ...] = tuple(manifest.inputs)
+        self.names: tuple[str, ...] = tuple(i.name for i in self.inputs)
+        self.max_rows = max_rows
+        self.max_string_length = max_string_length
+        self.numeric = all(i.dtype in _NUMERIC for i in self.inputs)
+        n = len(self.names)
+        if n == 1:
+            only = self.names[0]
+            self._get: Callable[[Any], tuple[Any, ...]] = lambda r: (r[only],)
+        else:
+            self._get = itemgetter(*self.names)
+        self._categories: dict[int, frozenset[Any]] = {
+            i: frozenset(s.categories)
+            for i, s in enumerate(self.inputs)
+            if s.categories is not None and not s.allow_unknown
+        }
+        self._tensors = tuple(self._plan(manifest))
+        self._singles = {
+            i: _Tensor.build(t.name, t.kind, (i,), self.inputs) for t in self._tensors for i in t.features
+        }
+        whole = self._tensors[0] if len(self._tensors) == 1 else None
+        # the common numeric model: one float tensor fed by every feature in order
+        self._rows_direct = (
+            whole is not None and whole.block and whole.features == tuple(range(n)) and whole.kind != "int64"
+        )
+        self._label_lookup = self._labels(manifest)
+        self._class_keys = (
+            [json_key(c) for c in manifest.outputs.label.classes] if manifest.outputs.label else []
+        )
+
+    def _plan(self, manifest: Manifest) -> Iterator[_Tensor]:
+        index = {name: i for i, name in enumerate(self.names)}
+        specs: Sequence[OnnxInput] = manifest.onnx_inputs
+        if not specs:  # runtime sklearn: one 2-D array (numeric) or one column per feature
+            if self.numeric:
+                specs = [OnnxInput(name="X", dtype="float64", features=list(self.names))]
+            else:
+                specs = [OnnxInput(name=s.name, dtype=s.dtype, features=[s.name]) for s in self.inputs]
+        for spec in specs:
+            yield _Tensor.build(spec.name, spec.dtype, tuple(index[f] for f in spec.features), self.inputs)
+
+    @staticmethod
+    def _labels(manifest: Manifest) -> dict[Any, Any] | None:
+        label = manifest.outputs.label
+        if label is None or not label.classes or not isinstance(label.classes[0], bool):
+            return None
+        return {0: False, 1: True, "False": False, "True": True}  # 0/1 also match False/True
+
+    # ------------------------------------------------------------------ public conversions
+
+    def from_record(self, obj: Any) -> Feed:
+        """One record: an object of features, or (numeric models) a positional list of values."""
+        if isinstance(obj, dict):
+            if len(obj) == len(self.names):
+                try:
+                    feed = self._from_tuples([self._get(obj)])
+                except KeyError:
+                    feed = None
+                if feed is not None:
+                    return feed
+            return self._slow(_RecordSource(obj), self._one_record_loc)
+        if isinstance(obj, list) and self.numeric:
+            feed = self._rows_fast([obj])
+            return feed if feed is not None else self._slow(_RowSource([obj], len(self.names)), _pos_loc)
+        expected = "an object of features" + (" or an array of numbers" if self.numeric else "")
+        raise InvalidInput("a record must be " + expected, [problem(["inputs"], "expected " + expected)])
+
+    def from_records(self, records: Any) -> Feed:
+        """Many records: a list of objects of features."""
+        self._check_batch(records)
+        n = len(self.names)
+        try:
+            tuples = [self._get(r) for r in records]
+            exact = sum(map(len, records)) == n * len(records)
+        except (KeyError, TypeError):
+            exact = False
+        feed = self._from_tuples(tuples) if exact else None
+        return feed if feed is not None else self._slow(_RecordsSource(records), _records_loc)
+
+    def from_columns(self, columns: Any) -> Feed:
+        """Columns: an object mapping every feature to a list of values of equal length."""
+        if not isinstance(columns, dict):
+            raise InvalidInput("columns must be an object", [problem(["inputs"], "expected an object")])
+        try:
+            cols = self._get(columns) if len(columns) == len(self.names) else None
+        except KeyError:
+            cols = None
+        if cols is not None and all(type(c) is list for c in cols):
+            n_rows = len(cols[0])
+            if all(len(c) == n_rows for c in cols):
+                self._check_count(n_rows)
+                feed = self._columns_fast(cols, n_rows)
+                if feed is not None:
+                    return feed
+        source = _ColumnsSource(columns, self.names)
+        if source.n_rows is not None:
+            self._check_count(source.n_rows)
+        return self._slow(source, _columns_loc)
+
+    def from_rows(self, rows: Any) -> Feed:
+        """Positional rows (numeric models only): a list of lists of numbers in feature order."""
+        if not self.numeric:
+            raise InvalidInput(
+                "positional rows need a purely numeric model; send records or columns",
+                [problem(["inputs"], "expected records or columns: this model has non-numeric features")],
+            )
+        self._check_batch(rows)
+        feed = self._rows_fast(rows)
+        return feed if feed is not None else self._slow(_RowSource(rows, len(self.names)), _rows_loc)
+
+    def from_batch(self, obj: Any) -> Feed:
+        """A ``/v1`` batch body's ``inputs``: records, positional rows (list of lists) or columns."""
+        if isinstance(obj, dict):
+            return self.from_columns(obj)
+        if isinstance(obj, list) and obj and isinstance(obj[0], list):
+            return self.from_rows(obj)
+        return self.from_records(obj)
+
+    # ------------------------------------------------------------------ outputs
+
+    def decode_one(self, prediction: Prediction) -> dict[str, Any]:
+        """The first row as JSON-ready Python: ``{"prediction": ..., "probabilities": {class: p}}``."""
+        out = self.decode_batch(prediction)
+        result: dict[str, Any] = {"prediction": out["predictions"][0]}
+        if "probabilities" in out:
+            result["probabilities"] = dict(zip(self._class_keys, out["probabilities"][0], strict=True))
+        return result
+
+    def decode_batch(self, prediction: Prediction) -> dict[str, Any]:
+        """Every row: ``{"predictions": [...], "probabilities": [[p, ...], ...]}`` (classes order)."""
+        result: dict[str, Any] = {}
+        if prediction.labels is not None:
+            labels = prediction.labels.ravel().tolist()
+            if self._label_lookup is not None:
+                labels = [self._label_lookup.get(v, v) for v in labels]
+            result["predictions"] = labels
+        elif prediction.values is not None:
+            values = prediction.values
+            if values.ndim == 2 and values.shape[1] == 1:
+                values = values[:, 0]
+            result["predictions"] = values.tolist()
+        if prediction.probabilities is not None:
+            result["probabilities"] = prediction.probabilities.tolist()
+        return result
+
+    # ------------------------------------------------------------------ fast paths
+
+    def _check_batch(self, obj: Any) -> None:
+        if not isinstance(obj, list):
+            raise InvalidInput("a batch must be a list", [problem(["inputs"], "expected an array")])
+        self._check_count(len(obj))
+
+    def _check_count(self, n: int) -> None:
+        if n == 0:
+            raise InvalidInput("the batch is empty", [problem(["inputs"], "expected at least one row")])
+        if n > self.max_rows:
+            raise InvalidInput(
+                f"the batch has {n} rows, more than the limit of {self.max_rows}",
+                [problem(["inputs"], f"at most {self.max_rows} rows per request", "too_many_rows")],
+            )
+
+    def _rows_fast(self, rows: list[Any]) -> Feed | None:
+        if self._rows_direct:
+            arr = self._block(rows, self._tensors[0], len(rows))
+            return None if arr is None else Feed({self._tensors[0].name: arr}, len(rows))
+        width = len(self.names)
+        try:
+            if any(len(r) != width for r in rows):
+                return None
+            return self._from_tuples(rows)
+        except TypeError:
+            return None
+
+    def _from_tuples(self, tuples: list[Any]) -> Feed | None:
+        """Rows of values in feature order (tuples from records or positional lists); None → slow path."""
+        n_rows = len(tuples)
+        if self._rows_direct:
+            arr = self._block(tuples, self._tensors[0], n_rows)
+            return None if arr is None else Feed({self._tensors[0].name: arr}, n_rows)
+        return self._columns_fast(list(zip(*tuples, strict=True)), n_rows)
+
+    def _columns_fast(self, cols: Sequence[Sequence[Any]], n_rows: int) -> Feed | None:
+        arrays: dict[str, Array] = {}
+        for t in self._tensors:
+            if t.block:
+                arr = self._block([cols[i] for i in t.features], t, n_rows, transposed=True)
+            else:
+                parts = [self._column(cols[i], i, t) for i in t.features]
+                if any(p is None for p in parts):
+                    return None
+                arr = parts[0] if len(parts) == 1 else np.hstack(parts)  # type: ignore[arg-type]
+            if arr is None:
+                return None
+            arrays[t.name] = arr
+        return Feed(arrays, n_rows)
+
+    def _block(self, rows: Sequence[Any], t: _Tensor, n: int, transposed: bool = False) -> Array | None:
+        """A 2-D numeric array from rows (or columns, ``transposed``) of numbers; None → slow path."""
+        if n == 1 and not transposed and t.kind != "int64":
+            arr = _one_row(rows, t)
+            if arr is not None:
+                return arr
+        try:
+            types = set(map(type, chain.from_iterable(rows)))
+        except TypeError:
+            return None
+        has_null = _NONE in types
+        if has_null:
+            types.discard(_NONE)
+            if t.nullable is None:
+                return None
+        if not types <= _NUMBER_TYPES:
+            return None
+        expected = (t.width, n) if transposed else (n, t.width)
+        if t.kind == "int64":
+            if has_null or float in types:
+                return None
+            try:
+                arr = np.asarray(rows, dtype=np.int64)
+            except (ValueError, OverflowError):
+                return None
+            if arr.shape != expected:
+                return None
+            return np.ascontiguousarray(arr.T) if transposed else arr
+        try:
+            arr = np.asarray(rows, dtype=np.float64)
+        except (ValueError, OverflowError):
+            return None
+        if arr.shape != expected:
+            return None
+        if transposed:
+            arr = arr.T
+        # in range for the tensor's dtype: also false for inf and NaN, so nulls are allowed back below
+        ok = np.abs(arr) <= t.limit
+        if has_null:
+            ok |= np.isnan(arr) & t.nullable
+        if not ok.all():
+            return None
+        if t.int_cols and float in types:
+            sub = arr[:, t.int_cols]
+            fractional = np.trunc(sub) != sub  # NaN (a null) compares unequal: masked next
+            if has_null:
+                fractional &= ~np.isnan(sub)
+            if fractional.any():
+                return None
+        return arr if t.kind == "float64" and not transposed else np.asarray(arr, dtype=t.dtype, order="C")
+
+    def _column(self, values: Sequence[Any], i: int, t: _Tensor) -> Array | None:
+        """One feature's values as an ``[n, 1]`` array of the tensor's dtype; None → slow path."""
+        if len(values) == 1 and t.kind in ("float32", "float64") and self.inputs[i].dtype != "bool":
+            arr = _one_row((values,), self._singles[i])
+            if arr is not None:
+                return arr
+        spec = self.inputs[i]
+        types = set(map(type, values))
+        if _NONE in types and not spec.nullable:
+            return None
+        kind = t.kind
+        if kind == "string":
+            if spec.dtype != "string" or not (types - {_NONE}) <= {str}:
+                return None
+            present = [v for v in values if v is not None] if _NONE in types else values
+            if present and max(map(len, present)) > self.max_string_length:
+                return None
+            cats = self._categories.get(i)
+            if cats is not None and not set(present) <= cats:
+                return None
+            if _NONE in types:
+                values = [MISSING_STRING if v is None else v for v in values]
+            arr = np.empty((len(values), 1), dtype=object)
+            arr[:, 0] = values
+            return arr
+        if kind == "bool":
+            return np.asarray(values, dtype=np.bool_).reshape(-1, 1) if types == {bool} else None
+        allowed = {bool} if spec.dtype == "bool" else set(_NUMBER_TYPES)
+        if not (types - {_NONE}) <= allowed:
+            return None
+        if kind == "int64" and _NONE in types:
+            return None
+        if spec.dtype == "bool":
+            return np.asarray(values, dtype=t.dtype).reshape(-1, 1)
+        return self._block([values], self._singles[i], len(values), transposed=True)
+
+    # ------------------------------------------------------------------ slow path
+
+    def _one_record_loc(self, i: int, name: str, j: int) -> Loc:
+        return (name,)
+
+    def _slow(self, source: _Source, loc: Callable[[int, str, int], Loc]) -> Feed:
+        """Walk every value: convert it or say exactly what is wrong with it."""
+        problems = _Problems()
+        source.structure(self.names, problems)
+        n_rows = source.n_rows or 0
+        arrays: dict[str, Array] = {}
+        for t in self._tensors:
+            columns: list[list[Any]] = []
+            for i in t.features:
+                spec = self.inputs[i]
+                column: list[Any] = []
+                for r in range(n_rows):
+                    if problems.full:
+                        break
+                    value = source.value(r, i, spec.name)
+                    if value is _MISSING:
+                        column.append(None)
+                        continue
+                    converted, msg = self._convert(value, i, t)
+                    if msg is not None:
+                        problems.add(
+                            loc(r, spec.name, i), msg, "type" if msg.startswith("expected") else "value"
+                        )
+                    column.append(converted)
+                columns.append(column)
+            if not problems.items:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    arr = np.empty((n_rows, len(columns)), dtype=t.dtype)
+                    for j, column in enumerate(columns):
+                        arr[:, j] = column
+                arrays[t.name] = arr
+        problems.raise_if_any()
+        return Feed(arrays, n_rows)
+
+    def _convert(self, value: Any, i: int, t: _Tensor) -> tuple[Any, str | None]:
+        """One value → (what goes into the tensor, None) or (None, what is wrong)."""
+        spec = self.inputs[i]
+        if value is None:
+            if not spec.nullable:
+                return None, "null is not allowed for this feature"
+            if t.kind == "string":
+                return MISSING_STRING, None
+            if t.kind in ("float32", "float64"):
+                return math.nan, None
+            return None, "null cannot be encoded for this feature"
+        if spec.dtype == "string":
+            if not isinstance(value, str):
+                return None, f"expected a string, got {_json_type(value)}"
+            if len(value) > self.max_string_length:
+                return None, f"string longer than {self.max_string_length} characters"
+            cats = self._categories.get(i)
+            if cats is not None and value not in cats:
+                return None, "unknown category"
+            return value, None
+        if spec.dtype == "bool":
+            if not isinstance(value, bool):
+                return None, f"expected a boolean, got {_json_type(value)}"
+            return value, None
+        # numeric features
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None, f"expected a number, got {_json_type(value)}"
+        if spec.dtype == "int64" or t.kind == "int64":
+            if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+                return None, "expected an integer"
+            if t.kind == "int64":
+                if not _INT64_MIN <= int(value) <= _INT64_MAX:
+                    return None, "integer out of the 64-bit range"
+                return int(value), None
+        try:
+            with np.errstate(over="ignore"):
+                cast = np.asarray(float(value), dtype=t.dtype)
+        except OverflowError:
+            return None, f"number out of range for {t.kind}"
+        if not np.isfinite(cast):
+            return None, f"number out of range for {t.kind}" if math.isfinite(
+                value
+            ) else "not a finite number"
+        return cast.item(), None
+
+
+def json_key(c: object) -> str:
+    """A class as a JSON object key: strings as they are, booleans as ``true``/``false``."""
+    if isinstance(c, bool):
+        return "true" if c else "false"
+    return str(c)
+
+
+# ---------------------------------------------------------------------- request sources (slow path)
+
+
+class _Source:
+    """The values of one request shape, addressed by row and feature, with its structural problems."""
+
+    n_rows: int | None = None
+
+    def structure(self, names: Sequence[str], problems: _Problems) -> None:
+        raise NotImplementedError
+
+    def value(self, row: int, index: int, name: str) -> Any:
+        raise NotImplementedError
+
+
+def _check_keys(obj: dict[Any, Any], names: Sequence[str], where: Loc, problems: _Problems) -> None:
+    for name in names:
+        if name not in obj:
+            problems.add((*where, name), "missing feature", "missing")
+    known = set(names)
+    for key in obj:
+        if key not in known:
+            problems.add((*where, _key(key)), "unknown feature", "extra")
+
+
+class _RecordSource(_Source):
+    def __init__(self, record: dict[Any, Any]) -> None:
+        self.record = record
+        self.n_rows = 1
+
+    def structure(self, names: Sequence[str], problems: _Problems) -> None:
+        _check_keys(self.record, names, (), problems)
+
+    def value(self, row: int, index: int, name: str) -> Any:
+        return self.record.get(name, _MISSING)
+
+
+class _RecordsSource(_Source):
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+        self.n_rows = len(records)
+
+    def structure(self, names: Sequence[str], problems: _Problems) -> None:
+        for r, record in enumerate(self.records):
+            if not isinstance(record, dict):
+                problems.add((r,), f"expected an object of features, got {_json_type(record)}", "type")
+            else:
+                _check_keys(record, names, (r,), problems)
+            if problems.full:
+                return
+
+    def value(self, row: int, index: int, name: str) -> Any:
+        record = self.records[row]
+        return record.get(name, _MISSING) if isinstance(record, dict) else _MISSING
+
+
+class _RowSource(_Source):
+    def __init__(self, rows: list[Any], width: int) -> None:
+        self.rows = rows
+        self.width = width
+        self.n_rows = len(rows)
+
+    def structure(self, names: Sequence[str], problems: _Problems) -> None:
+        single = len(self.rows) == 1
+        for r, row in enumerate(self.rows):
+            where: Loc = () if single else (r,)
+            if not isinstance(row, list):
+                problems.add(
+                    where, f"expected an array of {self.width} numbers, got {_json_type(row)}", "type"
+                )
+            elif len(row) != self.width:
+                problems.add(where, f"expected {self.width} values, got {len(row)}", "width")
+            if problems.full:
+                return
+
+    def value(self, row: int, index: int, name: str) -> Any:
+        values = self.rows[row]
+        if isinstance(values, list) and len(values) == self.width:
+            return values[index]
+        return _MISSING
+
+
+class _ColumnsSource(_Source):
+    def __init__(self, columns: dict[Any, Any], names: Sequence[str]) -> None:
+        self.columns = columns
+        lengths = [len(c) for n in names if isinstance(c := columns.get(n), list)]
+        self.n_rows = lengths[0] if lengths else None
+
+    def structure(self, names: Sequence[str], problems: _Problems) -> None:
+        _check_keys(self.columns, names, (), problems)
+        for name in names:
+            column = self.columns.get(name, _MISSING)
+            if column is _MISSING:
+                continue
+            if not isinstance(column, list):
+                problems.add((name,), f"expected an array, got {_json_type(column)}", "type")
+            elif len(column) != self.n_rows:
+                problems.add(
+                    (name,), f"expected {self.n_rows} values like the first column, got {len(column)}"
+                )
+
+    def value(self, row: int, index: int, name: str) -> Any:
+        column = self.columns.get(name)
+        if isinstance(column, list) and len(column) == self.n_rows:
+            return column[row]
+        return _MISSING
+
+
+def _pos_loc(i: int, name: str, j: int) -> Loc:
+    return (j,)
+
+
+def _records_loc(i: int, name: str, j: int) -> Loc:
+    return (i, name)
+
+
+def _columns_loc(i: int, name: str, j: int) -> Loc:
+    return (name, i)
+
+
+def _rows_loc(i: int, name: str, j: int) -> Loc:
+    return (i, j)
