@@ -1,0 +1,97 @@
+"""Settings: defaults from the architecture table, BUNDLEGATE_* variables, flags over the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bundlegate.settings import InvalidSetting, Settings
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    s = Settings()
+    assert s.repository == Path("bundles")
+    assert (s.host, s.port, s.keys_file, s.insecure_no_auth, s.workers) == ("127.0.0.1", 8080, None, False, 1)
+    assert s.allow_pickle is False
+    assert s.max_body_bytes == 16 * 1024 * 1024
+    assert (s.max_batch_rows, s.max_string_length, s.max_json_depth) == (10_000, 1024, 32)
+    assert (s.batch_max_rows, s.batch_max_delay_ms, s.queue_max_rows) == (256, 1.0, 20_000)
+    assert (s.request_timeout_ms, s.reload_interval_s, s.drain_timeout_s, s.ort_threads) == (10_000, 0, 20, 1)
+    assert (s.access_log, s.log_level, s.rate_limit_rps) == (True, "info", 0)
+
+
+def test_from_env_reads_every_documented_variable() -> None:
+    env = {
+        "BUNDLEGATE_REPOSITORY": "/srv/bundles",
+        "BUNDLEGATE_HOST": "0.0.0.0",
+        "BUNDLEGATE_PORT": "9000",
+        "BUNDLEGATE_KEYS_FILE": "/etc/keys.json",
+        "BUNDLEGATE_INSECURE_NO_AUTH": "true",
+        "BUNDLEGATE_WORKERS": "2",
+        "BUNDLEGATE_ALLOW_PICKLE": "1",
+        "BUNDLEGATE_MAX_BODY_BYTES": "2048",
+        "BUNDLEGATE_MAX_BATCH_ROWS": "50",
+        "BUNDLEGATE_MAX_STRING_LENGTH": "64",
+        "BUNDLEGATE_MAX_JSON_DEPTH": "8",
+        "BUNDLEGATE_BATCH_MAX_ROWS": "32",
+        "BUNDLEGATE_BATCH_MAX_DELAY_MS": "2.5",
+        "BUNDLEGATE_QUEUE_MAX_ROWS": "100",
+        "BUNDLEGATE_REQUEST_TIMEOUT_MS": "500",
+        "BUNDLEGATE_RELOAD_INTERVAL_S": "30",
+        "BUNDLEGATE_DRAIN_TIMEOUT_S": "5",
+        "BUNDLEGATE_ORT_THREADS": "2",
+        "BUNDLEGATE_ACCESS_LOG": "off",
+        "BUNDLEGATE_LOG_LEVEL": "DEBUG",
+        "BUNDLEGATE_RATE_LIMIT_RPS": "10",
+        "UNRELATED": "x",
+    }
+    s = Settings.from_env(env)
+    assert s.repository == Path("/srv/bundles")
+    assert s.keys_file == Path("/etc/keys.json")
+    assert (s.host, s.port, s.workers, s.insecure_no_auth, s.allow_pickle) == ("0.0.0.0", 9000, 2, True, True)
+    assert (s.max_body_bytes, s.max_batch_rows, s.max_string_length, s.max_json_depth) == (2048, 50, 64, 8)
+    assert (s.batch_max_rows, s.batch_max_delay_ms, s.queue_max_rows) == (32, 2.5, 100)
+    assert (s.request_timeout_ms, s.reload_interval_s, s.drain_timeout_s, s.ort_threads) == (500, 30, 5, 2)
+    assert (s.access_log, s.log_level, s.rate_limit_rps) == (False, "debug", 10)
+    assert s.request_timeout_s == 0.5
+    assert s.batch_max_delay_s == 0.0025
+
+
+def test_from_env_with_nothing_set_is_the_defaults() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("BUNDLEGATE_PORT", "eighty", "BUNDLEGATE_PORT: expected a number"),
+        ("BUNDLEGATE_PORT", "70000", "BUNDLEGATE_PORT"),
+        ("BUNDLEGATE_WORKERS", "0", "BUNDLEGATE_WORKERS"),
+        ("BUNDLEGATE_ACCESS_LOG", "maybe", "expected true or false"),
+        ("BUNDLEGATE_BATCH_MAX_DELAY_MS", "nan", "expected a number"),
+        ("BUNDLEGATE_LOG_LEVEL", "loud", "BUNDLEGATE_LOG_LEVEL"),
+        ("BUNDLEGATE_MAX_JSON_DEPTH", "1", "BUNDLEGATE_MAX_JSON_DEPTH"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(InvalidSetting) as info:
+        Settings.from_env({name: value})
+    assert fragment in info.value.message
+    assert info.value.code == "invalid_setting"
+
+
+def test_replace_applies_flags_over_the_environment_and_skips_missing_flags() -> None:
+    s = Settings.from_env({"BUNDLEGATE_PORT": "9000", "BUNDLEGATE_HOST": "0.0.0.0"})
+    t = s.replace(port=8081, host=None)
+    assert (t.port, t.host) == (8081, "0.0.0.0")
+    with pytest.raises(TypeError):
+        s.replace(colour="blue")
+    with pytest.raises(InvalidSetting):
+        s.replace(max_batch_rows=0)
+
+
+def test_settings_are_immutable() -> None:
+    s = Settings()
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]
