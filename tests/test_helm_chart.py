@@ -1,0 +1,442 @@
+"""The Helm chart (helm/bundlegate), checked without a cluster: `helm lint` through the Helm v4 Go SDK
+(helm-python-sdk), rendering with the default values and with every option switched on, every rendered
+document validated against the newest Kubernetes schema kubernetes-validate ships, and the pod wired to
+what the gateway really serves (probe paths, port, settings) with the hardening the issue asks for."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bundlegate.settings import ENV_PREFIX, Settings
+
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate is not installed"
+)
+from kubernetes_validate import utils as kv_utils  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "bundlegate"
+DASHBOARD = ROOT / "deploy" / "grafana" / "bundlegate-dashboard.json"
+RELEASE, NAMESPACE = "demo", "ml"
+KUBE_VERSION = kv_utils.latest_version()  # the newest Kubernetes version kubernetes-validate has schemas for
+
+A_DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"  # sha256("test")
+
+# Every optional feature on; the image-copied bundles are the non-default bundle source.
+ALL_OPTIONS: dict[str, Any] = {
+    "image": {"repository": "registry.example.com/ml/bundlegate", "tag": "0.1.0", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "registry-credentials"}],
+    "gateway": {
+        "port": 9090,
+        "logLevel": "debug",
+        "accessLog": False,
+        "drainTimeoutSeconds": 30,
+        "reloadIntervalSeconds": 60,
+        "ortThreads": 2,
+        "allowPickle": True,
+        "extraEnv": [{"name": "BUNDLEGATE_MAX_STRING_LENGTH", "value": "2048"}],
+    },
+    "keys": {
+        "entries": [
+            {"id": "web-shop", "sha256": A_DIGEST, "models": ["credit", "churn*"], "admin": False},
+            {"id": "ops", "sha256": A_DIGEST, "models": ["*"], "admin": True},
+        ]
+    },
+    "bundles": {
+        "source": "image",
+        "image": {"repository": "registry.example.com/ml/bundles", "tag": "2026-11-22", "path": "/bundles/"},
+    },
+    "service": {"type": "LoadBalancer", "port": 80, "annotations": {"example.com/lb": "internal"}},
+    "terminationGracePeriodSeconds": 45,
+    "lifecycle": {"preStopSleepSeconds": 10},
+    "serviceAccount": {"create": True, "annotations": {"example.com/role": "none"}},
+    "autoscaling": {
+        "enabled": True,
+        "minReplicas": 3,
+        "maxReplicas": 20,
+        "requestsPerSecond": {"enabled": True, "targetAverageValue": "100"},
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
+    },
+    "podDisruptionBudget": {"enabled": True, "minAvailable": "50%", "maxUnavailable": None},
+    "metrics": {
+        "podAnnotations": True,
+        "serviceMonitor": {
+            "enabled": True,
+            "interval": "30s",
+            "labels": {"release": "kube-prometheus-stack"},
+        },
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "ingressFrom": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+        ],
+    },
+    "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "annotations": {"grafana_folder": "ML"}},
+    "podAnnotations": {"example.com/team": "ml"},
+    "podLabels": {"team": "ml"},
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "ml", "operator": "Exists", "effect": "NoSchedule"}],
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "bundlegate"}},
+        }
+    ],
+    "priorityClassName": "ml-serving",
+}
+
+# The other side of each either/or: existing Secret and claim instead of chart-made ones.
+EXISTING_RESOURCES: dict[str, Any] = {
+    "keys": {"existingSecret": "bundlegate-keys", "secretKey": "keys.json"},
+    "bundles": {"source": "persistentVolumeClaim", "persistentVolumeClaim": {"existingClaim": "models"}},
+    "service": {"type": "NodePort"},
+    "podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": None},
+}
+
+VALUE_SETS = {"default": {}, "all-options": ALL_OPTIONS, "existing-resources": EXISTING_RESOURCES}
+
+# ServiceMonitor is a Prometheus Operator CRD, which kubernetes-validate has no schema for: the fields
+# the chart sets, with the types and duration pattern of the upstream CRD (monitoring.coreos.com/v1).
+_DURATION = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}
+                    },
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"any": {"type": "boolean"}, "matchNames": {"type": "array"}},
+                },
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": {"type": "string", "pattern": _DURATION},
+                            "scrapeTimeout": {"type": "string", "pattern": _DURATION},
+                            "honorLabels": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def render(values: dict[str, Any]) -> dict[str, str]:
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def documents(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every Kubernetes object the chart renders (NOTES.txt and empty templates left out)."""
+    docs: list[dict[str, Any]] = []
+    for path, text in sorted(render(values).items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def the(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (doc,) = by_kind(docs, kind)
+    return doc
+
+
+def gateway_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = the(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container["env"]}
+
+
+def test_lint_reports_no_errors_or_warnings() -> None:
+    for values in VALUE_SETS.values():
+        report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+        assert report["errors"] == []
+        # severity: 1 info (e.g. "icon is recommended"), 2 warning, 3 error
+        assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("values_name", sorted(VALUE_SETS))
+def test_every_rendered_document_validates_against_kubernetes(values_name: str) -> None:
+    docs = documents(VALUE_SETS[values_name])
+    assert docs
+    for doc in docs:
+        if doc["kind"] == "ServiceMonitor":
+            import jsonschema
+
+            jsonschema.validate(doc, SERVICE_MONITOR_SCHEMA)
+            continue
+        validated = kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        assert validated == kv_utils.major_minor(KUBE_VERSION)
+
+
+def test_the_newest_schemas_are_used() -> None:
+    versions = kv_utils.all_versions()
+    assert versions[-1] == KUBE_VERSION
+    assert tuple(int(p) for p in KUBE_VERSION.split(".")[:2]) >= (1, 33)
+
+
+def test_default_values_render_the_core_objects() -> None:
+    kinds = sorted(doc["kind"] for doc in documents({}))
+    assert kinds == ["Deployment", "PersistentVolumeClaim", "PodDisruptionBudget", "Secret", "Service"]
+
+
+def test_all_options_render_every_object() -> None:
+    kinds = {doc["kind"] for doc in documents(ALL_OPTIONS)}
+    assert kinds == {
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Secret",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+    }
+
+
+def test_existing_secret_and_claim_are_used_not_created() -> None:
+    docs = documents(EXISTING_RESOURCES)
+    assert by_kind(docs, "Secret") == []
+    assert by_kind(docs, "PersistentVolumeClaim") == []
+    volumes = {v["name"]: v for v in the(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["keys"]["secret"]["secretName"] == "bundlegate-keys"
+    assert volumes["bundles"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+
+
+@pytest.mark.parametrize("values_name", sorted(VALUE_SETS))
+def test_pod_is_locked_down(values_name: str) -> None:
+    docs = documents(VALUE_SETS[values_name])
+    pod = the(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"] + pod.get("initContainers", []):
+        ctx = container["securityContext"]
+        assert ctx["runAsNonRoot"] is True
+        assert ctx["readOnlyRootFilesystem"] is True
+        assert ctx["allowPrivilegeEscalation"] is False
+        assert ctx["capabilities"] == {"drop": ["ALL"]}
+        assert isinstance(ctx["runAsUser"], int)
+        assert ctx["runAsUser"] > 0
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]["memory"]
+    # With a read-only root filesystem the only writable paths are the emptyDirs.
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["/bundles"]["readOnly"] is True
+    assert mounts["/etc/bundlegate"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    for account in by_kind(docs, "ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("values_name", sorted(VALUE_SETS))
+def test_probes_port_and_settings_match_the_gateway(values_name: str) -> None:
+    values = VALUE_SETS[values_name]
+    docs = documents(values)
+    container = gateway_container(docs)
+    (port,) = container["ports"]
+    expected_port = values.get("gateway", {}).get("port", gateway_default_port())
+    assert port == {"name": "http", "containerPort": expected_port, "protocol": "TCP"}
+
+    served = gateway_ops_paths()
+    assert container["livenessProbe"]["httpGet"] == {"path": served["health"], "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": served["ready"], "port": "http"}
+    assert container["startupProbe"]["httpGet"]["path"] in served.values()
+
+    env = env_of(container)
+    assert env["BUNDLEGATE_PORT"] == str(expected_port)
+    assert env["BUNDLEGATE_HOST"] == "0.0.0.0"
+    assert env["BUNDLEGATE_REPOSITORY"] == "/bundles"
+    assert env["BUNDLEGATE_KEYS_FILE"] == "/etc/bundlegate/keys.json"
+    assert env["BUNDLEGATE_WORKERS"] == "1"
+    assert container["args"][:2] == ["serve", "/bundles"]
+    assert container["args"][container["args"].index("--port") + 1] == str(expected_port)
+    unknown = {name for name in env if name.startswith(ENV_PREFIX)} - gateway_setting_env_names()
+    assert unknown == set(), f"the gateway has no such settings: {sorted(unknown)}"
+    # The gateway itself parses and range-checks what the chart sets.
+    settings = Settings.from_env(env)
+    assert settings.port == expected_port
+    assert str(settings.repository) == "/bundles"
+
+    service = the(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert service["spec"]["selector"] == the(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("values_name", sorted(VALUE_SETS))
+def test_shutdown_fits_in_the_grace_period(values_name: str) -> None:
+    docs = documents(VALUE_SETS[values_name])
+    pod = the(docs, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = int(env_of(container)["BUNDLEGATE_DRAIN_TIMEOUT_S"])
+    assert pre_stop > 0
+    assert pre_stop + drain < pod["terminationGracePeriodSeconds"]
+
+
+def test_a_drain_longer_than_the_grace_period_is_refused() -> None:
+    with pytest.raises(helm.HelmError, match="terminationGracePeriodSeconds"):
+        render({"gateway": {"drainTimeoutSeconds": 60}, "terminationGracePeriodSeconds": 30})
+
+
+def test_schema_rejects_unknown_keys_and_plaintext_keys() -> None:
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(ALL_OPTIONS)
+        with pytest.raises(helm.HelmError, match="prot"):
+            chart.validate_schema({"gateway": {"prot": 8080}})
+        with pytest.raises(helm.HelmError, match="sha256"):
+            chart.validate_schema(
+                {"keys": {"entries": [{"id": "a", "sha256": "bg_notadigest", "models": ["*"]}]}}
+            )
+
+
+def test_keys_secret_holds_the_keys_file() -> None:
+    secret = the(documents(ALL_OPTIONS), "Secret")
+    keys_file = json.loads(secret["stringData"]["keys.json"])
+    assert [k["id"] for k in keys_file["keys"]] == ["web-shop", "ops"]
+    assert keys_file["keys"][0] == {
+        "id": "web-shop",
+        "sha256": A_DIGEST,
+        "models": ["credit", "churn*"],
+        "admin": False,
+    }
+    # Mounted as a whole directory: a subPath mount would never see an updated Secret.
+    pod = the(documents(ALL_OPTIONS), "Deployment")["spec"]["template"]["spec"]
+    assert all("subPath" not in m for m in pod["containers"][0]["volumeMounts"])
+
+
+def test_bundles_from_an_image_are_copied_by_an_init_container() -> None:
+    pod = the(documents(ALL_OPTIONS), "Deployment")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == "registry.example.com/ml/bundles:2026-11-22"
+    assert init["command"] == ["cp", "-R", "/bundles/.", "/bundles/"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["bundles"]
+    assert {m["name"] for m in init["volumeMounts"]} == {"bundles"}
+
+
+def test_autoscaler_scales_on_cpu_and_requests_per_second() -> None:
+    docs = documents(ALL_OPTIONS)
+    assert "replicas" not in the(docs, "Deployment")["spec"]
+    metrics = the(docs, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metrics[0]["resource"]["name"] == "cpu"
+    assert metrics[1]["type"] == "Pods"
+    assert metrics[1]["pods"]["metric"]["name"] == "bundlegate_requests_per_second"
+
+
+def test_service_monitor_keeps_the_gateways_endpoint_label() -> None:
+    docs = documents(ALL_OPTIONS)
+    (endpoint,) = the(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == "http"
+    assert endpoint["path"] == gateway_ops_paths()["metrics"]
+    # The gateway's metrics have an "endpoint" label; honorLabels keeps it from becoming exported_endpoint.
+    assert endpoint["honorLabels"] is True
+
+
+def test_network_policy_admits_only_the_gateway_port() -> None:
+    policy = the(documents(ALL_OPTIONS), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["egress"] == []
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert len(rule["from"]) == 2
+
+
+def test_dashboard_configmap_carries_the_dashboard_file() -> None:
+    configmap = the(documents(ALL_OPTIONS), "ConfigMap")
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = configmap["data"]["bundlegate-dashboard.json"]
+    assert json.loads(shipped) == json.loads(DASHBOARD.read_text())
+    assert (CHART / "dashboards" / "bundlegate-dashboard.json").read_bytes() == DASHBOARD.read_bytes()
+
+
+def test_notes_tell_how_to_call_it() -> None:
+    notes = render({})[f"{CHART.name}/templates/NOTES.txt"]
+    assert "kubectl port-forward --namespace ml svc/demo-bundlegate 8080:8080" in notes
+    assert "Authorization: Bearer" in notes
+    assert "/v1/models/<name>/predict" in notes
+    assert "no API keys are configured" in notes
+    assert "no API keys are configured" not in render(ALL_OPTIONS)[f"{CHART.name}/templates/NOTES.txt"]
+
+
+# --- what the gateway serves, read from its code -----------------------------------------------------------
+
+
+def gateway_default_port() -> int:
+    return Settings().port
+
+
+def gateway_setting_env_names() -> set[str]:
+    return {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+
+
+def gateway_ops_paths() -> dict[str, str]:
+    """The operations routes of bundlegate.http.ops (DESIGN.md §3), by what they answer."""
+    try:
+        ops = importlib.import_module("bundlegate.http.ops")
+    except ModuleNotFoundError:
+        if os.environ.get("CI", "").lower() == "true":
+            raise
+        pytest.skip("bundlegate.http.ops is not written yet")
+    from starlette.routing import Route
+
+    paths: list[str] = []
+    for value in vars(ops).values():
+        routes = value if isinstance(value, list | tuple) else [value]
+        paths += [route.path for route in routes if isinstance(route, Route)]
+    found = {}
+    for purpose, word in (("health", "health"), ("ready", "ready"), ("metrics", "metrics")):
+        (found[purpose],) = [path for path in paths if word in path and not path.startswith("/v2")]
+    return found
+
+
+def test_rendered_names_are_valid_dns_labels() -> None:
+    for doc in documents(ALL_OPTIONS):
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
+        assert len(doc["metadata"]["name"]) <= 63
