@@ -1,0 +1,276 @@
+"""Loaded bundle versions: ``OnnxModel`` (the default) and ``SklearnModel`` (the opt-in pickle fallback).
+
+``load_model(bundle)`` reads the model file once, checks its size and sha256 against ``bundle.json``
+and builds the model from those verified bytes, so the file cannot change between check and use::
+
+    model = load_model(bundle, ort_threads=1, allow_pickle=False)
+    prediction = model.predict(feed)          # blocking; onnxruntime releases the GIL
+
+One ``onnxruntime.InferenceSession`` per bundle version: intra-op threads from the settings, one
+inter-op thread, sequential execution, all graph optimisations, no spinning threads (the gateway
+shares its cores with the event loop). ONNX external data is refused before onnxruntime sees the
+bytes: a model loaded from memory would resolve external paths against the working directory.
+
+A ``runtime: sklearn`` bundle is unpickled only when the operator allows pickles *and* the installed
+scikit-learn is exactly the version the bundle was made with (DESIGN.md §6); sklearn and joblib are
+imported only then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from bundlegate.errors import BundleError, DigestMismatch, UnsafePath
+from bundlegate.manifest import Manifest
+from bundlegate.schema import CompiledSchema, Feed, Prediction
+
+__all__ = ["BundleLike", "OnnxModel", "Prediction", "SklearnModel", "load_model", "verified_bytes"]
+
+
+class BundleLike(Protocol):
+    """What the runtime needs of a bundle (``bundlegate.bundle.Bundle``): where it is, what it says."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+
+def verified_bytes(bundle: BundleLike, name: str) -> bytes:
+    """The bytes of one bundle file, checked against its ``files`` entry (size and sha256)."""
+    entry = next((f for f in bundle.manifest.files if f.name == name), None)
+    if entry is None:
+        raise BundleError(f"{name} is not listed in bundle.json files")
+    path = bundle.path / name
+    if path.is_symlink():
+        raise UnsafePath(f"{name} is a symlink")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise DigestMismatch(f"{name} does not match its size/sha256 in bundle.json")
+    return data
+
+
+class OnnxModel:
+    """A bundle version served by onnxruntime."""
+
+    runtime = "onnx"
+
+    def __init__(self, manifest: Manifest, model_bytes: bytes, *, ort_threads: int = 1) -> None:
+        refuse_external_data(model_bytes)
+        self.manifest = manifest
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, ort_threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own (non-exported) error types
+            raise BundleError(f"onnxruntime cannot load {manifest.model_file}: {_short(exc)}") from None
+        declared = {i.name for i in manifest.onnx_inputs}
+        actual = {i.name for i in self.session.get_inputs()}
+        if declared != actual:
+            raise BundleError(
+                f"{manifest.model_file} has inputs {sorted(actual)}, bundle.json declares {sorted(declared)}"
+            )
+        outputs = manifest.outputs
+        self._label = outputs.label.onnx_name if outputs.label else None
+        self._proba = outputs.probabilities.onnx_name if outputs.probabilities else None
+        self._value = outputs.value.onnx_name if outputs.value else None
+        self._names = [n for n in (self._label, self._proba, self._value) if n is not None]
+        missing = set(self._names) - {o.name for o in self.session.get_outputs()}
+        if missing:
+            raise BundleError(
+                f"{manifest.model_file} has no output(s) {sorted(missing)} named in bundle.json"
+            )
+        self._classes = manifest.classes
+
+    def predict(self, feed: Feed) -> Prediction:
+        """Run the model on every row of ``feed`` (blocking)."""
+        results = dict(zip(self._names, self.session.run(self._names, feed.arrays), strict=True))
+        proba = results.get(self._proba) if self._proba else None
+        if isinstance(proba, list):  # a ZipMap output: one {class: p} per row
+            proba = np.array([[row[c] for c in self._classes or ()] for row in proba], dtype=np.float32)
+        return Prediction(
+            labels=results[self._label] if self._label else None,
+            probabilities=proba,
+            values=results[self._value] if self._value else None,
+        )
+
+
+class SklearnModel:
+    """A ``runtime: sklearn`` bundle version: an unpickled estimator (opt-in only, see module docs)."""
+
+    runtime = "sklearn"
+
+    def __init__(self, manifest: Manifest, model_bytes: bytes) -> None:
+        try:
+            import joblib
+            import sklearn
+        except ImportError:
+            raise BundleError(
+                "runtime sklearn needs scikit-learn and joblib installed (the gateway's 'pack' extra)"
+            ) from None
+        wanted = manifest.source.sklearn_version
+        if wanted != sklearn.__version__:
+            raise BundleError(
+                f"refusing to unpickle: bundle made with scikit-learn {wanted or 'unknown'}, "
+                f"installed {sklearn.__version__}"
+            )
+        self.manifest = manifest
+        try:
+            self.estimator: Any = joblib.load(io.BytesIO(model_bytes))
+        except Exception as exc:  # unpickling can raise anything
+            raise BundleError(f"cannot unpickle {manifest.model_file}: {_short(exc)}") from None
+        self._proba = manifest.outputs.probabilities is not None and hasattr(self.estimator, "predict_proba")
+
+    def predict(self, feed: Feed) -> Prediction:
+        """Run the estimator on every row of ``feed`` (blocking; holds the GIL more than onnxruntime)."""
+        arrays = list(feed.arrays.values())
+        X = arrays[0] if len(arrays) == 1 else np.hstack(arrays)
+        if self.manifest.task == "classification":
+            return Prediction(
+                labels=np.asarray(self.estimator.predict(X)),
+                probabilities=np.asarray(self.estimator.predict_proba(X)) if self._proba else None,
+            )
+        return Prediction(values=np.asarray(self.estimator.predict(X)))
+
+
+Model = OnnxModel | SklearnModel
+
+
+def load_model(bundle: BundleLike, *, ort_threads: int = 1, allow_pickle: bool = False) -> Model:
+    """The model of one bundle version, from its verified model file.
+
+    Raises ``BundleError`` (or a subclass) with the reason: digest mismatch, external data, a pickle
+    without ``allow_pickle`` or for another scikit-learn version, a model onnxruntime cannot load.
+    """
+    manifest = bundle.manifest
+    if manifest.runtime == "sklearn":
+        if not allow_pickle:
+            raise BundleError(
+                "runtime sklearn bundles are pickles; start the gateway with --allow-pickle to load them"
+            )
+        return SklearnModel(manifest, verified_bytes(bundle, manifest.model_file))
+    return OnnxModel(manifest, verified_bytes(bundle, manifest.model_file), ort_threads=ort_threads)
+
+
+def warm_up(model: Model, bundle: BundleLike, schema: CompiledSchema) -> int:
+    """Predict the bundle's sample rows once (first-call allocations happen before real traffic).
+
+    Returns the number of rows run (0 when the bundle has no ``sample_file``). A sample the schema
+    rejects is a broken bundle: ``BundleError``.
+    """
+    name = bundle.manifest.sample_file
+    if name is None:
+        return 0
+    try:
+        rows = json.loads(verified_bytes(bundle, name))
+        feed = schema.from_records(rows[: schema.max_rows])
+    except (ValueError, TypeError, BundleError) as exc:
+        raise BundleError(f"the sample rows in {name} do not fit the schema: {_short(exc)}") from None
+    model.predict(feed)
+    return feed.n_rows
+
+
+# ---------------------------------------------------------------------- external data check
+
+
+# message kind -> {field number in onnx.proto: kind of the sub-message}, for fields that hold tensors
+# or messages holding tensors; every other field is skipped by its wire type.
+_CHILDREN: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "function": {7: "node"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {},
+}
+_TENSOR_EXTERNAL_DATA = 13
+_TENSOR_DATA_LOCATION = 14
+_MAX_DEPTH = 64
+
+
+def refuse_external_data(model_bytes: bytes) -> None:
+    """Raise ``UnsafePath`` if any tensor of the ONNX model keeps its data outside the file.
+
+    A small protobuf wire-format walk over the messages that can hold tensors (graphs, nodes,
+    attributes, functions, sparse tensors), so the runtime needs no ``onnx`` package.
+    """
+    try:
+        _walk(memoryview(model_bytes), "model", 0)
+    except _WireError:
+        raise BundleError("model.onnx is not a valid ONNX protobuf") from None
+
+
+class _WireError(Exception):
+    pass
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise _WireError
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _walk(buf: memoryview, kind: str, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise _WireError
+    children = _CHILDREN[kind]
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+            if kind == "tensor" and field == _TENSOR_DATA_LOCATION and value == 1:
+                raise UnsafePath("model.onnx refers to external data, which bundles may not use")
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            end = pos + length
+            if end > len(buf):
+                raise _WireError
+            if kind == "tensor" and field == _TENSOR_EXTERNAL_DATA:
+                raise UnsafePath("model.onnx refers to external data, which bundles may not use")
+            child = children.get(field)
+            if child is not None:
+                _walk(buf[pos:end], child, depth + 1)
+            pos = end
+        else:
+            raise _WireError
+    if pos != len(buf):
+        raise _WireError
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "…"
