@@ -1,0 +1,219 @@
+"""BatchQueue: concurrent callers share one onnxruntime call and each gets exactly its own rows."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bundle_factory import iris_model, write_dir
+from bundlegate.batching import BatchQueue
+from bundlegate.errors import DeadlineExceeded, Overloaded
+from bundlegate.runtime import OnnxModel, load_model
+from bundlegate.schema import CompiledSchema, Feed, Prediction
+
+
+class Gated:
+    """The real iris model behind a gate: records every batch it runs, and can be held mid-call."""
+
+    def __init__(self, model: OnnxModel) -> None:
+        self.model = model
+        self.open = threading.Event()
+        self.open.set()
+        self.started = threading.Event()
+        self.batches: list[np.ndarray] = []
+        self.fail = False
+
+    def predict(self, feed: Feed) -> Prediction:
+        self.started.set()
+        assert self.open.wait(10)
+        self.batches.append(feed.arrays["input"].copy())
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return self.model.predict(feed)
+
+    async def running(self) -> None:
+        assert await asyncio.to_thread(self.started.wait, 10)
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, float, float]] = []
+
+    def on_batch(self, rows: int, queue_wait_s: float, inference_s: float) -> None:
+        self.batches.append((rows, queue_wait_s, inference_s))
+
+
+@pytest.fixture(scope="module")
+def iris(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
+    model = load_model(write_dir(Path(tmp_path_factory.mktemp("iris")), iris_model()))
+    assert isinstance(model, OnnxModel)
+    return model
+
+
+@pytest.fixture(scope="module")
+def schema() -> CompiledSchema:
+    return CompiledSchema(iris_model().manifest)
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(2)
+    yield executor
+    executor.shutdown(wait=True)
+
+
+@pytest.fixture
+def gated(iris: OnnxModel) -> Gated:
+    return Gated(iris)
+
+
+def _queue(model: Gated | OnnxModel, pool: ThreadPoolExecutor, **kwargs: object) -> BatchQueue:
+    """A queue that sends every batch to the thread pool (so batches form while one runs)."""
+    return BatchQueue(model, executor=pool, inline_max_s=-1.0, **kwargs)  # type: ignore[arg-type]
+
+
+def _rows(i: int) -> list[list[float]]:
+    X = iris_model().X
+    return X[(7 * i) % 150 : (7 * i) % 150 + 1 + i % 3].tolist()
+
+
+async def test_concurrent_callers_each_get_exactly_their_rows(
+    gated: Gated, schema: CompiledSchema, pool: ThreadPoolExecutor
+) -> None:
+    observer = Observer()
+    queue = _queue(gated, pool, max_batch_rows=64, observer=observer)
+    gated.open.clear()
+    first = asyncio.create_task(queue.submit(schema.from_rows(_rows(0))))
+    await gated.running()  # the first batch is held; the next requests accumulate behind it
+    rest = [asyncio.create_task(queue.submit(schema.from_rows(_rows(i)))) for i in range(1, 20)]
+    await asyncio.sleep(0)
+    gated.open.set()
+    results = await asyncio.gather(first, *rest)
+    estimator = iris_model().estimator
+    for i, prediction in enumerate(results):
+        expected = _rows(i)
+        assert prediction.labels is not None
+        assert prediction.probabilities is not None
+        assert prediction.labels.tolist() == estimator.predict(expected).tolist()
+        np.testing.assert_allclose(prediction.probabilities, estimator.predict_proba(expected), atol=1e-5)
+    assert len(gated.batches) == 2  # the held one, then the 19 that waited behind it, together
+    assert [rows for rows, _, _ in observer.batches] == [
+        len(_rows(0)),
+        sum(len(_rows(i)) for i in range(1, 20)),
+    ]
+    assert queue.idle
+
+
+async def test_an_idle_queue_runs_a_cheap_request_at_once(iris: OnnxModel, schema: CompiledSchema) -> None:
+    observer = Observer()
+    queue = BatchQueue(iris, max_delay_s=5.0, observer=observer)
+    prediction = await asyncio.wait_for(queue.submit(schema.from_record(_rows(1)[0])), 1.0)
+    assert prediction.labels is not None
+    assert prediction.labels.tolist() == iris_model().estimator.predict(_rows(1)[:1]).tolist()
+    assert observer.batches[0][:2] == (1, 0.0)
+    assert queue.idle
+
+
+async def test_batches_never_exceed_max_rows_and_big_requests_run_alone(
+    gated: Gated, schema: CompiledSchema, pool: ThreadPoolExecutor
+) -> None:
+    queue = _queue(gated, pool, max_batch_rows=4, max_delay_s=0.0)
+    gated.open.clear()
+    held = asyncio.create_task(queue.submit(schema.from_rows(_rows(0))))
+    await gated.running()
+    singles = [asyncio.create_task(queue.submit(schema.from_rows(_rows(3)))) for _ in range(6)]
+    big = asyncio.create_task(queue.submit(schema.from_rows(iris_model().X[:10].tolist())))
+    await asyncio.sleep(0)
+    gated.open.set()
+    await asyncio.gather(held, *singles, big)
+    assert [len(b) for b in gated.batches] == [1, 4, 2, 10]
+
+
+async def test_a_full_queue_answers_overloaded_at_once(
+    gated: Gated, schema: CompiledSchema, pool: ThreadPoolExecutor
+) -> None:
+    queue = _queue(gated, pool, max_queue_rows=3)
+    gated.open.clear()
+    held = asyncio.create_task(queue.submit(schema.from_rows(_rows(0))))
+    await gated.running()
+    waiting = [asyncio.create_task(queue.submit(schema.from_rows(_rows(3)))) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert queue.queued_rows == 3
+    with pytest.raises(Overloaded):
+        await asyncio.wait_for(queue.submit(schema.from_rows(_rows(3))), 0.5)
+    gated.open.set()
+    assert len(await asyncio.gather(held, *waiting)) == 4
+
+
+async def test_an_expired_request_is_dropped_and_never_run(
+    gated: Gated, schema: CompiledSchema, pool: ThreadPoolExecutor
+) -> None:
+    queue = _queue(gated, pool)
+    gated.open.clear()
+    held = asyncio.create_task(queue.submit(schema.from_rows(_rows(0))))
+    await gated.running()
+    marker = [[7.5, 7.5, 7.5, 7.5]]
+    doomed = asyncio.create_task(queue.submit(schema.from_rows(marker), deadline=time.monotonic() + 0.05))
+    survivor = asyncio.create_task(queue.submit(schema.from_rows(_rows(1))))
+    with pytest.raises(DeadlineExceeded):
+        await doomed
+    gated.open.set()
+    await asyncio.gather(held, survivor)
+    ran = np.concatenate(gated.batches)
+    assert not (ran == np.float32(7.5)).all(axis=1).any()
+    assert len(ran) == len(_rows(0)) + len(_rows(1))
+
+
+async def test_a_deadline_already_passed_never_reaches_the_model(
+    gated: Gated, schema: CompiledSchema
+) -> None:
+    queue = BatchQueue(gated)
+    with pytest.raises(DeadlineExceeded):
+        await queue.submit(schema.from_rows(_rows(0)), deadline=time.monotonic() - 0.001)
+    assert gated.batches == []
+
+
+async def test_drain_finishes_in_flight_work_and_refuses_new(
+    gated: Gated, schema: CompiledSchema, pool: ThreadPoolExecutor
+) -> None:
+    queue = _queue(gated, pool)
+    gated.open.clear()
+    in_flight = [asyncio.create_task(queue.submit(schema.from_rows(_rows(i)))) for i in range(3)]
+    await gated.running()
+    drained = asyncio.create_task(queue.drain(timeout=10))
+    await asyncio.sleep(0)
+    assert queue.draining
+    with pytest.raises(Overloaded):
+        await queue.submit(schema.from_rows(_rows(0)))
+    gated.open.set()
+    assert await drained is True
+    assert all(t.result().labels is not None for t in in_flight)
+
+
+async def test_a_model_error_reaches_every_caller_of_the_batch(
+    gated: Gated, schema: CompiledSchema, pool: ThreadPoolExecutor
+) -> None:
+    queue = _queue(gated, pool)
+    gated.fail = True
+    results = await asyncio.gather(
+        *(queue.submit(schema.from_rows(_rows(i))) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+    gated.fail = False
+    assert (await queue.submit(schema.from_rows(_rows(0)))).labels is not None
+
+
+async def test_the_queue_learns_which_batches_are_cheap(iris: OnnxModel, schema: CompiledSchema) -> None:
+    queue = BatchQueue(iris)
+    assert queue.estimate_s(256) == 0.0
+    queue.record_inference(1, 20e-6)
+    queue.record_inference(256, 20e-6 + 256 * 1e-6)
+    assert queue.estimate_s(1) == pytest.approx(21e-6)
+    assert queue.estimate_s(1000) == pytest.approx(20e-6 + 1000e-6)
