@@ -125,7 +125,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_body_bytes": (1024, 2**40),
     "max_batch_rows": (1, 10_000_000),
     "max_string_length": (1, 2**24),
-    "max_json_depth": (2, 1000),
+    "max_json_depth": (2, 256),
     "rate_limit_rps": (0, 1e9),
     "batch_max_rows": (1, 1_000_000),
     "batch_max_delay_ms": (0, 10_000),

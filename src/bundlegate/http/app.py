@@ -1,0 +1,191 @@
+"""The gateway's ASGI app: ``create_app()``.
+
+    app = create_app()     # from BUNDLEGATE_*; also ``uvicorn --factory bundlegate.http.app:create_app``
+    app = create_app(settings, registry=..., metrics=..., keys=...)   # tests and ``bundle serve``
+
+Lifecycle (ASGI lifespan, or ``await app.startup()`` / ``await app.shutdown()`` where no server runs
+it, as in-process tests):
+
+- startup starts loading every bundle in the background and returns at once, so ``/healthz``
+  answers immediately; ``/readyz`` turns 200 when every bundle has loaded or failed;
+- with ``reload_interval_s`` the repository is re-scanned on that interval;
+- shutdown (SIGTERM under uvicorn) turns readiness false, answers new predictions 503, waits up to
+  ``drain_timeout_s`` for requests in flight and the batching queues, then returns.
+
+No import-time side effects: settings, registry, metrics and keys are built here and passed down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+
+from starlette.routing import Router
+from starlette.types import Receive, Scope, Send
+
+from bundlegate.http import ops, v1, v2
+from bundlegate.http.auth import ApiKeyAuth
+from bundlegate.http.context import GatewayContext, GatewayState
+from bundlegate.http.middleware import AccessLog, GatewayMiddleware
+from bundlegate.keys import KeyStore, RateLimiter
+from bundlegate.metrics import GatewayMetrics
+from bundlegate.registry import ModelRegistry
+from bundlegate.settings import InvalidSetting, Settings
+
+logger = logging.getLogger("bundlegate")
+
+INSECURE_WARNING = (
+    "WARNING: API keys are OFF (--insecure-no-auth). Anyone who can reach this port can call every "
+    "model and the admin endpoints. Serving on loopback only; never use this in production."
+)
+
+
+class Gateway:
+    """The ASGI app ``create_app`` returns: lifespan handling around the middleware and the router."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+        router = Router(
+            routes=[*ops.routes(ctx), *v1.routes(ctx), *v2.routes(ctx)],
+            redirect_slashes=False,
+        )
+        access_log = AccessLog() if ctx.settings.access_log else None
+        self._http = GatewayMiddleware(router, ctx, access_log)
+        self._reloader: asyncio.Task[None] | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    @property
+    def state(self) -> GatewayState:
+        return self.ctx.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websockets: not part of the API
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            await self.startup()
+        except Exception as exc:
+            logger.exception("gateway startup failed")
+            await send({"type": "lifespan.startup.failed", "message": str(exc)[:200]})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        try:
+            await self.shutdown()
+        finally:
+            await send({"type": "lifespan.shutdown.complete"})
+
+    async def startup(self) -> None:
+        """Start loading the repository in the background (see the module docstring)."""
+        state = self.state
+        state.draining = False
+        state.loader = asyncio.create_task(self._load(), name="bundlegate-load")
+        if self.settings.reload_interval_s > 0:
+            self._reloader = asyncio.create_task(self._reload_periodically(), name="bundlegate-reload")
+
+    async def loaded(self) -> None:
+        """Wait until the initial load has finished (every bundle loaded or failed)."""
+        if self.state.loader is not None:
+            await asyncio.shield(self.state.loader)
+
+    async def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            await self.ctx.registry.start()
+        except Exception:
+            logger.exception("loading the model repository failed")
+        finally:
+            self.state.loading_done = True
+        ops.refresh_model_gauges(self.ctx)
+        counts: dict[str, int] = {}
+        for status in self.ctx.registry.models():
+            for v in status.versions:
+                counts[str(v.state)] = counts.get(str(v.state), 0) + 1
+                if v.error:
+                    logger.error("model %s version %s failed to load: %s", status.name, v.version, v.error)
+        logger.info(
+            "model repository loaded in %.2fs: %s",
+            time.monotonic() - started,
+            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no bundles",
+        )
+
+    async def _reload_periodically(self) -> None:
+        interval = self.settings.reload_interval_s
+        await self.loaded()
+        while not self.state.draining:
+            await asyncio.sleep(interval)
+            try:
+                await self.ctx.registry.reload()
+                ops.refresh_model_gauges(self.ctx)
+            except Exception:
+                logger.exception("reloading the model repository failed")
+
+    async def shutdown(self) -> None:
+        """Readiness false, drain requests in flight and the queues (bounded by ``drain_timeout_s``)."""
+        state = self.state
+        state.draining = True
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        if self._reloader is not None:
+            self._reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloader
+        if state.in_flight:
+            state.idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.idle.wait(), max(0.0, deadline - time.monotonic()))
+        try:
+            await self.ctx.registry.drain(max(0.0, deadline - time.monotonic()))
+        except Exception:
+            logger.exception("draining the model queues failed")
+        loader = state.loader
+        if loader is not None and not loader.done():
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
+        if state.in_flight:
+            logger.warning("shutting down with %d requests still in flight", state.in_flight)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    registry: ModelRegistry | None = None,
+    metrics: GatewayMetrics | None = None,
+    keys: KeyStore | None = None,
+) -> Gateway:
+    """The gateway app. Without arguments everything comes from the ``BUNDLEGATE_*`` environment.
+
+    Raises ``InvalidSetting`` when there are no keys (no ``keys`` and no ``keys_file``) and
+    ``insecure_no_auth`` is not set, and ``KeysFileError`` when the keys file is missing or broken."""
+    if settings is None:
+        settings = Settings.from_env(os.environ)
+    if metrics is None:
+        metrics = GatewayMetrics.for_process()
+    if keys is None and settings.keys_file is not None:
+        keys = KeyStore(settings.keys_file)
+    if keys is None and not settings.insecure_no_auth:
+        raise InvalidSetting(
+            "no API keys: pass --keys FILE (BUNDLEGATE_KEYS_FILE; create one with `bundle keys create`) "
+            "or, for local development only, --insecure-no-auth"
+        )
+    if keys is None:
+        logger.warning(INSECURE_WARNING)
+    auth = ApiKeyAuth(keys, RateLimiter(settings.rate_limit_rps))
+    if registry is None:
+        registry = ModelRegistry(
+            settings.repository, settings, metrics.observer_for, on_loaded=metrics.model_loaded
+        )
+    return Gateway(GatewayContext(settings, registry, metrics, auth))

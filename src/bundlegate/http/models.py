@@ -1,0 +1,77 @@
+"""Models as the HTTP API describes them: the registry's statuses and manifests turned into the
+``GET /v1/models`` and ``GET /v1/models/{name}`` bodies.
+
+A description carries the request schema, the outputs and the versions with their states; never file
+paths, file digests or the original model file name (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bundlegate.errors import BundlegateError
+from bundlegate.manifest import Manifest
+from bundlegate.registry import ModelRegistry, ModelStatus
+
+
+def status_of(registry: ModelRegistry, name: str) -> ModelStatus | None:
+    """The registry's status of model ``name``, or None when the registry does not know it."""
+    try:
+        return registry.model(name)
+    except BundlegateError:
+        return None
+
+
+def model_summary(status: ModelStatus) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "name": status.name,
+        "default_version": status.default,
+        "versions": [
+            {"version": v.version, "state": v.state, **({"error": v.error} if v.error else {})}
+            for v in status.versions
+        ],
+    }
+    if status.error:
+        summary["error"] = status.error
+    return summary
+
+
+def schema_json(manifest: Manifest) -> dict[str, Any]:
+    """The public part of a manifest: what to send and what comes back."""
+    inputs = [
+        i.model_dump(exclude_none=True, exclude={"allow_unknown"} if i.categories is None else set())
+        for i in manifest.inputs
+    ]
+    outputs: dict[str, Any] = {}
+    if manifest.outputs.label is not None:
+        outputs["label"] = {"classes": list(manifest.outputs.label.classes)}
+    if manifest.outputs.probabilities is not None:
+        outputs["probabilities"] = {}
+    if manifest.outputs.value is not None:
+        outputs["value"] = {}
+    return {
+        "version": manifest.version,
+        "task": manifest.task,
+        "runtime": manifest.runtime,
+        "description": manifest.description,
+        "created_at": manifest.created_at,
+        "tags": manifest.tags,
+        "metrics": manifest.metrics,
+        "estimator": manifest.source.estimator,
+        "inputs": inputs,
+        "outputs": outputs,
+        "positional_rows": all(i.dtype in ("float32", "float64", "int64") for i in manifest.inputs),
+    }
+
+
+def model_description(registry: ModelRegistry, status: ModelStatus) -> dict[str, Any]:
+    """``GET /v1/models/{name}``: the summary plus the schema of the default version (``null`` while
+    the model is loading, failed or unloaded)."""
+    body = model_summary(status)
+    try:
+        loaded = registry.get(status.name, None)
+    except BundlegateError:
+        body["schema"] = None
+    else:
+        body["schema"] = schema_json(loaded.manifest)
+    return body

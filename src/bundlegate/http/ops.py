@@ -1,0 +1,54 @@
+"""Operations endpoints, no key needed (DESIGN.md §3): they reveal no model internals beyond names.
+
+GET /healthz   200 while the process serves HTTP (liveness)
+GET /readyz    200 once every bundle has loaded or failed, 503 (+ Retry-After) while loading
+               and after shutdown began (readiness)
+GET /metrics   Prometheus text exposition
+"""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from bundlegate.errors import Unavailable
+from bundlegate.http.context import GatewayContext, Reply
+from bundlegate.http.routing import Call, json_reply, route
+
+
+async def healthz(call: Call) -> Reply:
+    return json_reply({"status": "ok"})
+
+
+async def readyz(call: Call) -> Reply:
+    ctx = call.ctx
+    if ctx.state.draining:
+        raise Unavailable("shutting down", retry_after=1)
+    if not ctx.registry.ready:
+        raise Unavailable("loading models", retry_after=1)
+    return json_reply({"status": "ready"})
+
+
+def refresh_model_gauges(ctx: GatewayContext) -> None:
+    """Copy the registry's model states into the metrics gauges (at scrape time and after loading)."""
+    registry = ctx.registry
+    ctx.metrics.set_model_states(registry.state_counts())
+    ctx.metrics.set_model_info(
+        (status.name, v.version, v.runtime or "onnx", v.version == status.default)
+        for status in registry.models()
+        for v in status.versions
+        if v.state == "loaded"
+    )
+
+
+async def metrics(call: Call) -> Reply:
+    refresh_model_gauges(call.ctx)
+    body, content_type = call.ctx.metrics.exposition()
+    return Reply(200, body, content_type.encode())
+
+
+def routes(ctx: GatewayContext) -> list[Route]:
+    return [
+        route(ctx, "/healthz", healthz, ["GET"], "health"),
+        route(ctx, "/readyz", readyz, ["GET"], "ready"),
+        route(ctx, "/metrics", metrics, ["GET"], "metrics"),
+    ]

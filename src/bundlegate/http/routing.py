@@ -1,0 +1,131 @@
+"""Routes and the per-request ``Call`` the endpoints of ``v1``, ``v2`` and ``ops`` work with.
+
+An endpoint is ``async def handler(call: Call) -> Reply``. ``route()`` wraps it as a raw ASGI app for
+Starlette's router (no ``Request`` object, no response class): the wrapper records the route template
+and endpoint name for the access log and metrics and leaves the reply for the middleware to send.
+
+``Call`` gathers the steps every model endpoint takes, in the order DESIGN.md §4 implies:
+``authenticate()`` (401/429), ``model(name, version)`` (404 for an unknown *or* not allowed model,
+with one body; 503 while loading or draining), ``await json()`` (415, 413, 400).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from bundlegate.errors import NotFound, Overloaded
+from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
+from bundlegate.http.context import GatewayContext, Reply, RequestInfo
+from bundlegate.http.jsonbody import check_content_type, header, parse_json, read_body
+from bundlegate.keys import KeyRecord
+from bundlegate.registry import LoadedVersion
+
+Handler = Callable[["Call"], Awaitable[Reply]]
+
+_MAX_VERSION_DIGITS = 9
+
+
+class Call:
+    """One request as an endpoint sees it."""
+
+    __slots__ = ("ctx", "info", "key", "receive", "scope")
+
+    def __init__(self, ctx: GatewayContext, scope: Scope, receive: Receive, info: RequestInfo) -> None:
+        self.ctx = ctx
+        self.scope = scope
+        self.receive = receive
+        self.info = info
+        self.key: KeyRecord | None = None
+
+    @property
+    def params(self) -> dict[str, str]:
+        params: dict[str, str] = self.scope["path_params"]
+        return params
+
+    def header(self, name: bytes) -> bytes | None:
+        return header(self.scope["headers"], name)
+
+    def authenticate(self) -> KeyRecord:
+        """The caller's key record (401 missing/unknown key, 429 over its rate limit)."""
+        key = self.ctx.auth.authenticate(self.scope["headers"])
+        self.key = key
+        self.info.key_id = key.id
+        return key
+
+    def model(self, name: str, version: str | None = None) -> LoadedVersion:
+        """The loaded version answering for ``name`` (and ``version``, when pinned). Authenticates
+        first. Unknown model, unknown version and a model the key may not see all raise the same
+        ``NotFound``; a loading or failed model ``ModelNotReady``; a draining server ``Overloaded``."""
+        key = self.key or self.authenticate()
+        check_model_access(key, name)
+        if self.ctx.state.draining:
+            raise Overloaded("the server is shutting down; retry on another instance", retry_after=1)
+        try:
+            loaded = self.ctx.registry.get(name, parse_version(version))
+        except NotFound:
+            raise NotFound(NOT_FOUND_MESSAGE) from None
+        self.info.model = name
+        self.info.version = loaded.version
+        return loaded
+
+    def known_model(self, name: str) -> None:
+        """Mark ``name`` as the model of this request for logs and metrics (a name the registry
+        knows, checked by the caller)."""
+        self.info.model = name
+
+    async def json(self, *, allow_missing_content_type: bool = False) -> Any:
+        """The request body as strict JSON (415 wrong content type, 413 too large, 400 malformed)."""
+        settings = self.ctx.settings
+        check_content_type(self.header(b"content-type"), allow_missing=allow_missing_content_type)
+        body = await read_body(self.receive, self.header(b"content-length"), settings.max_body_bytes)
+        return parse_json(body, settings.max_json_depth)
+
+    async def body(self) -> bytes:
+        """The raw request body (413 when too large)."""
+        return await read_body(self.receive, self.header(b"content-length"), self.ctx.settings.max_body_bytes)
+
+    def deadline(self) -> float:
+        """When this request's inference must be done (``time.monotonic`` clock)."""
+        return time.monotonic() + self.ctx.settings.request_timeout_s
+
+
+def parse_version(version: str | None) -> int | None:
+    """A version from the path; anything but a positive integer is an unknown version (404)."""
+    if version is None:
+        return None
+    if not version.isdigit() or len(version) > _MAX_VERSION_DIGITS or int(version) < 1:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    return int(version)
+
+
+def json_reply(obj: Any, status: int = 200) -> Reply:
+    return Reply(status, orjson.dumps(obj))
+
+
+class _Endpoint:
+    """A handler as a raw ASGI app (Starlette's router calls it with the matched scope)."""
+
+    __slots__ = ("ctx", "handler", "name", "path")
+
+    def __init__(self, ctx: GatewayContext, path: str, name: str, handler: Handler) -> None:
+        self.ctx = ctx
+        self.path = path
+        self.name = name
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        info: RequestInfo = scope["bundlegate"]
+        info.route = self.path
+        info.endpoint = self.name
+        info.reply = await self.handler(Call(self.ctx, scope, receive, info))
+
+
+def route(ctx: GatewayContext, path: str, handler: Handler, methods: list[str], name: str) -> Route:
+    """A Starlette route for ``handler``; ``name`` is the metrics ``endpoint`` label."""
+    return Route(path, _Endpoint(ctx, path, name, handler), methods=methods, name=None)

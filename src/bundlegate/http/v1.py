@@ -1,0 +1,89 @@
+"""``/v1``: named features, what a plain application calls (DESIGN.md §3).
+
+    POST /v1/models/{name}/predict                      one record → prediction (+ probabilities)
+    POST /v1/models/{name}/predict/batch                records, columns or positional rows
+    POST /v1/models/{name}/versions/{version}/predict[/batch]   the same, pinned to a version
+    GET  /v1/models                                     the models this key may see, their versions
+    GET  /v1/models/{name}                              schema, outputs, versions (never file paths)
+
+A request body is ``{"inputs": ...}`` and nothing else; the schema of the model version
+(``CompiledSchema``) turns ``inputs`` into the model feed or answers 422 with located details.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.routing import Route
+
+from bundlegate.errors import InvalidInput, NotFound, problem
+from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
+from bundlegate.http.context import GatewayContext, Reply
+from bundlegate.http.models import model_description, model_summary, status_of
+from bundlegate.http.routing import Call, json_reply, route
+from bundlegate.registry import LoadedVersion
+
+
+def _inputs(doc: Any) -> Any:
+    if not isinstance(doc, dict):
+        raise InvalidInput(
+            'the body must be a JSON object {"inputs": ...}', [problem([], "expected an object", "type")]
+        )
+    if "inputs" not in doc:
+        raise InvalidInput('the body has no "inputs"', [problem(["inputs"], "field required", "missing")])
+    if len(doc) > 1:
+        extra = [problem([str(k)[:64]], "unknown field", "extra") for k in doc if k != "inputs"]
+        raise InvalidInput('the body may only hold "inputs"', extra)
+    return doc["inputs"]
+
+
+async def _run(call: Call, loaded: LoadedVersion, batch: bool) -> Reply:
+    inputs = _inputs(await call.json())
+    schema = loaded.schema
+    feed = schema.from_batch(inputs) if batch else schema.from_record(inputs)
+    prediction = await loaded.queue.submit(feed, call.deadline())
+    info = call.info
+    head = {"model": info.model, "version": info.version, "request_id": info.request_id}
+    out = schema.decode_batch(prediction) if batch else schema.decode_one(prediction)
+    return Reply(200, orjson.dumps(head | out))
+
+
+async def predict(call: Call) -> Reply:
+    params = call.params
+    return await _run(call, call.model(params["name"], params.get("version")), batch=False)
+
+
+async def predict_batch(call: Call) -> Reply:
+    params = call.params
+    return await _run(call, call.model(params["name"], params.get("version")), batch=True)
+
+
+async def list_models(call: Call) -> Reply:
+    key = call.authenticate()
+    statuses = [s for s in call.ctx.registry.models() if key.allows(s.name)]
+    return json_reply({"models": [model_summary(s) for s in sorted(statuses, key=lambda s: s.name)]})
+
+
+async def describe_model(call: Call) -> Reply:
+    key = call.authenticate()
+    name = call.params["name"]
+    check_model_access(key, name)
+    status = status_of(call.ctx.registry, name)
+    if status is None:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    call.known_model(name)
+    return json_reply(model_description(call.ctx.registry, status))
+
+
+def routes(ctx: GatewayContext) -> list[Route]:
+    base = "/v1/models/{name}"
+    pinned = base + "/versions/{version}"
+    return [
+        route(ctx, "/v1/models", list_models, ["GET"], "v1_models"),
+        route(ctx, base, describe_model, ["GET"], "v1_model"),
+        route(ctx, base + "/predict", predict, ["POST"], "v1_predict"),
+        route(ctx, base + "/predict/batch", predict_batch, ["POST"], "v1_predict_batch"),
+        route(ctx, pinned + "/predict", predict, ["POST"], "v1_predict"),
+        route(ctx, pinned + "/predict/batch", predict_batch, ["POST"], "v1_predict_batch"),
+    ]
