@@ -238,23 +238,6 @@ def with_files(built: Built, files: dict[str, bytes]) -> Built:
     return replace(built, manifest=built.manifest.model_copy(update={"files": entries}), files=merged)
 
 
-@dataclass(frozen=True)
-class DirBundle:
-    """A bundle directory and its manifest, as ``bundlegate.bundle.Bundle`` has them."""
-
-    path: Path
-    manifest: Manifest
-
-
-def write_dir(path: Path, built: Built) -> DirBundle:
-    """Write ``built`` into the directory ``path`` (bundle.json and files), without the bundle module."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name, data in built.files.items():
-        (path / name).write_bytes(data)
-    (path / "bundle.json").write_text(built.manifest.to_json())
-    return DirBundle(path, built.manifest)
-
-
 def write(repo: Path, built: Built) -> Path:
     """Write ``built`` as ``repo/<name>/<version>/`` with bundle.json and its files."""
     from bundlegate.bundle import write_bundle

@@ -7,13 +7,13 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bundle_factory import iris_model, write_dir
+from bundle_factory import iris_model, write
 from bundlegate.batching import BatchQueue
+from bundlegate.bundle import read_bundle
 from bundlegate.errors import DeadlineExceeded, Overloaded
 from bundlegate.runtime import OnnxModel, load_model
 from bundlegate.schema import CompiledSchema, Feed, Prediction
@@ -52,7 +52,7 @@ class Observer:
 
 @pytest.fixture(scope="module")
 def iris(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
-    model = load_model(write_dir(Path(tmp_path_factory.mktemp("iris")), iris_model()))
+    model = load_model(read_bundle(write(tmp_path_factory.mktemp("repo"), iris_model())))
     assert isinstance(model, OnnxModel)
     return model
 

@@ -15,15 +15,20 @@ from bundle_factory import (
     pickled_model,
     regressor_model,
     with_files,
-    write_dir,
+    write,
 )
+from bundlegate.bundle import Bundle, read_bundle
 from bundlegate.errors import BundleError, DigestMismatch, UnsafePath
 from bundlegate.runtime import OnnxModel, SklearnModel, load_model, refuse_external_data, warm_up
 from bundlegate.schema import CompiledSchema
 
 
+def _bundle(tmp_path: Path, built: Built) -> Bundle:
+    return read_bundle(write(tmp_path, built))
+
+
 def _load(tmp_path: Path, built: Built, **kwargs: object) -> OnnxModel | SklearnModel:
-    return load_model(write_dir(tmp_path / "b", built), **kwargs)  # type: ignore[arg-type]
+    return load_model(_bundle(tmp_path, built), **kwargs)  # type: ignore[arg-type]
 
 
 def test_onnx_classifier_matches_sklearn(tmp_path: Path) -> None:
@@ -91,7 +96,7 @@ def test_zipmap_probabilities_become_an_array_in_class_order(tmp_path: Path) -> 
 
 
 def test_a_changed_model_file_is_refused(tmp_path: Path) -> None:
-    bundle = write_dir(tmp_path / "b", iris_model())
+    bundle = _bundle(tmp_path, iris_model())  # verified; then the file changes before the load
     data = bytearray((bundle.path / "model.onnx").read_bytes())
     data[-1] ^= 1
     (bundle.path / "model.onnx").write_bytes(bytes(data))
@@ -100,7 +105,7 @@ def test_a_changed_model_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_symlinked_model_file_is_refused(tmp_path: Path) -> None:
-    bundle = write_dir(tmp_path / "b", iris_model())
+    bundle = _bundle(tmp_path, iris_model())
     real = tmp_path / "elsewhere.onnx"
     (bundle.path / "model.onnx").rename(real)
     (bundle.path / "model.onnx").symlink_to(real)
@@ -176,7 +181,7 @@ def test_pickle_loads_with_opt_in_and_matching_version(tmp_path: Path) -> None:
 
 def test_warm_up_runs_the_sample_rows(tmp_path: Path) -> None:
     built = iris_model()
-    bundle = write_dir(tmp_path / "b", built)
+    bundle = _bundle(tmp_path, built)
     model = load_model(bundle)
     assert warm_up(model, bundle, CompiledSchema(built.manifest)) == 5
-    assert warm_up(model, write_dir(tmp_path / "r", regressor_model()), CompiledSchema(built.manifest)) == 0
+    assert warm_up(model, _bundle(tmp_path, regressor_model()), CompiledSchema(built.manifest)) == 0

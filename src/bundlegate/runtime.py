@@ -1,7 +1,8 @@
 """Loaded bundle versions: ``OnnxModel`` (the default) and ``SklearnModel`` (the opt-in pickle fallback).
 
-``load_model(bundle)`` reads the model file once, checks its size and sha256 against ``bundle.json``
-and builds the model from those verified bytes, so the file cannot change between check and use::
+``load_model(bundle)`` reads the model file once (``Bundle.read_file``: size and sha256 checked against
+``bundle.json``) and builds the model from those verified bytes, so the file cannot change between
+check and use::
 
     model = load_model(bundle, ort_threads=1, allow_pickle=False)
     prediction = model.predict(feed)          # blocking; onnxruntime releases the GIL
@@ -18,47 +19,27 @@ imported only then.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from bundlegate.errors import BundleError, DigestMismatch, UnsafePath
+from bundlegate.bundle import Bundle
+from bundlegate.errors import BundleError, UnsafePath
 from bundlegate.manifest import Manifest
 from bundlegate.schema import CompiledSchema, Feed, Prediction
 
-__all__ = ["BundleLike", "OnnxModel", "Prediction", "SklearnModel", "load_model", "verified_bytes"]
-
-
-class BundleLike(Protocol):
-    """What the runtime needs of a bundle (``bundlegate.bundle.Bundle``): where it is, what it says."""
-
-    @property
-    def path(self) -> Path: ...
-
-    @property
-    def manifest(self) -> Manifest: ...
-
-
-def verified_bytes(bundle: BundleLike, name: str) -> bytes:
-    """The bytes of one bundle file, checked against its ``files`` entry (size and sha256)."""
-    entry = next((f for f in bundle.manifest.files if f.name == name), None)
-    if entry is None:
-        raise BundleError(f"{name} is not listed in bundle.json files")
-    path = bundle.path / name
-    if path.is_symlink():
-        raise UnsafePath(f"{name} is a symlink")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"cannot read {name}: {exc.strerror or exc}") from None
-    if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
-        raise DigestMismatch(f"{name} does not match its size/sha256 in bundle.json")
-    return data
+__all__ = [
+    "Model",
+    "OnnxModel",
+    "Prediction",
+    "SklearnModel",
+    "load_model",
+    "refuse_external_data",
+    "warm_up",
+]
 
 
 class OnnxModel:
@@ -155,7 +136,7 @@ class SklearnModel:
 Model = OnnxModel | SklearnModel
 
 
-def load_model(bundle: BundleLike, *, ort_threads: int = 1, allow_pickle: bool = False) -> Model:
+def load_model(bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = False) -> Model:
     """The model of one bundle version, from its verified model file.
 
     Raises ``BundleError`` (or a subclass) with the reason: digest mismatch, external data, a pickle
@@ -167,11 +148,11 @@ def load_model(bundle: BundleLike, *, ort_threads: int = 1, allow_pickle: bool =
             raise BundleError(
                 "runtime sklearn bundles are pickles; start the gateway with --allow-pickle to load them"
             )
-        return SklearnModel(manifest, verified_bytes(bundle, manifest.model_file))
-    return OnnxModel(manifest, verified_bytes(bundle, manifest.model_file), ort_threads=ort_threads)
+        return SklearnModel(manifest, bundle.read_file(manifest.model_file))
+    return OnnxModel(manifest, bundle.read_file(manifest.model_file), ort_threads=ort_threads)
 
 
-def warm_up(model: Model, bundle: BundleLike, schema: CompiledSchema) -> int:
+def warm_up(model: Model, bundle: Bundle, schema: CompiledSchema) -> int:
     """Predict the bundle's sample rows once (first-call allocations happen before real traffic).
 
     Returns the number of rows run (0 when the bundle has no ``sample_file``). A sample the schema
@@ -181,7 +162,7 @@ def warm_up(model: Model, bundle: BundleLike, schema: CompiledSchema) -> int:
     if name is None:
         return 0
     try:
-        rows = json.loads(verified_bytes(bundle, name))
+        rows = json.loads(bundle.read_file(name))
         feed = schema.from_records(rows[: schema.max_rows])
     except (ValueError, TypeError, BundleError) as exc:
         raise BundleError(f"the sample rows in {name} do not fit the schema: {_short(exc)}") from None
