@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 MANIFEST_FILE = "bundle.json"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
