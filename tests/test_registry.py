@@ -70,6 +70,7 @@ async def _predict(registry: ModelRegistry, name: str, version: int | None = Non
 async def test_every_version_loads_and_a_corrupted_bundle_fails_alone(registry: ModelRegistry) -> None:
     loaded_seconds: list[float] = []
     registry.on_loaded = lambda name, version, seconds: loaded_seconds.append(seconds)
+    assert not registry.ready  # not before the first scan and load
     report = await registry.start()
     assert sorted(report.added) == [("credit", 1), ("iris", 1), ("iris", 2)]
     assert report.failed == [("broken", 1)]

@@ -156,13 +156,16 @@ class ModelRegistry:
         self._serving: dict[str, _Serving] = {}
         self._reload_lock = asyncio.Lock()
         self._draining = False
+        self._started = False
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> ReloadReport:
         """Scan the repository and load every version in parallel; returns what was loaded or failed."""
-        return await self.reload()
+        report = await self.reload()
+        self._started = True
+        return report
 
     async def reload(self) -> ReloadReport:
         """Re-scan: load new (and previously failed) versions, then switch them in; drop removed ones.
@@ -244,9 +247,11 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        """Every version found is loaded or failed (or unloaded), and the registry is not draining."""
-        return not self._draining and all(
-            e.state != "loading" for versions in self._models.values() for e in versions.values()
+        """``start`` has finished: every version found is loaded or failed (or unloaded); not draining."""
+        return (
+            self._started
+            and not self._draining
+            and all(e.state != "loading" for versions in self._models.values() for e in versions.values())
         )
 
     @property
