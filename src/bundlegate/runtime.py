@@ -71,28 +71,28 @@ class OnnxModel:
                 f"{manifest.model_file} has inputs {sorted(actual)}, bundle.json declares {sorted(declared)}"
             )
         outputs = manifest.outputs
-        self._label = outputs.label.onnx_name if outputs.label else None
-        self._proba = outputs.probabilities.onnx_name if outputs.probabilities else None
-        self._value = outputs.value.onnx_name if outputs.value else None
-        self._names = [n for n in (self._label, self._proba, self._value) if n is not None]
+        wanted = [
+            outputs.label.onnx_name if outputs.label else None,
+            outputs.probabilities.onnx_name if outputs.probabilities else None,
+            outputs.value.onnx_name if outputs.value else None,
+        ]
+        self._names = [n for n in wanted if n is not None]
+        # where each of (labels, probabilities, values) is in session.run's result list, or -1
+        self._at = [self._names.index(n) if n is not None else -1 for n in wanted]
         missing = set(self._names) - {o.name for o in self.session.get_outputs()}
         if missing:
             raise BundleError(
                 f"{manifest.model_file} has no output(s) {sorted(missing)} named in bundle.json"
             )
-        self._classes = manifest.classes
+        self._classes = manifest.classes or []
 
     def predict(self, feed: Feed) -> Prediction:
         """Run the model on every row of ``feed`` (blocking)."""
-        results = dict(zip(self._names, self.session.run(self._names, feed.arrays), strict=True))
-        proba = results.get(self._proba) if self._proba else None
+        results = self.session.run(self._names, feed.arrays)
+        labels, proba, values = (results[i] if i >= 0 else None for i in self._at)
         if isinstance(proba, list):  # a ZipMap output: one {class: p} per row
-            proba = np.array([[row[c] for c in self._classes or ()] for row in proba], dtype=np.float32)
-        return Prediction(
-            labels=results[self._label] if self._label else None,
-            probabilities=proba,
-            values=results[self._value] if self._value else None,
-        )
+            proba = np.array([[row[c] for c in self._classes] for row in proba], dtype=np.float32)
+        return Prediction(labels, proba, values)
 
 
 class SklearnModel:
