@@ -14,7 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client import CollectorRegistry
+
+from bundlegate.http.app import create_app
+from bundlegate.metrics import GatewayMetrics
+from bundlegate.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -126,12 +132,20 @@ def test_one_worker_read_only_friendly_settings() -> None:
     assert ("STOPSIGNAL", "SIGTERM") in steps
 
 
-def test_health_check_asks_the_liveness_endpoint_without_curl() -> None:
+async def test_health_check_asks_the_gateways_liveness_endpoint_without_curl(tmp_path: Path) -> None:
     (check,) = [rest for w, rest in runtime_stage() if w == "HEALTHCHECK"]
     assert "urllib.request" in check
-    assert "/healthz" in check
     assert "curl" not in check
     assert "wget" not in check
+    assert "BUNDLEGATE_PORT" in check
+    (path,) = re.findall(r"'(/[a-z/]+)'", check)
+    # The path answers 200 on the real app, as soon as it starts (before any bundle has loaded).
+    settings = Settings(repository=tmp_path, insecure_no_auth=True)
+    app = create_app(settings, metrics=GatewayMetrics(registry=CollectorRegistry()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        await app.startup()
+        assert (await client.get(path)).status_code == 200
+        await app.shutdown()
 
 
 def test_entrypoint_serves_the_mounted_bundles() -> None:
