@@ -55,5 +55,8 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('BUNDLEGATE_PORT', '8080') + '/healthz', timeout=2)"]
 
+# `bundle serve` with every setting from the BUNDLEGATE_* variables above, so `docker run -e
+# BUNDLEGATE_PORT=9000 ...` changes the port for the server and the health check alike (a flag here
+# would win over the variable). Other commands run too: `docker run IMAGE keys list --file ...`.
 ENTRYPOINT ["bundle"]
-CMD ["serve", "/bundles", "--host", "0.0.0.0", "--port", "8080", "--keys", "/etc/bundlegate/keys.json"]
+CMD ["serve"]

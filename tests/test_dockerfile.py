@@ -148,12 +148,16 @@ async def test_health_check_asks_the_gateways_liveness_endpoint_without_curl(tmp
         await app.shutdown()
 
 
-def test_entrypoint_serves_the_mounted_bundles() -> None:
+def test_entrypoint_serves_the_mounted_bundles_with_the_mounted_keys() -> None:
     steps = dict(runtime_stage())
     assert json.loads(steps["ENTRYPOINT"]) == ["bundle"]
-    cmd = json.loads(steps["CMD"])
-    assert cmd[:2] == ["serve", "/bundles"]
-    assert cmd[cmd.index("--keys") + 1] == "/etc/bundlegate/keys.json"
+    assert json.loads(steps["CMD"]) == ["serve"]
+    # `bundle serve` without flags: what the environment says, read the way the gateway reads it.
+    settings = Settings.from_env(env_of(runtime_stage()))
+    assert str(settings.repository) == "/bundles"
+    assert str(settings.keys_file) == "/etc/bundlegate/keys.json"
+    assert settings.host == "0.0.0.0"
+    assert settings.workers == 1
 
 
 def test_build_context_leaves_out_bundles_and_virtualenvs() -> None:
