@@ -95,3 +95,10 @@ def test_settings_are_immutable() -> None:
     s = Settings()
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+def test_to_env_round_trips() -> None:
+    s = Settings(repository=Path("repo"), keys_file=Path("k.json"), port=9001, access_log=False)
+    assert Settings.from_env(s.to_env()) == s
+    assert Settings.from_env(Settings().to_env()) == Settings()
+    assert "BUNDLEGATE_KEYS_FILE" not in Settings().to_env()

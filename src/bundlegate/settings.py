@@ -88,6 +88,18 @@ class Settings:
             raise TypeError(f"unknown settings: {sorted(unknown)}")
         return dataclasses.replace(self, **given)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``BUNDLEGATE_*`` variables: ``from_env(s.to_env()) == s``. ``bundle serve``
+        hands its settings to uvicorn's worker processes this way."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            env[ENV_PREFIX + f.name.upper()] = text
+        return env
+
     @property
     def request_timeout_s(self) -> float:
         return self.request_timeout_ms / 1000.0

@@ -1,9 +1,152 @@
-"""Placeholder: filled in by its owner."""
+"""``bundle serve REPO``: the gateway under uvicorn.
+
+Settings come from the defaults, then ``BUNDLEGATE_*`` variables, then these flags (a flag wins). The
+command refuses to start without API keys unless ``--insecure-no-auth`` is given, which binds to
+127.0.0.1 whatever ``--host`` says and prints a loud warning.
+
+uvicorn runs the app factory ``bundlegate.http.app:create_app`` by import string, so ``--workers N``
+works: the final settings are handed to the workers as ``BUNDLEGATE_*`` variables, and with more than
+one worker the metrics live in a shared directory (``PROMETHEUS_MULTIPROC_DIR``) that ``/metrics``
+aggregates. uvicorn's own access log is off: the gateway writes its own, as JSON lines.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
 import click
+
+from bundlegate.keys import KeyStore
+from bundlegate.settings import LOG_LEVELS, InvalidSetting, Settings
+
+APP_FACTORY = "bundlegate.http.app:create_app"
+LOOPBACK = "127.0.0.1"
+INSECURE_BANNER = """\
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+!!  INSECURE: API keys are OFF (--insecure-no-auth). Every model and the admin endpoints answer
+!!  anyone who can reach the port. Bound to 127.0.0.1 only. Never run this way in production.
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
+
+# flag name → Settings field, for the plain-valued options
+_OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("--host", "host", str, "Interface to bind (BUNDLEGATE_HOST, default 127.0.0.1)."),
+    ("--port", "port", click.IntRange(0, 65535), "Port (BUNDLEGATE_PORT, default 8080)."),
+    ("--workers", "workers", click.IntRange(1, 64), "Worker processes (BUNDLEGATE_WORKERS, default 1)."),
+    ("--max-body-bytes", "max_body_bytes", int, "Largest request body (default 16 MiB)."),
+    ("--max-batch-rows", "max_batch_rows", int, "Most rows in one request (default 10000)."),
+    ("--max-string-length", "max_string_length", int, "Longest string feature value (default 1024)."),
+    ("--max-json-depth", "max_json_depth", int, "Deepest JSON nesting (default 32)."),
+    ("--rate-limit-rps", "rate_limit_rps", float, "Requests per second per key, 0 = off (default)."),
+    ("--batch-max-rows", "batch_max_rows", int, "Most rows per onnxruntime call (default 256)."),
+    ("--batch-max-delay-ms", "batch_max_delay_ms", float, "Longest wait to fill a batch (default 1)."),
+    ("--queue-max-rows", "queue_max_rows", int, "Rows waiting per model version (default 20000)."),
+    ("--request-timeout-ms", "request_timeout_ms", int, "Inference deadline, then 504 (default 10000)."),
+    ("--reload-interval-s", "reload_interval_s", float, "Re-scan the repository every N s (0 = off)."),
+    ("--drain-timeout-s", "drain_timeout_s", float, "Longest wait for in-flight work at shutdown (20)."),
+    ("--ort-threads", "ort_threads", int, "onnxruntime intra-op threads per session (default 1)."),
+]
+
+
+def resolve_settings(environ: dict[str, str] | os._Environ[str], **flags: Any) -> Settings:
+    """Defaults, then ``BUNDLEGATE_*`` from ``environ``, then the flags that were given."""
+    return Settings.from_env(environ).replace(**flags)
+
+
+def check_startable(settings: Settings) -> Settings:
+    """Refuse to start without keys (unless insecure); insecure forces loopback. Loads the keys file
+    once so a missing or broken file is a one-line error before uvicorn starts."""
+    if settings.keys_file is not None:
+        KeyStore(settings.keys_file)
+        return settings
+    if not settings.insecure_no_auth:
+        raise InvalidSetting(
+            "no API keys: pass --keys FILE (create one with `bundle keys create`), "
+            "or --insecure-no-auth for local development"
+        )
+    return settings.replace(host=LOOPBACK)
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT (blocking)."""
+    import uvicorn
+
+    env = settings.to_env()
+    os.environ.update(env)
+    metrics_dir: Path | None = None
+    if settings.workers > 1:
+        from bundlegate.metrics import prepare_multiprocess_dir
+
+        metrics_dir = prepare_multiprocess_dir(tempfile.mkdtemp(prefix="bundlegate-metrics-"))
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            log_config=_log_config(settings.log_level),
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+        )
+    finally:
+        if metrics_dir is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(metrics_dir)
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging config plus the ``bundlegate`` logger on stderr at ``level``."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = {**LOGGING_CONFIG, "loggers": dict(LOGGING_CONFIG["loggers"])}
+    config["loggers"]["bundlegate"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
 
 
 def register(group: click.Group) -> None:
-    """Add this module's commands to the `bundle` group."""
+    """Add ``serve`` to the ``bundle`` group."""
+
+    @click.argument("repo", required=False, type=click.Path(file_okay=False, path_type=Path))
+    @click.option(
+        "--keys",
+        "keys_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Keys file from `bundle keys create` (BUNDLEGATE_KEYS_FILE).",
+    )
+    @click.option(
+        "--insecure-no-auth",
+        is_flag=True,
+        default=None,
+        help="Serve without API keys, on 127.0.0.1 only. Development only.",
+    )
+    @click.option(
+        "--allow-pickle",
+        is_flag=True,
+        default=None,
+        help="Load runtime: sklearn bundles (pickles) made with this sklearn version.",
+    )
+    @click.option("--access-log/--no-access-log", default=None, help="JSON lines access log on stderr.")
+    @click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None, help="Log level (info).")
+    def serve(repo: Path | None, **flags: Any) -> None:
+        """Serve every bundle in REPO (default: BUNDLEGATE_REPOSITORY or ./bundles)."""
+        settings = check_startable(resolve_settings(os.environ, repository=repo, **flags))
+        if settings.insecure_no_auth and settings.keys_file is None:
+            click.echo(INSECURE_BANNER, err=True)
+        click.echo(
+            f"bundle serve: {settings.repository} on http://{settings.host}:{settings.port} "
+            f"({settings.workers} worker{'s' if settings.workers > 1 else ''})",
+            err=True,
+        )
+        run(settings)
+
+    for flag, name, kind, help_text in reversed(_OPTIONS):
+        serve = click.option(flag, name, type=kind, default=None, help=help_text)(serve)
+    group.command("serve")(serve)

@@ -7,6 +7,8 @@ paths, file digests or the original model file name (DESIGN.md §3).
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from bundlegate.errors import BundlegateError
@@ -22,17 +24,28 @@ def status_of(registry: ModelRegistry, name: str) -> ModelStatus | None:
         return None
 
 
-def model_summary(status: ModelStatus) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "name": status.name,
-        "default_version": status.default,
-        "versions": [
-            {"version": v.version, "state": v.state, **({"error": v.error} if v.error else {})}
-            for v in status.versions
-        ],
-    }
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/[^\s:'\"]+")
+
+
+def public_error(text: str, repo: Path) -> str:
+    """A load error as clients may see it: paths inside the repository relative to it, any other
+    absolute path replaced by ``<path>`` (the API never shows where files live)."""
+    for root in {str(repo.resolve()), str(repo.absolute()), str(repo)}:
+        if root not in ("", "."):
+            text = text.replace(root.rstrip("/") + "/", "")
+    return _ABSOLUTE_PATH.sub("<path>", text)
+
+
+def model_summary(status: ModelStatus, repo: Path) -> dict[str, Any]:
+    versions: list[dict[str, Any]] = []
+    for v in status.versions:
+        entry: dict[str, Any] = {"version": v.version, "state": v.state}
+        if v.error:
+            entry["error"] = public_error(v.error, repo)
+        versions.append(entry)
+    summary: dict[str, Any] = {"name": status.name, "default_version": status.default, "versions": versions}
     if status.error:
-        summary["error"] = status.error
+        summary["error"] = public_error(status.error, repo)
     return summary
 
 
@@ -67,7 +80,7 @@ def schema_json(manifest: Manifest) -> dict[str, Any]:
 def model_description(registry: ModelRegistry, status: ModelStatus) -> dict[str, Any]:
     """``GET /v1/models/{name}``: the summary plus the schema of the default version (``null`` while
     the model is loading, failed or unloaded)."""
-    body = model_summary(status)
+    body = model_summary(status, registry.repo)
     try:
         loaded = registry.get(status.name, None)
     except BundlegateError:

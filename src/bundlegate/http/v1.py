@@ -62,7 +62,8 @@ async def predict_batch(call: Call) -> Reply:
 async def list_models(call: Call) -> Reply:
     key = call.authenticate()
     statuses = [s for s in call.ctx.registry.models() if key.allows(s.name)]
-    return json_reply({"models": [model_summary(s) for s in sorted(statuses, key=lambda s: s.name)]})
+    repo = call.ctx.registry.repo
+    return json_reply({"models": [model_summary(s, repo) for s in sorted(statuses, key=lambda s: s.name)]})
 
 
 async def describe_model(call: Call) -> Reply:

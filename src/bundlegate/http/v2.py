@@ -33,7 +33,7 @@ from bundlegate.errors import InvalidInput, MalformedRequest, ModelNotReady, Not
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access, require_admin
 from bundlegate.http.context import GatewayContext, Reply
 from bundlegate.http.jsonbody import parse_json
-from bundlegate.http.models import status_of
+from bundlegate.http.models import public_error, status_of
 from bundlegate.http.routing import Call, json_reply, route
 from bundlegate.manifest import Manifest
 from bundlegate.registry import LoadedVersion
@@ -437,7 +437,9 @@ async def repository_index(call: Call) -> Reply:
                     "name": status.name,
                     "version": str(v.version),
                     "state": _STATE.get(v.state, "UNAVAILABLE"),
-                    "reason": v.error or ("" if v.state in _STATE else v.state),
+                    "reason": public_error(v.error, call.ctx.registry.repo)
+                    if v.error
+                    else ("" if v.state in _STATE else v.state),
                 }
             )
     return json_reply(entries)
