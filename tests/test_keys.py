@@ -6,8 +6,11 @@ import json
 import logging
 import os
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from bundlegate.errors import NotFound, RateLimited, Unauthenticated
@@ -416,3 +419,120 @@ def test_insecure_mode_lets_everything_through_as_admin() -> None:
     assert auth.insecure
     assert record.admin
     check_model_access(record, "anything")
+
+
+# --- at the HTTP edge, in-process --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The iris bundle under three names: credit, churn-eu, churn-us."""
+    import bundle_factory as bf
+
+    root = tmp_path_factory.mktemp("repo")
+    for name in ("credit", "churn-eu", "churn-us"):
+        bf.write(root, bf.with_version(bf.iris_model(), 1, name=name))
+    return root
+
+
+@pytest.fixture
+async def gateway(repo: Path, keys_file: Path, clock: FakeClock) -> AsyncIterator[httpx.AsyncClient]:
+    from prometheus_client import CollectorRegistry
+
+    from bundlegate.http.app import create_app
+    from bundlegate.metrics import GatewayMetrics
+    from bundlegate.settings import Settings
+
+    create_key(keys_file, "admin", ["*"], admin=True)
+    settings = Settings(repository=repo, keys_file=keys_file, access_log=True)
+    store = KeyStore(keys_file, clock=clock)
+    app = create_app(settings, metrics=GatewayMetrics(CollectorRegistry()), keys=store)
+    await app.startup()
+    await app.loaded()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test") as c:
+            yield c
+    finally:
+        await app.shutdown()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+ROW = {"inputs": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}}
+
+
+async def test_http_a_key_for_churn_cannot_see_credit_and_gets_the_unknown_model_404(
+    gateway: httpx.AsyncClient, keys_file: Path, clock: FakeClock
+) -> None:
+    churn = create_key(keys_file, "churn-app", ["churn*"])
+    clock.advance(1.01)
+    ok = await gateway.post("/v1/models/churn-eu/predict", json=ROW, headers=bearer(churn))
+    assert ok.status_code == 200
+
+    def body(r: httpx.Response) -> Any:
+        doc = r.json()
+        doc.pop("request_id")
+        return doc
+
+    requests = [
+        ("POST", "/v1/models/{}/predict"),
+        ("POST", "/v1/models/{}/versions/1/predict"),
+        ("POST", "/v2/models/{}/infer"),
+        ("GET", "/v1/models/{}"),
+        ("GET", "/v2/models/{}"),
+        ("GET", "/v2/models/{}/ready"),
+    ]
+    for method, path in requests:
+        forbidden = await gateway.request(method, path.format("credit"), json=ROW, headers=bearer(churn))
+        unknown = await gateway.request(method, path.format("nosuchmodel"), json=ROW, headers=bearer(churn))
+        assert forbidden.status_code == unknown.status_code == 404, path
+        assert body(forbidden) == body(unknown), path
+        assert body(forbidden)["error"]["code"] == "not_found"
+    listing = await gateway.get("/v1/models", headers=bearer(churn))
+    assert "credit" not in listing.text
+
+
+async def test_http_a_revoked_key_gets_401_without_a_restart(
+    gateway: httpx.AsyncClient, keys_file: Path, clock: FakeClock
+) -> None:
+    key = create_key(keys_file, "soon-gone", ["*"])
+    clock.advance(1.01)
+    assert (await gateway.post("/v1/models/credit/predict", json=ROW, headers=bearer(key))).status_code == 200
+
+    revoke_key(keys_file, "soon-gone")
+    clock.advance(1.01)
+    refused = await gateway.post("/v1/models/credit/predict", json=ROW, headers=bearer(key))
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert refused.json()["error"]["code"] == "unauthenticated"
+    assert key not in refused.text
+
+
+async def test_http_keys_are_taken_from_headers_only(
+    gateway: httpx.AsyncClient, keys_file: Path, clock: FakeClock
+) -> None:
+    key = create_key(keys_file, "web", ["*"])
+    clock.advance(1.01)
+    ok = await gateway.post("/v1/models/credit/predict", json=ROW, headers={"X-API-Key": key})
+    assert ok.status_code == 200
+    for query in (f"api_key={key}", f"key={key}", f"access_token={key}"):
+        refused = await gateway.post(f"/v1/models/credit/predict?{query}", json=ROW)
+        assert refused.status_code == 401
+
+
+async def test_http_the_access_log_names_the_key_id_never_the_key(
+    gateway: httpx.AsyncClient, keys_file: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = create_key(keys_file, "web-shop", ["*"])
+    clock.advance(1.01)
+    await gateway.post("/v1/models/credit/predict", json=ROW, headers=bearer(key))
+    await gateway.post("/v1/models/credit/predict", json=ROW, headers=bearer(key + "x"))
+    await gateway.post(f"/v1/models/credit/predict?api_key={key}", json=ROW)
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert [line["key_id"] for line in lines] == ["web-shop", None, None]
+    assert [line["status"] for line in lines] == [200, 401, 401]
+    assert key not in err
+    assert key[3:20] not in err

@@ -8,8 +8,10 @@ import string
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -286,4 +288,63 @@ def test_multiprocess_workers_add_up(tmp_path: Path) -> None:
     assert value(data, "bundlegate_models", state="loaded") == 1
     assert value(data, "bundlegate_model_info", **mv, runtime="onnx", default="true") == 1
     result = promtool_check_metrics(body)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- through the gateway, in-process -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    import bundle_factory as bf
+    from bundlegate.http.app import create_app
+    from bundlegate.keys import create_key
+    from bundlegate.settings import Settings
+
+    repo = tmp_path / "repo"
+    bf.write(repo, bf.iris_model())
+    key = create_key(tmp_path / "keys.json", "web", ["*"])
+    settings = Settings(repository=repo, keys_file=tmp_path / "keys.json", access_log=False)
+    app = create_app(settings, metrics=GatewayMetrics(CollectorRegistry()))
+    await app.startup()
+    await app.loaded()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test") as c:
+            yield c, key
+    finally:
+        await app.shutdown()
+
+
+async def test_requests_for_random_model_names_add_no_label_values(
+    gateway: tuple[httpx.AsyncClient, str],
+) -> None:
+    client, key = gateway
+    headers = {"Authorization": f"Bearer {key}"}
+    row = {"inputs": [5.1, 3.5, 1.4, 0.2]}
+    assert (await client.post("/v1/models/iris/predict", json=row, headers=headers)).status_code == 200
+    before = parse((await client.get("/metrics")).content)
+
+    rng = random.Random(11)
+    for i in range(100):
+        name = "".join(rng.choices(string.ascii_lowercase + string.digits, k=rng.randint(1, 40)))
+        path = rng.choice(
+            [
+                f"/v1/models/{name}/predict",
+                f"/v2/models/{name}/infer",
+                f"/v1/models/iris/versions/{i + 7}/predict",
+            ]
+        )
+        response = await client.post(path, json=row, headers=headers)
+        assert response.status_code == 404
+    after = parse((await client.get("/metrics")).content)
+
+    assert label_values(after, "model") == label_values(before, "model") | {"-"} == {"iris", "-"}
+    assert label_values(after, "version") == {"1", "-"}
+    not_found = sum(
+        v
+        for (name, labels), v in after.items()
+        if name == "bundlegate_requests_total" and ("code", "404") in labels
+    )
+    assert not_found == 100
+    result = promtool_check_metrics((await client.get("/metrics")).content)
     assert result.returncode == 0, result.stdout + result.stderr
