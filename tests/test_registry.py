@@ -8,6 +8,7 @@ import shutil
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,4 +229,30 @@ async def test_a_manifest_that_disagrees_with_its_directory_fails(tmp_path: Path
         assert status.version == 5
         assert status.state == "failed"
     finally:
+        await registry.drain(timeout=5)
+
+
+async def test_loading_versions_are_visible_and_not_ready(repo: Path) -> None:
+    gate = threading.Event()
+
+    class SlowRegistry(ModelRegistry):
+        def _load_blocking(self, name: str, version: int, path: Path) -> Any:
+            assert gate.wait(10)
+            return super()._load_blocking(name, version, path)
+
+    registry = SlowRegistry(repo, Settings(), load_threads=2)
+    try:
+        starting = asyncio.create_task(registry.start())
+        while not registry.models():
+            await asyncio.sleep(0.005)
+        assert {v.state for m in registry.models() for v in m.versions} == {"loading"}
+        assert not registry.ready
+        with pytest.raises(ModelNotReady, match="loading"):
+            registry.get("iris")
+        gate.set()
+        await starting
+        assert registry.ready
+        assert registry.get("iris").version == 2
+    finally:
+        gate.set()
         await registry.drain(timeout=5)
