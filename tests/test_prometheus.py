@@ -1,8 +1,9 @@
-"""A real Prometheus scraping a real gateway (``bundle serve`` on 127.0.0.1): the metrics work end to end.
+"""Real sockets: a real Prometheus scraping a real gateway (``bundle serve`` on 127.0.0.1), and the
+metrics of a multi-worker gateway adding up.
 
 Traffic goes to the iris bundle while Prometheus scrapes every second; the test then asks Prometheus'
-HTTP API what a dashboard would ask: the request counter and the p99 latency from the histogram. It skips
-without the prometheus binary unless ``CI=true``.
+HTTP API what a dashboard would ask: the request counter and the p99 latency from the histogram. The
+Prometheus tests skip without the prometheus binary unless ``CI=true``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bundlegate.keys import create_key
 from prometheus_server import (
@@ -57,7 +59,7 @@ def _iris_repository(target: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running_gateway(repo: Path, keys_file: Path, log: Path) -> Iterator[str]:
+def running_gateway(repo: Path, keys_file: Path, log: Path, *extra_args: str) -> Iterator[str]:
     """``bundle serve`` on 127.0.0.1 and a free port, output to ``log``; yields its base URL once /readyz
     answers 200."""
     port = free_port()
@@ -76,6 +78,7 @@ def running_gateway(repo: Path, keys_file: Path, log: Path) -> Iterator[str]:
         str(keys_file),
         "--drain-timeout-s",
         "2",
+        *extra_args,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUNDLEGATE_")}
     with log.open("wb") as out:
@@ -179,3 +182,29 @@ def test_query_reports_promql_errors(stack: Stack) -> None:
     with pytest.raises(PromQLError, match="parse error"):
         query(prometheus, "sum(rate(bundlegate_requests_total[1m])")
     assert query(prometheus, "vector(1)")[0]["value"][1] == "1"
+
+
+def test_counters_add_up_across_workers(tmp_path: Path) -> None:
+    """``bundle serve --workers 2``: whichever worker answers /metrics, it reports every worker's requests."""
+    keys_file = tmp_path / "keys.json"
+    key = create_key(keys_file, "e2e", ["iris"])
+    log = tmp_path / "gateway.log"
+    with running_gateway(_iris_repository(tmp_path), keys_file, log, "--workers", "2") as gateway:
+        for _ in range(30):  # a new connection each time, so both workers get some
+            response = httpx.post(
+                f"{gateway}/v1/models/iris/predict", json={"inputs": IRIS_ROW}, headers={"X-API-Key": key}
+            )
+            assert response.status_code == 200
+        for _ in range(6):
+            body = httpx.get(f"{gateway}/metrics", timeout=10).text
+            families = {f.name: f for f in text_string_to_metric_families(body)}
+            ok = [
+                s.value
+                for s in families["bundlegate_requests"].samples
+                if s.name == "bundlegate_requests_total"
+                and s.labels["model"] == "iris"
+                and s.labels["code"] == "200"
+            ]
+            assert ok == [30]
+            loaded = [s.value for s in families["bundlegate_models"].samples if s.labels["state"] == "loaded"]
+            assert loaded == [1]  # every worker loaded iris; the gauge is not summed
