@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import bundle_factory as bf
 import httpx
 import numpy as np
 import pytest
-from conftest import Keys
+from gateway_support import Keys
+
+import bundle_factory as bf
 
 IRIS_ROWS = bf.iris_model().X[::30]  # the sample rows written to the bundle's sample.json
 
