@@ -208,3 +208,12 @@ def test_counters_add_up_across_workers(tmp_path: Path) -> None:
             assert ok == [30]
             loaded = [s.value for s in families["bundlegate_models"].samples if s.labels["state"] == "loaded"]
             assert loaded == [1]  # every worker loaded iris; the gauge is not summed
+
+
+def test_a_missing_binary_skips_locally_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        require_tool("prometheus-not-installed")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require_tool("prometheus-not-installed")
