@@ -212,8 +212,32 @@ async def test_a_model_error_reaches_every_caller_of_the_batch(
 
 async def test_the_queue_learns_which_batches_are_cheap(iris: OnnxModel, schema: CompiledSchema) -> None:
     queue = BatchQueue(iris)
-    assert queue.estimate_s(256) == 0.0
-    queue.record_inference(1, 20e-6)
-    queue.record_inference(256, 20e-6 + 256 * 1e-6)
-    assert queue.estimate_s(1) == pytest.approx(21e-6)
-    assert queue.estimate_s(1000) == pytest.approx(20e-6 + 1000e-6)
+    assert queue.estimate_s(256) == 0.0  # nothing learnt: the first call runs inline
+    queue.record_inference(16, 100e-6)
+    assert queue.estimate_s(1) == pytest.approx(100e-6)
+    assert queue.estimate_s(32) == pytest.approx(200e-6)
+    for _ in range(30):  # a slow outlier is forgotten as cheap calls come in
+        queue.record_inference(1, 10e-6)
+    queue.record_inference(1, 0.05)
+    assert queue.estimate_s(1) > queue.inline_max_s
+    for _ in range(15):
+        queue.record_inference(1, 10e-6)
+    assert queue.estimate_s(1) < queue.inline_max_s
+
+
+async def test_cheap_requests_are_not_sent_to_the_pool_after_a_cold_start(
+    gated: Gated, schema: CompiledSchema, pool: ThreadPoolExecutor
+) -> None:
+    queue = BatchQueue(gated, executor=pool)
+    queue.record_inference(1, 0.05)  # a cold first call
+    gated.open.clear()
+    held = asyncio.create_task(queue.submit(schema.from_rows(_rows(0))))
+    await gated.running()
+    behind = [asyncio.create_task(queue.submit(schema.from_rows(_rows(3)))) for _ in range(8)]
+    await asyncio.sleep(0)
+    gated.open.set()
+    await asyncio.gather(held, *behind)
+    for _ in range(20):
+        await queue.submit(schema.from_rows(_rows(3)))
+    assert queue.estimate_s(1) < queue.inline_max_s
+    assert queue.idle

@@ -183,5 +183,7 @@ def test_warm_up_runs_the_sample_rows(tmp_path: Path) -> None:
     built = iris_model()
     bundle = _bundle(tmp_path, built)
     model = load_model(bundle)
-    assert warm_up(model, bundle, CompiledSchema(built.manifest)) == 5
-    assert warm_up(model, _bundle(tmp_path, regressor_model()), CompiledSchema(built.manifest)) == 0
+    rows, seconds = warm_up(model, bundle, CompiledSchema(built.manifest))
+    assert rows == 5
+    assert seconds > 0
+    assert warm_up(model, _bundle(tmp_path, regressor_model()), CompiledSchema(built.manifest)) == (0, 0.0)

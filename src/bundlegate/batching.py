@@ -23,9 +23,9 @@ once; a request whose ``deadline`` (a ``time.monotonic()`` value) passes while i
 
 Where ``predict`` runs: ``session.run`` for a small model takes ~10 µs, while handing it to a thread
 costs ~70 µs on one core (~200 µs on a busy two-core machine) and gains nothing when the event loop
-has no other core to run on. So a batch whose *estimated* inference time (fixed cost + per-row cost,
-learnt from the calls so far and seeded by the warm-up) is at most ``inline_max_s`` (default
-0.5 ms) runs inline on the event loop; longer ones go to the thread pool through ``run_blocking``,
+has no other core to run on. So a batch whose *estimated* inference time (learnt from the recent
+calls, seeded by the warm-up, see ``estimate_s``) is at most ``inline_max_s`` (default 0.5 ms) runs
+inline on the event loop; longer ones go to the thread pool through ``run_blocking``,
 where onnxruntime releases the GIL and the loop keeps serving.
 """
 
@@ -45,8 +45,7 @@ from bundlegate.schema import Feed, Prediction
 T = TypeVar("T")
 
 DEFAULT_INLINE_MAX_S = 0.0005
-_SMALL_CALL_ROWS = 4  # calls this small measure the fixed cost of a predict call
-_EWMA = 0.2
+_EWMA = 0.2  # weight of the newest call in the learnt cost
 
 
 class Predictor(Protocol):
@@ -105,8 +104,8 @@ class BatchQueue:
         self._worker: asyncio.Task[None] | None = None
         self._arrived: asyncio.Event | None = None  # set when a request joins a waiting worker
         self._closed = False
-        self._fixed_s = 0.0  # learnt cost of a predict call
-        self._per_row_s = 0.0  # learnt cost per row beyond that
+        self._call_s = 0.0  # moving average of a predict call's duration (0: nothing learnt yet)
+        self._call_rows = 1.0  # moving average of its rows
 
     @property
     def queued_rows(self) -> int:
@@ -160,19 +159,20 @@ class BatchQueue:
 
     def record_inference(self, rows: int, seconds: float) -> None:
         """Learn how long ``predict`` takes (every batch does; the registry seeds it with the warm-up)."""
-        if rows <= _SMALL_CALL_ROWS:
-            self._fixed_s = (
-                seconds if self._fixed_s == 0.0 else self._fixed_s + _EWMA * (seconds - self._fixed_s)
-            )
+        if self._call_s == 0.0:
+            self._call_s, self._call_rows = seconds, float(max(rows, 1))
         else:
-            per_row = max(0.0, seconds - self._fixed_s) / rows
-            self._per_row_s = (
-                per_row if self._per_row_s == 0.0 else self._per_row_s + _EWMA * (per_row - self._per_row_s)
-            )
+            self._call_s += _EWMA * (seconds - self._call_s)
+            self._call_rows += _EWMA * (max(rows, 1) - self._call_rows)
 
     def estimate_s(self, rows: int) -> float:
-        """The learnt inference time of a ``rows``-row call."""
-        return self._fixed_s + self._per_row_s * rows
+        """The learnt duration of a ``rows``-row call: the recent call time, scaled up linearly for
+        calls with more rows than recent ones (conservative: per-row cost usually falls with size).
+
+        It learns from what runs, so it corrects itself: an outlier that sends cheap calls to the
+        pool is averaged away by the next few calls, which are timed where they run.
+        """
+        return self._call_s * max(1.0, rows / self._call_rows)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Stop accepting (``Overloaded``) and wait for queued and running work to finish.

@@ -403,10 +403,8 @@ class ModelRegistry:
         schema = CompiledSchema(
             manifest, max_rows=self.settings.max_batch_rows, max_string_length=self.settings.max_string_length
         )
-        started = time.monotonic()
-        rows = warm_up(model, bundle, schema)
-        warm = (rows, time.monotonic() - started) if rows else None
-        return model, manifest, schema, warm
+        rows, seconds = warm_up(model, bundle, schema)
+        return model, manifest, schema, (rows, seconds) if rows else None
 
 
 def _read_serving(model_dir: Path) -> _Serving:
