@@ -292,6 +292,17 @@ def test_the_gateway_refuses_to_start_with_a_broken_keys_file(keys_file: Path, c
         KeyStore(keys_file)
 
 
+def test_an_empty_keys_file_refuses_everyone_and_says_so(
+    keys_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys_file.write_text('{"keys": []}')
+    with caplog.at_level(logging.WARNING, logger="bundlegate.keys"):
+        store = KeyStore(keys_file)
+    assert "holds no keys" in caplog.text
+    with pytest.raises(Unauthenticated):
+        store.authenticate(generate_key())
+
+
 def test_the_gateway_refuses_to_start_without_the_keys_file(keys_file: Path) -> None:
     with pytest.raises(KeysFileError, match="not found"):
         KeyStore(keys_file)

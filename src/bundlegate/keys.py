@@ -304,6 +304,8 @@ class KeyStore:
         self._clock = clock
         self._signature = _file_signature(self.path)
         self._by_digest = self._index(_read_keys_file(self.path))
+        if not self._by_digest:
+            logger.warning("keys file %s holds no keys: every request will be refused (401)", self.path)
         self._next_check = clock() + check_interval_s
         self._reload_lock = threading.Lock()
 
