@@ -19,7 +19,12 @@ a counter increment and a histogram observation; ``observer_for`` resolves its c
 Multi-process mode (``bundle serve --workers N``): the serve command calls ``prepare_multiprocess_dir``
 in the parent before the workers start, which empties the directory and sets ``PROMETHEUS_MULTIPROC_DIR``
 for them; every worker builds ``GatewayMetrics.for_process()``, which writes its values to the shared
-directory and answers ``/metrics`` with the sum over all workers.
+directory and answers ``/metrics`` with the sum over all workers. Counters and histograms add up across
+workers; the gauges (load time, model states, model info) are set alike by every worker and use
+``multiprocess_mode="mostrecent"``, so they are not multiplied by the worker count and a dead worker's
+stale value loses to the live ones without any clean-up. Multi-process mode is process-wide (it is how
+prometheus_client works): build it in worker processes, not in a test process that also wants plain
+registries.
 """
 
 from __future__ import annotations
@@ -355,8 +360,3 @@ def multiprocess_exposition(directory: Path | str) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
-
-
-def mark_worker_dead(pid: int, directory: Path | str) -> None:
-    """Forget a dead worker's live gauges (call from the process supervisor when a worker exits)."""
-    multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
