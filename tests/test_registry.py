@@ -132,6 +132,10 @@ async def test_serving_json_pins_the_default_and_sets_batching(repo: Path) -> No
         assert credit.error is not None
         assert "serving.json" in credit.error
         assert registry.get("credit").queue.max_batch_rows == 128
+        (repo / "iris" / "serving.json").write_text(json.dumps({"batch_max_rows": 8}))
+        await registry.reload()
+        assert registry.get("iris").version == 2  # the pin is gone: the highest version again
+        assert queue.max_batch_rows == 8
     finally:
         await registry.drain(timeout=5)
 

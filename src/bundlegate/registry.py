@@ -179,7 +179,7 @@ class ModelRegistry:
             for ref in refs:
                 found.setdefault(ref.name, {})[ref.version] = Path(ref.path)
             for name in found:
-                self._serving[name] = await run_blocking(self._load_pool, _read_serving, self.repo / name)
+                await self._refresh_serving(name)
             report = ReloadReport()
             for name, versions in list(self._models.items()):
                 for version in list(versions):
@@ -204,32 +204,36 @@ class ModelRegistry:
 
     async def load(self, name: str) -> ModelStatus:
         """Admin: (re)load every version of ``name`` found on disk that is not loaded."""
-        refs = [r for r in await run_blocking(self._load_pool, scan_repository, self.repo) if r.name == name]
-        if not refs:
-            raise NotFound(f"no model named {name[:64]!r} in the repository")
-        self._serving[name] = await run_blocking(self._load_pool, _read_serving, self.repo / name)
-        todo = [
-            (r.version, Path(r.path))
-            for r in refs
-            if (e := self._entry(name, r.version)) is None or e.state in ("failed", "unloaded")
-        ]
-        for version, path in todo:
-            self._set(name, version, _Entry(path, "loading"))
-        await asyncio.gather(*(self._load(name, version, path) for version, path in todo))
-        return self.model(name)
+        async with self._reload_lock:
+            refs = [
+                r for r in await run_blocking(self._load_pool, scan_repository, self.repo) if r.name == name
+            ]
+            if not refs:
+                raise NotFound(f"no model named {name[:64]!r} in the repository")
+            await self._refresh_serving(name)
+            todo = [
+                (r.version, Path(r.path))
+                for r in refs
+                if (e := self._entry(name, r.version)) is None or e.state in ("failed", "unloaded")
+            ]
+            for version, path in todo:
+                self._set(name, version, _Entry(path, "loading"))
+            await asyncio.gather(*(self._load(name, version, path) for version, path in todo))
+            return self.model(name)
 
     async def unload(self, name: str) -> ModelStatus:
         """Admin: stop serving every version of ``name`` (in-flight requests finish first)."""
-        versions = self._models.get(name)
-        if versions is None:
-            raise NotFound(f"no model named {name[:64]!r}")
-        drains = []
-        for version, entry in versions.items():
-            if entry.loaded is not None:
-                drains.append(entry.loaded.queue.drain())
-            self._set(name, version, _Entry(entry.path, "unloaded", load_seconds=entry.load_seconds))
-        await asyncio.gather(*drains)
-        return self.model(name)
+        async with self._reload_lock:
+            versions = self._models.get(name)
+            if versions is None:
+                raise NotFound(f"no model named {name[:64]!r}")
+            drains = []
+            for version, entry in versions.items():
+                if entry.loaded is not None:
+                    drains.append(entry.loaded.queue.drain())
+                self._set(name, version, _Entry(entry.path, "unloaded", load_seconds=entry.load_seconds))
+            await asyncio.gather(*drains)
+            return self.model(name)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Shutdown: refuse new work (``Overloaded``), wait for in-flight work; False on timeout."""
@@ -331,6 +335,23 @@ class ModelRegistry:
         if entry is not None and entry.loaded is not None:
             self._in_background(entry.loaded.queue.drain())
 
+    async def _refresh_serving(self, name: str) -> None:
+        """Re-read ``serving.json``; loaded versions take its batching settings at once."""
+        serving = await run_blocking(self._load_pool, _read_serving, self.repo / name)
+        self._serving[name] = serving
+        for entry in self._models.get(name, {}).values():
+            if entry.loaded is not None:
+                queue = entry.loaded.queue
+                queue.max_batch_rows = self._batch_max_rows(serving)
+                queue.max_delay_s = self._batch_max_delay_s(serving)
+
+    def _batch_max_rows(self, serving: _Serving) -> int:
+        return serving.batch_max_rows or self.settings.batch_max_rows
+
+    def _batch_max_delay_s(self, serving: _Serving) -> float:
+        delay_ms = serving.batch_max_delay_ms
+        return (self.settings.batch_max_delay_ms if delay_ms is None else delay_ms) / 1000.0
+
     def _still_loading(self, name: str, version: int) -> bool:
         entry = self._entry(name, version)
         return entry is not None and entry.state == "loading"
@@ -365,13 +386,8 @@ class ModelRegistry:
         observer = self.observer_factory(name, version) if self.observer_factory else None
         queue = BatchQueue(
             model,
-            max_batch_rows=serving.batch_max_rows or self.settings.batch_max_rows,
-            max_delay_s=(
-                serving.batch_max_delay_ms
-                if serving.batch_max_delay_ms is not None
-                else self.settings.batch_max_delay_ms
-            )
-            / 1000.0,
+            max_batch_rows=self._batch_max_rows(serving),
+            max_delay_s=self._batch_max_delay_s(serving),
             max_queue_rows=self.settings.queue_max_rows,
             observer=observer,
             executor=self._inference_pool,
