@@ -3,6 +3,7 @@ app in-process (``httpx.ASGITransport`` runs no lifespan, so the fixture starts 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ async def make_app(repo: Path, keys: Keys) -> AsyncIterator[MakeApp]:
     apps: list[Gateway] = []
 
     async def make(*, wait: bool = True, **overrides: Any) -> Gateway:
-        settings = Settings(repository=repo, keys_file=keys.path, access_log=False).replace(**overrides)
+        settings = dataclasses.replace(
+            Settings(repository=repo, keys_file=keys.path, access_log=False), **overrides
+        )
         app = create_app(settings, metrics=GatewayMetrics(CollectorRegistry()))
         apps.append(app)
         await app.startup()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from bundlegate.http.app import Gateway
+from bundlegate.schema import Feed, Prediction
 
 # bundle_factory lives in tests/, one level up; pytest puts only this directory on sys.path.
 _TESTS = str(Path(__file__).resolve().parent.parent)
@@ -61,3 +64,22 @@ def build_repo(root: Path) -> Path:
 
 def client_for(app: Gateway) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test")
+
+
+class SlowModel:
+    """Wraps a loaded model so that inference takes ``seconds`` (a model slower than the deadline)."""
+
+    def __init__(self, model: Any, seconds: float) -> None:
+        self.model = model
+        self.seconds = seconds
+
+    def predict(self, feed: Feed) -> Prediction:
+        time.sleep(self.seconds)
+        prediction: Prediction = self.model.predict(feed)
+        return prediction
+
+
+def slow_down(app: Gateway, name: str, seconds: float) -> None:
+    queue = app.ctx.registry.get(name).queue
+    queue.model = SlowModel(queue.model, seconds)
+    queue.inline_max_s = -1.0  # always through the worker and the thread pool

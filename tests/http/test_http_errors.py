@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from gateway_support import Keys, MakeApp, client_for
+from gateway_support import Keys, MakeApp, client_for, slow_down
 
-from bundlegate.http.app import Gateway
 from bundlegate.schema import Feed, Prediction
 
 GOOD = {"inputs": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}}
@@ -324,25 +322,6 @@ async def test_429_per_key_rate_limit_with_retry_after(make_app: MakeApp, keys: 
 
 
 # ----------------------------------------------------------------------------- 503 / 504 / 500
-
-
-class SlowModel:
-    """Wraps a loaded model so that inference takes ``seconds`` (a model slower than the deadline)."""
-
-    def __init__(self, model: Any, seconds: float) -> None:
-        self.model = model
-        self.seconds = seconds
-
-    def predict(self, feed: Feed) -> Prediction:
-        time.sleep(self.seconds)
-        prediction: Prediction = self.model.predict(feed)
-        return prediction
-
-
-def slow_down(app: Gateway, name: str, seconds: float) -> None:
-    queue = app.ctx.registry.get(name).queue
-    queue.model = SlowModel(queue.model, seconds)
-    queue.inline_max_s = -1.0  # always through the worker and the thread pool
 
 
 async def test_503_for_a_model_that_failed_to_load(client: httpx.AsyncClient, keys: Keys) -> None:

@@ -325,15 +325,15 @@ def _flatten(data: Any) -> list[Any] | None:
     if not data or not isinstance(data[0], list):
         return data
     flat: list[Any] = []
-    stack = [data]
-    while stack:  # bounded by the body size: every element is visited once
-        node = stack.pop()
-        for v in reversed(node):
+    stack = [iter(data)]  # depth bounded by the JSON depth limit; every element visited once
+    while stack:
+        for v in stack[-1]:
             if isinstance(v, list):
-                stack.append(v)
-            else:
-                flat.append(v)
-    flat.reverse()
+                stack.append(iter(v))
+                break
+            flat.append(v)
+        else:
+            stack.pop()
     return flat
 
 

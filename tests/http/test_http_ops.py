@@ -1,0 +1,212 @@
+"""Operations endpoints, the lifecycle (background loading, readiness, drain), request ids, the JSON
+lines access log and the request metrics, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+from gateway_support import Keys, MakeApp, client_for, slow_down
+
+from bundlegate.http.app import create_app
+from bundlegate.settings import InvalidSetting, Settings
+
+GOOD = {"inputs": [5.1, 3.5, 1.4, 0.2]}
+PREDICT = "/v1/models/iris/predict"
+
+
+async def test_healthz_answers_at_once_and_readyz_turns_ready_when_loading_ends(
+    make_app: MakeApp, keys: Keys
+) -> None:
+    app = await make_app(wait=False)
+    async with client_for(app) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        early = await client.get("/readyz")
+        if not app.state.loading_done:  # loading runs in threads; usually still going here
+            assert early.status_code == 503
+            assert early.json()["error"]["code"] == "unavailable"
+            assert early.headers["retry-after"] == "1"
+        await app.loaded()
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready"}
+        # a bundle that failed does not hold readiness back
+        models = (await client.get("/v1/models", headers=keys.auth())).json()["models"]
+        assert {m["name"]: m["versions"][0]["state"] for m in models}["broken"] == "failed"
+
+
+async def test_readyz_is_503_before_startup_and_after_shutdown(make_app: MakeApp, keys: Keys) -> None:
+    app = await make_app()
+    async with client_for(app) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        await app.shutdown()
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/v2/health/ready")).status_code == 503
+        assert (await client.get("/healthz")).status_code == 200
+        r = await client.post(PREDICT, json=GOOD, headers=keys.auth())
+        assert r.status_code == 503
+
+
+async def test_shutdown_waits_for_requests_in_flight(make_app: MakeApp, keys: Keys) -> None:
+    app = await make_app()
+    slow_down(app, "iris", 0.3)
+    async with client_for(app) as client:
+        pending = asyncio.create_task(client.post(PREDICT, json=GOOD, headers=keys.auth()))
+        await asyncio.sleep(0.05)
+        assert app.state.in_flight == 1
+        await app.shutdown()
+        assert pending.done()
+        assert (await pending).status_code == 200
+
+
+async def test_lifespan_protocol_runs_startup_and_shutdown(repo: Any, keys: Keys) -> None:
+    app = create_app(Settings(repository=repo, keys_file=keys.path, access_log=False))
+    sent: list[dict[str, Any]] = []
+    messages = asyncio.Queue[dict[str, Any]]()
+    await messages.put({"type": "lifespan.startup"})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "lifespan.startup.complete":
+            await app.loaded()
+            await messages.put({"type": "lifespan.shutdown"})
+
+    await asyncio.wait_for(app({"type": "lifespan"}, messages.get, send), timeout=30)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert app.state.draining
+
+
+def test_create_app_refuses_to_start_without_keys(repo: Any) -> None:
+    with pytest.raises(InvalidSetting) as info:
+        create_app(Settings(repository=repo))
+    assert "--keys" in info.value.message
+    assert create_app(Settings(repository=repo, insecure_no_auth=True)).ctx.auth.insecure
+
+
+def test_create_app_reads_the_environment(monkeypatch: pytest.MonkeyPatch, repo: Any, keys: Keys) -> None:
+    monkeypatch.setenv("BUNDLEGATE_REPOSITORY", str(repo))
+    monkeypatch.setenv("BUNDLEGATE_KEYS_FILE", str(keys.path))
+    monkeypatch.setenv("BUNDLEGATE_MAX_BODY_BYTES", "4096")
+    app = create_app()
+    assert app.settings.max_body_bytes == 4096
+    assert app.ctx.registry.repo == repo
+
+
+async def test_insecure_mode_serves_without_keys(make_app: MakeApp) -> None:
+    async with client_for(await make_app(keys_file=None, insecure_no_auth=True)) as client:
+        r = await client.post(PREDICT, json=GOOD)
+        assert r.status_code == 200
+
+
+# ----------------------------------------------------------------------------- request ids
+
+
+async def test_request_id_is_echoed_when_sane_and_made_otherwise(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    r = await client.post(PREDICT, json=GOOD, headers=keys.auth() | {"X-Request-ID": "abc-123_X.9"})
+    assert r.headers["x-request-id"] == "abc-123_X.9"
+    assert r.json()["request_id"] == "abc-123_X.9"
+    for insane in ("x" * 65, "a b", "\xe4".encode("latin-1"), "<script>", ""):
+        r = await client.get("/healthz", headers={"X-Request-ID": insane})
+        assert r.headers["x-request-id"] != insane
+        assert 0 < len(r.headers["x-request-id"]) <= 64
+    ids = {(await client.get("/healthz")).headers["x-request-id"] for _ in range(20)}
+    assert len(ids) == 20
+    for path in ("/nowhere", "/metrics", "/readyz"):
+        assert (await client.get(path)).headers["x-request-id"]
+
+
+# ----------------------------------------------------------------------------- access log
+
+
+async def test_access_log_is_json_lines_with_route_template_and_key_id(
+    make_app: MakeApp, keys: Keys, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with client_for(await make_app(access_log=True)) as client:
+        capsys.readouterr()
+        await client.post(PREDICT, json=GOOD, headers=keys.auth() | {"X-Request-ID": "log-1"})
+        await client.post("/v1/models/secret-name/predict", json=GOOD, headers=keys.auth())
+        await client.post(PREDICT, json=GOOD, headers={"Authorization": "Bearer bg_wrong-key"})
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert len(lines) == 3
+    first = lines[0]
+    assert set(first) >= {
+        "ts",
+        "request_id",
+        "method",
+        "path",
+        "status",
+        "duration_ms",
+        "model",
+        "version",
+        "key_id",
+    }
+    assert first["request_id"] == "log-1"
+    assert (first["method"], first["path"], first["status"]) == ("POST", "/v1/models/{name}/predict", 200)
+    assert (first["model"], first["version"], first["key_id"]) == ("iris", 2, "web-shop")
+    assert first["ts"].endswith("Z")
+    assert first["duration_ms"] >= 0
+    assert lines[1]["model"] is None  # a name that is not a model never reaches the log
+    assert lines[1]["status"] == 404
+    assert lines[2]["key_id"] is None
+    assert lines[2]["error"] == "unauthenticated"
+    everything = json.dumps(lines)
+    for key in (keys.all, "bg_wrong-key", "secret-name"):
+        assert key not in everything
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def sample(exposition: str, name: str, **labels: str) -> float | None:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in exposition.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    del wanted
+    return None
+
+
+async def test_metrics_need_no_key_and_count_requests_per_model(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    for _ in range(3):
+        assert (await client.post(PREDICT, json=GOOD, headers=keys.auth())).status_code == 200
+    await client.post("/v1/models/made-up-name/predict", json=GOOD, headers=keys.auth())
+    await client.post(PREDICT, json={"inputs": [1]}, headers=keys.auth())
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    labels = {"model": "iris", "version": "2", "endpoint": "v1_predict"}
+    assert sample(text, "bundlegate_requests_total", **labels, code="200") == 3
+    assert sample(text, "bundlegate_requests_total", **labels, code="422") == 1
+    assert (
+        sample(text, "bundlegate_requests_total", model="-", version="-", endpoint="v1_predict", code="404")
+        == 1
+    )
+    assert (
+        sample(text, "bundlegate_request_errors_total", model="iris", version="2", reason="invalid_input")
+        == 1
+    )
+    assert sample(text, "bundlegate_rows_predicted_total", model="iris", version="2") == 3
+    assert sample(text, "bundlegate_models", state="loaded") == 5
+    assert sample(text, "bundlegate_models", state="failed") == 1
+    assert sample(text, "bundlegate_model_info", model="iris", version="2", default="true") == 1
+    assert "made-up-name" not in text
+    assert sample(text, "bundlegate_model_load_duration_seconds", model="iris", version="1") is not None
+
+
+async def test_rejections_are_counted_by_reason(make_app: MakeApp, keys: Keys) -> None:
+    async with client_for(await make_app(rate_limit_rps=0.01)) as client:
+        await client.post(PREDICT, json=GOOD, headers=keys.auth())
+        await client.post(PREDICT, json=GOOD, headers=keys.auth())
+        await client.post("/v1/models/broken/predict", json=GOOD, headers=keys.auth(keys.iris))
+        await client.post("/v1/models/broken/predict", json=GOOD, headers=keys.auth(keys.admin))
+        text = (await client.get("/metrics")).text
+    assert sample(text, "bundlegate_rejected_requests_total", reason="rate_limited") == 1
+    assert sample(text, "bundlegate_rejected_requests_total", reason="model_not_ready") == 1
