@@ -356,10 +356,13 @@ def test_bundles_from_an_image_are_copied_by_an_init_container() -> None:
     pod = the(documents(ALL_OPTIONS), "Deployment")["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
     assert init["image"] == "registry.example.com/ml/bundles:2026-11-22"
-    assert init["command"] == ["cp", "-R", "/bundles/.", "/bundles/"]
+    # The image's bundle directory is copied into the emptyDir, mounted where it cannot hide the source.
+    (mount,) = init["volumeMounts"]
+    assert mount["name"] == "bundles"
+    assert init["command"] == ["cp", "-R", "/bundles/.", mount["mountPath"] + "/"]
+    assert not "/bundles/".startswith(mount["mountPath"].rstrip("/") + "/")
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes["bundles"]
-    assert {m["name"] for m in init["volumeMounts"]} == {"bundles"}
 
 
 def test_autoscaler_scales_on_cpu_and_requests_per_second() -> None:
