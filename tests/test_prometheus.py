@@ -41,7 +41,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.socket]
 REPO_BUNDLES = Path(__file__).resolve().parent.parent / "bundles"
 GATEWAY_START_TIMEOUT_S = 60.0
 P99 = "histogram_quantile(0.99, sum by (le) (rate(bundlegate_request_duration_seconds_bucket[1m])))"
-IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+# Positional: the example bundle and the test factory may name the four features differently.
+IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 
 
 def _iris_repository(target: Path) -> Path:
