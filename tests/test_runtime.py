@@ -187,3 +187,16 @@ def test_warm_up_runs_the_sample_rows(tmp_path: Path) -> None:
     assert rows == 5
     assert seconds > 0
     assert warm_up(model, _bundle(tmp_path, regressor_model()), CompiledSchema(built.manifest)) == (0, 0.0)
+
+
+def test_pickles_fitted_on_dataframes_are_refused_with_a_reason(tmp_path: Path) -> None:
+    import io
+
+    import joblib
+
+    built = pickled_model()
+    buf = io.BytesIO()
+    joblib.dump(mixed_model().estimator, buf)
+    framed = with_files(built, {"model.joblib": buf.getvalue()})
+    with pytest.raises(BundleError, match="DataFrame"):
+        _load(tmp_path, framed, allow_pickle=True)

@@ -120,6 +120,13 @@ class SklearnModel:
             self.estimator: Any = joblib.load(io.BytesIO(model_bytes))
         except Exception as exc:  # unpickling can raise anything
             raise BundleError(f"cannot unpickle {manifest.model_file}: {_short(exc)}") from None
+        names = getattr(self.estimator, "feature_names_in_", None)
+        if names is not None and any(isinstance(n, str) for n in names):
+            # Fitted on a DataFrame: named columns need pandas, which the gateway does not import.
+            raise BundleError(
+                "refusing this pickle: it was fitted on a DataFrame (named columns), and the gateway's "
+                "sklearn runtime predicts on plain arrays; pack it from a model fitted on an array"
+            )
         self._proba = manifest.outputs.probabilities is not None and hasattr(self.estimator, "predict_proba")
 
     def predict(self, feed: Feed) -> Prediction:
