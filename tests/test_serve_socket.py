@@ -1,0 +1,198 @@
+"""``bundle serve`` for real: a uvicorn subprocess on 127.0.0.1 and a free port, called with httpx and
+with the Open Inference Protocol client tritonclient.http, then stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import bundle_factory as bf
+from bundlegate.cli import cli
+from bundlegate.keys import create_key
+
+pytestmark = [pytest.mark.socket, pytest.mark.slow]
+
+STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+IRIS_ROWS = bf.iris_model().X[::30]
+
+
+def text(values: Any) -> list[str]:
+    """BYTES answers as str (tritonclient gives bytes for binary outputs, str for JSON ones)."""
+    return [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    port: int
+    stderr_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"bundle serve exited with {self.process.returncode}:\n{self.stderr()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.1)
+        pytest.fail(f"bundle serve not ready after {STARTUP_TIMEOUT_S}s:\n{self.stderr()[-3000:]}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+                pytest.fail("bundle serve did not stop on SIGTERM")
+        return self.process.returncode
+
+
+@contextlib.contextmanager
+def serve(tmp_path: Path, *args: str) -> Iterator[Server]:
+    port = free_port()
+    stderr_path = tmp_path / f"serve-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUNDLEGATE_")}
+    with stderr_path.open("w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bundlegate.cli", "serve", *args, "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            text=True,
+        )
+    server = Server(process, port, stderr_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("socket") / "bundles"
+    repo.mkdir()
+    bf.write(repo, bf.iris_model())
+    bf.write(repo, bf.mixed_model())
+    return repo
+
+
+def test_serve_answers_httpx_and_tritonclient_then_stops_on_sigterm(repo: Path, tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.json"
+    key = create_key(keys_file, "socket-test", ["*"])
+    auth = {"Authorization": f"Bearer {key}"}
+    clf = bf.iris_model().estimator
+    with serve(tmp_path, str(repo), "--keys", str(keys_file)) as server:
+        # httpx, /v1
+        record = dict(zip(bf.IRIS_FEATURES, IRIS_ROWS[0].tolist(), strict=True))
+        r = httpx.post(f"{server.url}/v1/models/iris/predict", json={"inputs": record}, headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.json()["prediction"] == clf.predict(IRIS_ROWS[:1])[0]
+        assert r.headers["x-model-version"] == "1"
+        batch = httpx.post(
+            f"{server.url}/v1/models/iris/predict/batch", json={"inputs": IRIS_ROWS.tolist()}, headers=auth
+        )
+        assert batch.json()["predictions"] == clf.predict(IRIS_ROWS).tolist()
+        assert np.allclose(batch.json()["probabilities"], clf.predict_proba(IRIS_ROWS), atol=1e-5)
+        assert httpx.post(f"{server.url}/v1/models/iris/predict", json={"inputs": record}).status_code == 401
+        assert "bundlegate_requests_total" in httpx.get(f"{server.url}/metrics").text
+
+        # tritonclient, /v2
+        import tritonclient.http as triton
+
+        client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+        try:
+            assert client.is_server_live()
+            assert client.is_server_ready()
+            assert client.is_model_ready("iris", headers=auth)
+            meta = client.get_model_metadata("iris", headers=auth)
+            assert meta["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}]
+            for binary in (False, True):
+                tensor = triton.InferInput("input", list(IRIS_ROWS.shape), "FP64")
+                tensor.set_data_from_numpy(IRIS_ROWS, binary_data=binary)
+                result = client.infer("iris", [tensor], headers=auth, request_id="t-1")
+                labels = [
+                    v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label").tolist()
+                ]
+                assert labels == clf.predict(IRIS_ROWS).tolist()
+                assert np.allclose(result.as_numpy("probabilities"), clf.predict_proba(IRIS_ROWS), atol=1e-5)
+                assert result.get_response()["id"] == "t-1"
+            mixed = bf.mixed_model()
+            X = mixed.X.iloc[:5].fillna({"age": 40.0})
+            tensors = []
+            for name, datatype, values in (
+                ("age", "FP64", X["age"].to_numpy().reshape(-1, 1)),
+                ("income", "FP64", X["income"].to_numpy().reshape(-1, 1)),
+                ("city", "BYTES", X["city"].to_numpy(dtype=object).reshape(-1, 1)),
+            ):
+                t = triton.InferInput(name, [5, 1], datatype)
+                t.set_data_from_numpy(values)
+                tensors.append(t)
+            result = client.infer("credit", tensors, headers=auth)
+            labels = text(result.as_numpy("label"))
+            assert labels == mixed.estimator.predict(X).tolist()
+            with pytest.raises(triton.InferenceServerException):
+                client.get_model_metadata("iris")  # no key
+        finally:
+            client.close()
+        code = server.stop()
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells how it ended
+    assert code in (0, -signal.SIGTERM)
+    log = server.stderr()
+    assert "Application shutdown complete" in log
+    access = [json.loads(line) for line in log.splitlines() if line.startswith('{"ts"')]
+    assert any(a["path"] == "/v2/models/{name}/infer" and a["key_id"] == "socket-test" for a in access)
+    assert key not in log
+
+
+def test_insecure_mode_binds_loopback_and_warns(repo: Path, tmp_path: Path) -> None:
+    with serve(tmp_path, str(repo), "--insecure-no-auth", "--host", "0.0.0.0") as server:
+        r = httpx.post(f"{server.url}/v1/models/iris/predict", json={"inputs": IRIS_ROWS[0].tolist()})
+        assert r.status_code == 200
+        assert "INSECURE" in server.stderr()
+        assert f"http://127.0.0.1:{server.port}" in server.stderr()
+
+
+def test_serve_refuses_to_start_without_keys(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("BUNDLEGATE_"):
+            monkeypatch.delenv(name)
+    result = CliRunner().invoke(cli, ["serve", str(repo)])
+    assert result.exit_code == 1
+    assert "no API keys" in result.output
+    result = CliRunner().invoke(cli, ["serve", str(repo), "--keys", str(repo / "missing.json")])
+    assert result.exit_code == 1
+    assert "keys file not found" in result.output
