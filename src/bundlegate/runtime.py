@@ -205,8 +205,12 @@ def refuse_external_data(model_bytes: bytes) -> None:
     """Raise ``UnsafePath`` if any tensor of the ONNX model keeps its data outside the file.
 
     A small protobuf wire-format walk over the messages that can hold tensors (graphs, nodes,
-    attributes, functions, sparse tensors), so the runtime needs no ``onnx`` package.
+    attributes, functions, sparse tensors), so the runtime needs no ``onnx`` package. onnxruntime
+    finds an external file only through a ``location`` entry, so a model without those bytes
+    anywhere needs no walk (which matters: tree ensembles hold millions of unpacked integers).
     """
+    if b"location" not in model_bytes:
+        return
     try:
         _walk(memoryview(model_bytes), "model", 0)
     except _WireError:
