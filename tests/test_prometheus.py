@@ -25,7 +25,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bundlegate.keys import create_key
+from bundlegate.keys import create_key, revoke_key
 from prometheus_server import (
     PromQLError,
     free_port,
@@ -119,34 +119,41 @@ def _finite(result: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class Stack:
-    gateway: str
-    prometheus: str
+class Gateway:
+    url: str
     key: str
-    gateway_log: Path
+    log: Path
+    keys_file: Path
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    require_tool("prometheus")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One ``bundle serve`` for the module, with a key for iris."""
     workdir = tmp_path_factory.mktemp("e2e")
     keys_file = workdir / "keys.json"
     key = create_key(keys_file, "e2e", ["iris"])
     log = workdir / "gateway.log"
-    with running_gateway(_iris_repository(workdir), keys_file, log) as gateway:
-        target = gateway.removeprefix("http://")
-        with running_prometheus([target], scrape_interval="1s") as prometheus:
-            yield Stack(gateway, prometheus, key, log)
+    with running_gateway(_iris_repository(workdir), keys_file, log) as url:
+        yield Gateway(url, key, log, keys_file)
 
 
-def test_prometheus_sees_requests_and_latency_quantiles(stack: Stack) -> None:
-    gateway, prometheus, key = stack.gateway, stack.prometheus, stack.key
-    with httpx.Client(base_url=gateway, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
+@pytest.fixture(scope="module")
+def prometheus(gateway: Gateway) -> Iterator[str]:
+    """A Prometheus scraping ``gateway`` every second; its base URL."""
+    require_tool("prometheus")
+    with running_prometheus([gateway.url.removeprefix("http://")], scrape_interval="1s") as url:
+        yield url
+
+
+def test_prometheus_sees_requests_and_latency_quantiles(gateway: Gateway, prometheus: str) -> None:
+    key = gateway.key
+    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
         _send_traffic(client, 20)
-        # Unknown models and a wrong key: counted, but under model="-" only.
+        # Unknown models and a request without a key: counted, but under model="-" only.
         for name in ("no-such-model", "credit", "x" * 60):
             assert client.post(f"/v1/models/{name}/predict", json={"inputs": IRIS_ROW}).status_code == 404
-        assert httpx.post(f"{gateway}/v1/models/iris/predict", json={"inputs": IRIS_ROW}).status_code == 401
+        no_key = httpx.post(f"{gateway.url}/v1/models/iris/predict", json={"inputs": IRIS_ROW})
+        assert no_key.status_code == 401
 
         ok = 'bundlegate_requests_total{model="iris",endpoint="v1_predict",code="200"}'
         try:
@@ -159,8 +166,8 @@ def test_prometheus_sees_requests_and_latency_quantiles(stack: Stack) -> None:
                 _send_traffic(client, 5)
                 time.sleep(0.5)
                 p99 = query(prometheus, P99)
-        except AssertionError:
-            raise AssertionError(f"scrape targets: {scrape_targets(prometheus)!r}") from None
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nscrape targets: {scrape_targets(prometheus)!r}") from None
 
     assert float(counted[0]["value"][1]) >= 20
     assert counted[0]["metric"]["version"] != "-"
@@ -173,13 +180,31 @@ def test_prometheus_sees_requests_and_latency_quantiles(stack: Stack) -> None:
     assert query(prometheus, 'bundlegate_model_info{model="iris"} == 1')
 
     # The access log names the key id, never the key.
-    log = stack.gateway_log.read_text(errors="replace")
+    log = gateway.log.read_text(errors="replace")
     assert '"e2e"' in log
     assert key not in log
 
 
-def test_query_reports_promql_errors(stack: Stack) -> None:
-    prometheus = stack.prometheus
+def test_a_revoked_key_is_refused_by_the_running_gateway_within_seconds(gateway: Gateway) -> None:
+    key = create_key(gateway.keys_file, "short-lived", ["iris"])
+    url = f"{gateway.url}/v1/models/iris/predict"
+
+    def status() -> int:
+        return httpx.post(url, json={"inputs": IRIS_ROW}, headers={"X-API-Key": key}, timeout=10).status_code
+
+    deadline = time.monotonic() + 5
+    while status() != 200:  # picked up within about a second, without a restart
+        assert time.monotonic() < deadline, "a new key was not accepted within 5 s"
+        time.sleep(0.2)
+    revoke_key(gateway.keys_file, "short-lived")
+    revoked_at = time.monotonic()
+    while status() != 401:
+        assert time.monotonic() - revoked_at < 5, "a revoked key still worked after 5 s"
+        time.sleep(0.2)
+    assert status() == 401
+
+
+def test_query_reports_promql_errors(prometheus: str) -> None:
     with pytest.raises(PromQLError, match="parse error"):
         query(prometheus, "sum(rate(bundlegate_requests_total[1m])")
     assert query(prometheus, "vector(1)")[0]["value"][1] == "1"
