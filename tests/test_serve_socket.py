@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -81,17 +83,20 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(tmp_path: Path, *args: str) -> Iterator[Server]:
+def serve(tmp_path: Path, *args: str, module: str = "bundlegate.cli serve") -> Iterator[Server]:
+    """Run ``python -m <module> <args> --port <free port>`` in ``tmp_path`` until it is ready; stdout
+    goes to ``stdout-<port>.log`` and stderr to ``serve-<port>.log`` there."""
     port = free_port()
     stderr_path = tmp_path / f"serve-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUNDLEGATE_")}
-    with stderr_path.open("w") as err:
+    with stderr_path.open("w") as err, (tmp_path / f"stdout-{port}.log").open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bundlegate.cli", "serve", *args, "--port", str(port)],
-            stdout=subprocess.DEVNULL,
+            [sys.executable, "-m", *module.split(), *args, "--port", str(port)],
+            stdout=out,
             stderr=err,
             env=env,
             text=True,
+            cwd=tmp_path,
         )
     server = Server(process, port, stderr_path)
     try:
@@ -184,6 +189,28 @@ def test_insecure_mode_binds_loopback_and_warns(repo: Path, tmp_path: Path) -> N
         assert r.status_code == 200
         assert "INSECURE" in server.stderr()
         assert f"http://127.0.0.1:{server.port}" in server.stderr()
+
+
+def test_devserve_prints_a_key_and_a_curl_line_that_predicts(repo: Path, tmp_path: Path) -> None:
+    with serve(tmp_path, str(repo), module="bundlegate.devserve") as server:
+        out = (tmp_path / f"stdout-{server.port}.log").read_text()
+        curl = next(line.strip() for line in out.splitlines() if line.strip().startswith("curl -s http"))
+        assert "/v1/models/iris/predict" in curl
+        if shutil.which("curl"):
+            answer = subprocess.run(shlex.split(curl), capture_output=True, text=True, timeout=30, check=True)
+            body = json.loads(answer.stdout)
+        else:  # run the same request with httpx
+            argv = shlex.split(curl)
+            headers = dict(h.split(": ", 1) for h in (argv[i + 1] for i, a in enumerate(argv) if a == "-H"))
+            data = argv[argv.index("-d") + 1]
+            body = httpx.post(argv[2], content=data, headers=headers).json()
+        assert body["model"] == "iris"
+        assert body["prediction"] == bf.iris_model().estimator.predict(IRIS_ROWS[:1])[0]
+        keys_file = tmp_path / ".dev" / "keys.json"
+        assert keys_file.exists()
+        key = next(w for w in out.split() if w.startswith("bg_"))
+        assert key not in keys_file.read_text()  # only its hash is stored
+        assert oct(keys_file.stat().st_mode & 0o777) == "0o600"
 
 
 def test_serve_refuses_to_start_without_keys(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
