@@ -213,6 +213,28 @@ def test_devserve_prints_a_key_and_a_curl_line_that_predicts(repo: Path, tmp_pat
         assert oct(keys_file.stat().st_mode & 0o777) == "0o600"
 
 
+def test_two_workers_serve_and_share_metrics(repo: Path, tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.json"
+    auth = {"Authorization": "Bearer " + create_key(keys_file, "workers", ["*"])}
+    with serve(tmp_path, str(repo), "--keys", str(keys_file), "--workers", "2") as server:
+        with httpx.Client(base_url=server.url, headers=auth) as client:
+            for _ in range(10):
+                r = client.post("/v1/models/iris/predict", json={"inputs": IRIS_ROWS[0].tolist()})
+                assert r.status_code == 200
+        # each request may land on either worker; /metrics sums all workers
+        with httpx.Client(base_url=server.url) as client:
+            text = client.get("/metrics").text
+        line = next(
+            ln
+            for ln in text.splitlines()
+            if ln.startswith("bundlegate_requests_total{")
+            and 'endpoint="v1_predict"' in ln
+            and 'code="200"' in ln
+            and 'model="iris"' in ln
+        )
+        assert float(line.rsplit(" ", 1)[1]) == 10
+
+
 def test_serve_refuses_to_start_without_keys(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("BUNDLEGATE_"):
