@@ -135,7 +135,7 @@ def read_bundle(path: Path, *, verify: bool = True) -> Bundle:
     listed = {f.name: f for f in manifest.files}
     if MANIFEST_FILE in listed:
         raise ManifestError(f"{path}: {MANIFEST_FILE} must not list itself in files")
-    for needed in (manifest.model_file, manifest.sample_file):
+    for needed in (manifest.model_file, manifest.sample_file, manifest.expected_file):
         if needed is not None and needed not in listed:
             raise ManifestError(f"{path}: {needed} is named in bundle.json but not listed in files")
     present: set[str] = set()
@@ -223,7 +223,7 @@ def write_bundle(repo: Path, manifest: Manifest, files: dict[str, bytes]) -> Pat
     for name in files:
         if not valid_file_name(name) or name == MANIFEST_FILE:
             raise InvalidName(f"invalid bundle file name {name[:80]!r}")
-    for needed in (manifest.model_file, manifest.sample_file):
+    for needed in (manifest.model_file, manifest.sample_file, manifest.expected_file):
         if needed is not None and needed not in files:
             raise ManifestError(f"{needed} is named in the manifest but not among the files to write")
     entries = [file_entry(n, files[n]) for n in sorted(files)]

@@ -12,6 +12,13 @@ Example (abridged)::
      "outputs": {"label": {"onnx_name": "label", "classes": ["setosa", ...]},
                  "probabilities": {"onnx_name": "probabilities"}},
      "files": [{"name": "model.onnx", "size": 1234, "sha256": "..."}], ...}
+
+Encodings the packer and the gateway share: a null for a nullable numeric feature is fed as NaN (the
+pipeline's imputer, or a NaN-aware model, handles it); a null for a nullable string feature is fed as the
+empty string ``""``, which the packed model treats as missing (string imputers are converted with
+``missing_values=""``; a one-hot encoder that ignores unknowns gives it all zeros). ``sample_file`` is a
+JSON list of records; ``expected_file`` is ``{"labels": [...], "probabilities": [[...]]}`` or
+``{"values": [[...]]}``, what the original model answered for those records at pack time.
 """
 
 from __future__ import annotations
@@ -173,7 +180,8 @@ class Manifest(_Model):
     files: list[FileEntry]
     parity: Parity | None = None
     reference: Reference | None = None
-    sample_file: str | None = None  # a few sample rows (JSON records) for warm-up and verify
+    sample_file: str | None = None  # a few sample rows (a JSON list of records) for warm-up and verify
+    expected_file: str | None = None  # the original model's answers for those rows (``bundle verify``)
 
     @field_validator("name")
     @classmethod
@@ -182,7 +190,7 @@ class Manifest(_Model):
             raise ValueError("name must match ^[a-z0-9][a-z0-9_.-]{0,62}$ and contain no '..'")
         return v
 
-    @field_validator("model_file", "sample_file")
+    @field_validator("model_file", "sample_file", "expected_file")
     @classmethod
     def _file(cls, v: str | None) -> str | None:
         if v is not None and not valid_file_name(v):

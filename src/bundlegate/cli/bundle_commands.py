@@ -1,9 +1,292 @@
-"""Placeholder: filled in by its owner."""
+"""``bundle pack``, ``bundle inspect``, ``bundle verify``, ``bundle list``.
+
+Errors are raised as ``BundlegateError``/``OSError`` and become one-line messages in the group
+(``bundlegate.cli``). The packer (sklearn, skl2onnx) and the runtime (onnxruntime) are imported inside
+the commands that need them, so ``bundle list`` and ``bundle inspect`` start fast.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+from typing import Any
+
 import click
+
+from bundlegate.bundle import Bundle, read_bundle, scan_repository
+from bundlegate.errors import BundleError
+from bundlegate.manifest import Manifest
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to the `bundle` group."""
+    group.add_command(pack)
+    group.add_command(inspect)
+    group.add_command(verify)
+    group.add_command(list_bundles)
+
+
+# ------------------------------------------------------------------------------------------------- pack
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {v[:60]!r}", param_hint=option)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _metric_value(v: str) -> float | str:
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return f if math.isfinite(f) else v
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--name", required=True, help="Bundle name: lower-case letters, digits and _.-")
+@click.option("--version", "version", type=click.IntRange(min=1), help="Version number (default: max + 1).")
+@click.option(
+    "--sample",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Rows like the training data: CSV with a header, .npy, or JSON records.",
+)
+@click.option("--features", help="Comma-separated feature names, for models trained on plain arrays.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("bundles"),
+    show_default=True,
+    help="The bundle repository.",
+)
+@click.option("--description", default="", help="What the model does, for people.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag (repeatable).")
+@click.option("--metric", "metrics", multiple=True, metavar="KEY=VALUE", help="A user metric (repeatable).")
+@click.option(
+    "--allow-pickle-fallback",
+    is_flag=True,
+    help="When ONNX conversion or parity fails, write a runtime: sklearn (pickle) bundle instead.",
+)
+def pack(
+    model: Path,
+    name: str,
+    version: int | None,
+    sample: Path | None,
+    features: str | None,
+    out: Path,
+    description: str,
+    tags: tuple[str, ...],
+    metrics: tuple[str, ...],
+    allow_pickle_fallback: bool,
+) -> None:
+    """Pack MODEL (.pkl/.joblib of a fitted estimator, or .onnx) into OUT/NAME/VERSION/."""
+    from bundlegate.packer import PackOptions, pack_bundle
+
+    names = [f.strip() for f in features.split(",")] if features is not None else None
+    options = PackOptions(
+        name=name,
+        repo=out,
+        version=version,
+        sample=sample,
+        features=names,
+        description=description,
+        tags=_pairs(tags, "--tag"),
+        metrics={k: _metric_value(v) for k, v in _pairs(metrics, "--metric").items()},
+        allow_pickle_fallback=allow_pickle_fallback,
+    )
+    result = pack_bundle(model, options)
+    m = result.manifest
+    for note in result.notes:
+        click.echo(f"  {note}", err=True)
+    click.echo(f"packed {m.name} version {m.version} ({m.runtime}): {result.path}")
+    click.echo(f"  {_parity_text(m)}")
+
+
+# ---------------------------------------------------------------------------------------------- inspect
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print bundle.json (verified) for machines.")
+def inspect(path: Path, as_json: bool) -> None:
+    """Show what the bundle at PATH expects and answers (its files are verified first)."""
+    bundle = read_bundle(path, verify=True)
+    m = bundle.manifest
+    if as_json:
+        click.echo(m.to_json(), nl=False)
+        return
+    click.echo(f"{m.name} version {m.version}  ({m.task}, runtime {m.runtime}, created {m.created_at})")
+    if m.description:
+        click.echo(f"  {m.description}")
+    src = m.source
+    made = f"{src.estimator}"
+    if src.converter:
+        made += f" via {src.converter} {src.converter_version or ''} opset {src.opset}, {src.precision}"
+    click.echo(f"source: {made}")
+    if src.steps:
+        click.echo(f"  steps: {' → '.join(s.rsplit('.', 1)[-1] for s in src.steps)}")
+    if src.sklearn_version:
+        click.echo(
+            f"  scikit-learn {src.sklearn_version}, numpy {src.numpy_version}, python {src.python_version}"
+        )
+    for tag, text in sorted(m.tags.items()):
+        click.echo(f"tag {tag}={text}")
+    for k, v in sorted(m.metrics.items()):
+        click.echo(f"metric {k}={v}")
+    click.echo(f"inputs ({len(m.inputs)}):")
+    width = max(len(i.name) for i in m.inputs)
+    for i in m.inputs:
+        extra = []
+        if i.nullable:
+            extra.append("nullable")
+        if i.min is not None and i.max is not None:
+            extra.append(f"seen {i.min:g}..{i.max:g}")
+        if i.categories is not None:
+            cats = ", ".join(str(c) for c in i.categories[:10])
+            more = f", … ({len(i.categories)})" if len(i.categories) > 10 else ""
+            unknown = "" if i.allow_unknown else "; others refused"
+            extra.append(f"categories {cats}{more}{unknown}")
+        click.echo(f"  {i.name:<{width}}  {i.dtype:<7}  {'; '.join(extra)}".rstrip())
+    click.echo("outputs:")
+    if m.outputs.label is not None:
+        click.echo(f"  label: one of {', '.join(str(c) for c in m.outputs.label.classes)}")
+    if m.outputs.probabilities is not None:
+        click.echo("  probabilities: one per class, in that order")
+    if m.outputs.value is not None:
+        click.echo("  value: a number")
+    click.echo(f"parity: {_parity_text(m)}")
+    click.echo("files:")
+    for f in m.files:
+        click.echo(f"  {f.name:<14} {f.size:>10} bytes  sha256 {f.sha256[:16]}…")
+
+
+def _parity_text(m: Manifest) -> str:
+    p = m.parity
+    if p is None:
+        return "not checked (packed from an ONNX file)"
+    figures = []
+    if p.label_agreement is not None:
+        figures.append(f"labels agree {p.label_agreement:.2%}")
+    if p.max_abs_diff_probabilities is not None:
+        figures.append(f"max abs diff probabilities {p.max_abs_diff_probabilities:.3g}")
+    if p.max_abs_diff_values is not None:
+        figures.append(f"max abs diff values {p.max_abs_diff_values:.3g}")
+    verdict = "passed" if p.passed else f"FAILED ({p.reason})"
+    return f"{verdict} on {p.rows} {p.sample} rows: {', '.join(figures)} (tolerance {p.tolerance:g})"
+
+
+# ----------------------------------------------------------------------------------------------- verify
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--allow-pickle", is_flag=True, help="Also run runtime: sklearn bundles (unpickles the model).")
+def verify(path: Path, allow_pickle: bool) -> None:
+    """Re-check the bundle at PATH: digests, manifest, and the stored sample rows through the model."""
+    bundle = read_bundle(path, verify=True)
+    m = bundle.manifest
+    if path.name.isdigit() and path.parent.name and (path.name, path.parent.name) != (str(m.version), m.name):
+        raise BundleError(
+            f"{path}: bundle.json says {m.name} version {m.version}, the directory is "
+            f"{path.parent.name}/{path.name}"
+        )
+    click.echo(f"{m.name} version {m.version}: manifest valid, {len(m.files)} files match their sha256")
+    if m.runtime == "sklearn" and not allow_pickle:
+        click.echo("model not run: runtime sklearn bundles are pickles (pass --allow-pickle to run it)")
+        return
+    rows, diff = _replay(bundle, allow_pickle)
+    if rows == 0:
+        click.echo("model loads; no stored sample rows to replay")
+        return
+    click.echo(f"{rows} stored sample rows reproduce the pack-time predictions (max abs diff {diff:.3g})")
+
+
+def _replay(bundle: Bundle, allow_pickle: bool) -> tuple[int, float]:
+    """Run the stored sample rows and compare with the stored answers; ``BundleError`` if they differ."""
+    import numpy as np
+
+    from bundlegate.runtime import load_model
+    from bundlegate.schema import CompiledSchema
+
+    m = bundle.manifest
+    model = load_model(bundle, allow_pickle=allow_pickle)
+    if m.sample_file is None or m.expected_file is None:
+        return 0, 0.0
+    try:
+        rows = json.loads(bundle.read_file(m.sample_file))
+        expected: dict[str, Any] = json.loads(bundle.read_file(m.expected_file))
+    except ValueError:
+        raise BundleError(f"{m.sample_file} or {m.expected_file} is not valid JSON") from None
+    schema = CompiledSchema(m)
+    pred = model.predict(schema.from_records(rows))
+    tolerance = m.parity.tolerance if m.parity is not None else 1e-4
+    diff = 0.0
+    if "labels" in expected:
+        got = [] if pred.labels is None else np.asarray(pred.labels).reshape(-1).tolist()
+        if got != expected["labels"]:
+            bad = sum(a != b for a, b in zip(got, expected["labels"], strict=False))
+            raise BundleError(f"verification failed: {bad or 'all'} of {len(rows)} sample labels differ")
+    for key, actual in (("probabilities", pred.probabilities), ("values", pred.values)):
+        if key not in expected:
+            continue
+        want = np.asarray(expected[key], dtype=np.float64)
+        if actual is None or np.asarray(actual).size != want.size:
+            raise BundleError(f"verification failed: the model gives no {key} of the stored shape")
+        d = float(np.max(np.abs(np.asarray(actual, dtype=np.float64).reshape(want.shape) - want)))
+        if not d <= tolerance:
+            raise BundleError(
+                f"verification failed: {key} differ from the stored ones by {d:.3g} (tolerance {tolerance:g})"
+            )
+        diff = max(diff, d)
+    return len(rows), diff
+
+
+# ------------------------------------------------------------------------------------------------- list
+
+
+@click.command(name="list")
+@click.argument("repo", type=click.Path(path_type=Path), default=Path("bundles"))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per bundle version.")
+def list_bundles(repo: Path, as_json: bool) -> None:
+    """List the bundles in REPO: names, versions, runtime, parity and creation time."""
+    rows: list[dict[str, Any]] = []
+    for ref in scan_repository(repo):
+        try:
+            m = read_bundle(ref.path, verify=False).manifest
+        except BundleError as e:
+            rows.append({"name": ref.name, "version": ref.version, "error": e.message})
+            continue
+        parity = None if m.parity is None else ("passed" if m.parity.passed else "failed")
+        rows.append(
+            {
+                "name": ref.name,
+                "version": ref.version,
+                "runtime": m.runtime,
+                "task": m.task,
+                "parity": parity,
+                "created_at": m.created_at,
+            }
+        )
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    if not rows:
+        click.echo(f"no bundles in {repo}")
+        return
+    table: list[tuple[str, ...]] = [("NAME", "VERSION", "RUNTIME", "PARITY", "CREATED")]
+    for r in rows:
+        if "error" in r:
+            table.append((str(r["name"]), str(r["version"]), "-", "-", f"invalid: {r['error']}"))
+        else:
+            table.append((r["name"], str(r["version"]), r["runtime"], r["parity"] or "n/a", r["created_at"]))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4])

@@ -1,0 +1,254 @@
+"""``pack_bundle``: model file + sample → a new bundle version (DESIGN.md §2).
+
+Steps: load the model, read the sample (or synthesize rows), infer the schema, convert with skl2onnx in
+float32, check parity, and if it fails convert in float64 and check again. A bundle whose parity fails
+is never written as ONNX: with ``allow_pickle_fallback`` it is written as ``runtime: sklearn``
+(``model.joblib`` and the exact versions), otherwise ``ParityFailed``/``ConversionFailed`` names the
+estimator and why. The bundle also stores reference statistics, ``sample.json`` (20 rows) and
+``expected.json`` (the original model's answers for them). The name and version are checked before
+any heavy work, and the version directory appears only when complete (``bundle.write_bundle``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bundlegate.bundle import next_version, write_bundle
+from bundlegate.errors import (
+    BundleExists,
+    ConversionFailed,
+    InvalidName,
+    ParityFailed,
+    SampleMismatch,
+)
+from bundlegate.manifest import (
+    LabelOutput,
+    Manifest,
+    Outputs,
+    Parity,
+    Source,
+    TensorOutput,
+    utc_now,
+    valid_name,
+)
+from bundlegate.packer import onnx_input, reference
+from bundlegate.packer.conversion import Converted, convert
+from bundlegate.packer.model_file import class_path, load_model_file
+from bundlegate.packer.parity import Predictions, check_parity, predict_original
+from bundlegate.packer.samples import read_sample
+from bundlegate.packer.schema_inference import ModelSchema, infer_schema, steps_of
+from bundlegate.packer.synthetic import synthesize
+
+MAX_PARITY_ROWS = 5000
+SAMPLE_FILE = "sample.json"
+EXPECTED_FILE = "expected.json"
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    name: str
+    repo: Path = Path("bundles")
+    version: int | None = None
+    sample: Path | None = None
+    features: list[str] | None = None
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float | str] = field(default_factory=dict)
+    allow_pickle_fallback: bool = False
+
+
+@dataclass(frozen=True)
+class PackResult:
+    path: Path
+    manifest: Manifest
+    notes: list[str]  # what happened on the way, e.g. "float32 parity failed: ...; float64 passed"
+
+
+def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
+    """Pack ``model_path`` into ``options.repo/<name>/<version>/`` and return where and what."""
+    if not valid_name(options.name):
+        raise InvalidName(
+            f"invalid bundle name {options.name[:80]!r}: use lower-case letters, digits and _.- "
+            "(^[a-z0-9][a-z0-9_.-]{0,62}$, no '..')"
+        )
+    version = options.version if options.version is not None else next_version(options.repo, options.name)
+    if version < 1:
+        raise InvalidName(f"invalid version {version}: versions are positive integers")
+    if (options.repo / options.name / str(version)).exists():
+        raise BundleExists(f"{options.name} version {version} already exists in {options.repo}")
+
+    model = load_model_file(model_path)
+    sample = read_sample(options.sample) if options.sample is not None else None
+    if model.onnx_bytes is not None:
+        return onnx_input.pack_onnx_file(model.path, model.onnx_bytes, sample, options, version)
+
+    est = model.estimator
+    schema = infer_schema(est, sample, options.features, model.path.name)
+    kind: Literal["provided", "synthesized"] = "provided"
+    frame = schema.frame
+    if frame is None:
+        frame = synthesize(est, schema)
+        kind = "synthesized"
+    check_frame = frame.head(MAX_PARITY_ROWS)
+    try:
+        original = predict_original(est, schema, check_frame)
+    except Exception as exc:  # the estimator's own complaint about the rows
+        raise SampleMismatch(
+            f"{type(est).__name__} cannot predict the sample rows: {type(exc).__name__}: {_short(exc)}"
+        ) from None
+
+    notes: list[str] = []
+    converted: Converted | None = None
+    parity: Parity | None = None
+    why = ""
+    for precision in ("float32", "float64"):
+        try:
+            attempt = convert(est, schema, precision)
+            result, _ = check_parity(
+                est, schema, check_frame, attempt.onnx_bytes, attempt.onnx_inputs, kind, original
+            )
+        except ConversionFailed as exc:
+            why = exc.message
+            notes.append(why)
+            continue
+        except Exception as exc:  # onnxruntime refusing the converted graph
+            why = f"onnxruntime cannot run the {precision} conversion: {type(exc).__name__}: {_short(exc)}"
+            notes.append(why)
+            continue
+        parity = result
+        if result.passed:
+            converted = attempt
+            notes.append(f"{precision} conversion passed parity on {result.rows} {kind} rows")
+            break
+        why = f"{precision} conversion fails parity: {result.reason}"
+        notes.append(why)
+
+    if converted is None:
+        if not options.allow_pickle_fallback:
+            error = ParityFailed if parity is not None else ConversionFailed
+            raise error(
+                f"{_describe(est)} cannot be packed as ONNX: {'; '.join(notes)}. "
+                "Pass --allow-pickle-fallback to write a runtime: sklearn bundle instead"
+            )
+        notes.append("written as a runtime: sklearn bundle (--allow-pickle-fallback)")
+
+    stored = frame.head(reference.STORED_ROWS)
+    files = {
+        SAMPLE_FILE: _json_bytes(reference.stored_rows(schema, stored)),
+        EXPECTED_FILE: _json_bytes(reference.expected_document(head(original, len(stored)))),
+    }
+    everything = original if len(check_frame) == len(frame) else predict_original(est, schema, frame)
+    ref = reference.build_reference(schema, frame, everything)
+    if converted is not None:
+        files["model.onnx"] = converted.onnx_bytes
+        model_file = "model.onnx"
+        outputs = _outputs(schema, converted.output_names)
+    else:
+        files["model.joblib"] = _joblib_bytes(est)
+        model_file = "model.joblib"
+        outputs = _outputs(
+            schema, ["label", "probabilities"] if schema.task == "classification" else ["value"]
+        )
+    manifest = Manifest(
+        name=options.name,
+        version=version,
+        created_at=utc_now(),
+        description=options.description,
+        tags=options.tags,
+        metrics=options.metrics,
+        task=schema.task,
+        runtime="onnx" if converted is not None else "sklearn",
+        model_file=model_file,
+        source=_source(est, model.path.name, converted),
+        inputs=schema.inputs,
+        onnx_inputs=converted.onnx_inputs if converted is not None else [],
+        outputs=outputs,
+        files=[],
+        parity=parity,
+        reference=ref,
+        sample_file=SAMPLE_FILE,
+        expected_file=EXPECTED_FILE,
+    )
+    path = write_bundle(options.repo, manifest, files)
+    from bundlegate.bundle import read_bundle
+
+    return PackResult(path, read_bundle(path).manifest, notes)
+
+
+def head(p: Predictions, n: int) -> Predictions:
+    """The first ``n`` rows of ``p``."""
+    return Predictions(
+        labels=None if p.labels is None else p.labels[:n],
+        probabilities=None if p.probabilities is None else p.probabilities[:n],
+        values=None if p.values is None else p.values[:n],
+    )
+
+
+def _outputs(schema: ModelSchema, names: list[str]) -> Outputs:
+    if schema.task == "classification":
+        assert schema.classes is not None
+        return Outputs(
+            label=LabelOutput(onnx_name=names[0], classes=schema.classes),
+            probabilities=TensorOutput(onnx_name=names[1]) if schema.has_probabilities else None,
+        )
+    return Outputs(value=TensorOutput(onnx_name=names[0]))
+
+
+def _source(est: Any, file_name: str, converted: Converted | None) -> Source:
+    import numpy
+    import skl2onnx
+    import sklearn
+
+    steps = steps_of(est)
+    return Source(
+        estimator=class_path(est),
+        steps=[class_path(s) for s in steps] if len(steps) > 1 or steps[0] is not est else [],
+        model_file=file_name,
+        sklearn_version=sklearn.__version__,
+        numpy_version=numpy.__version__,
+        python_version=platform.python_version(),
+        converter="skl2onnx" if converted is not None else None,
+        converter_version=skl2onnx.__version__ if converted is not None else None,
+        opset=converted.opset if converted is not None else None,
+        precision=converted.precision if converted is not None else None,
+    )
+
+
+def _joblib_bytes(est: Any) -> bytes:
+    import joblib
+
+    buf = io.BytesIO()
+    joblib.dump(est, buf)
+    return buf.getvalue()
+
+
+def _json_bytes(doc: Any) -> bytes:
+    """Compact JSON with one record (or one output) per line: small, and readable in a diff."""
+    if isinstance(doc, list):
+        body = ",\n".join(json.dumps(r, allow_nan=False) for r in doc)
+        return f"[\n{body}\n]\n".encode()
+    parts = [
+        f"{json.dumps(k)}: [\n" + ",\n".join(json.dumps(v, allow_nan=False) for v in values) + "\n]"
+        for k, values in doc.items()
+    ]
+    return ("{\n" + ",\n".join(parts) + "\n}\n").encode()
+
+
+def _describe(est: Any) -> str:
+    steps = steps_of(est)
+    if len(steps) == 1:
+        return type(est).__name__
+    return f"{type(est).__name__}({' → '.join(type(s).__name__ for s in steps)})"
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+__all__ = ["PackOptions", "PackResult", "Predictions", "pack_bundle"]

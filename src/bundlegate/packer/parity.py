@@ -1,0 +1,147 @@
+"""The parity gate: the original estimator and its ONNX conversion on the same rows.
+
+The ONNX model is fed exactly what the gateway will feed it (``feed_from_frame``): missing numbers as
+NaN, missing strings as ``""``. It passes when every label agrees and the largest absolute difference of
+probabilities (classifiers) or values (regressors) is within the tolerance:
+
+- probabilities: ``PROBA_TOLERANCE`` (1e-4);
+- values: ``VALUE_TOLERANCE`` (1e-4) relative to the largest absolute prediction, at least 1e-4 absolute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from bundlegate.manifest import Parity
+from bundlegate.packer.schema_inference import ModelSchema
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+PROBA_TOLERANCE = 1e-4
+VALUE_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Predictions:
+    labels: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+
+def predict_original(est: Any, schema: ModelSchema, frame: pd.DataFrame) -> Predictions:
+    """The original estimator's answers for ``frame`` (feature columns in order)."""
+    import numpy as np
+
+    X = schema.original_input(frame)
+    if schema.task == "classification":
+        proba = np.asarray(est.predict_proba(X), dtype=np.float64) if schema.has_probabilities else None
+        return Predictions(labels=np.asarray(est.predict(X)), probabilities=proba)
+    return Predictions(values=np.asarray(est.predict(X), dtype=np.float64).reshape(len(frame), -1))
+
+
+def feed_from_frame(frame: pd.DataFrame, onnx_inputs: list[Any]) -> dict[str, np.ndarray]:
+    """The ONNX feed for ``frame``, encoded as the gateway encodes requests."""
+    import numpy as np
+
+    feed: dict[str, np.ndarray] = {}
+    for spec in onnx_inputs:
+        cols = frame[spec.features]
+        if spec.dtype == "string":
+            arr = cols.astype(object).where(cols.notna(), "").astype(str).to_numpy(dtype=object)
+        else:
+            arr = cols.astype(np.float64).to_numpy(dtype=np.float64).astype(spec.dtype)
+        feed[spec.name] = arr.reshape(len(frame), len(spec.features))
+    return feed
+
+
+def run_onnx(onnx_bytes: bytes, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    return [np.asarray(o) for o in session.run(None, feed)]
+
+
+def split_outputs(schema: ModelSchema, outputs: list[Any]) -> Predictions:
+    """skl2onnx's outputs (label then probabilities, or one value tensor) as ``Predictions``."""
+    import numpy as np
+
+    n = len(outputs[0])
+    if schema.task == "classification":
+        proba = np.asarray(outputs[1], dtype=np.float64) if schema.has_probabilities else None
+        return Predictions(labels=np.asarray(outputs[0]).reshape(n), probabilities=proba)
+    return Predictions(values=np.asarray(outputs[0], dtype=np.float64).reshape(n, -1))
+
+
+def compare(
+    schema: ModelSchema,
+    original: Predictions,
+    converted: Predictions,
+    sample: Literal["provided", "synthesized"],
+) -> Parity:
+    """How closely ``converted`` matches ``original``."""
+    import numpy as np
+
+    if schema.task == "classification":
+        assert original.labels is not None
+        assert converted.labels is not None
+        rows = len(original.labels)
+        same = [a == b for a, b in zip(original.labels.tolist(), converted.labels.tolist(), strict=True)]
+        agreement = sum(same) / rows
+        diff = None
+        if original.probabilities is not None and converted.probabilities is not None:
+            diff = float(np.max(np.abs(original.probabilities - converted.probabilities)))
+        passed = agreement == 1.0 and (diff is None or diff <= PROBA_TOLERANCE)
+        reason = None
+        if not passed:
+            reason = (
+                f"{rows - sum(same)} of {rows} labels differ" if agreement < 1.0 else ""
+            ) or f"probabilities differ by up to {diff:.3g} (tolerance {PROBA_TOLERANCE:g})"
+        return Parity(
+            rows=rows,
+            sample=sample,
+            label_agreement=agreement,
+            max_abs_diff_probabilities=diff,
+            tolerance=PROBA_TOLERANCE,
+            passed=passed,
+            reason=reason,
+        )
+    assert original.values is not None
+    assert converted.values is not None
+    rows = len(original.values)
+    scale = max(1.0, float(np.max(np.abs(original.values))) if rows else 1.0)
+    tolerance = float(f"{VALUE_TOLERANCE * scale:.3g}")
+    if original.values.shape != converted.values.shape:
+        diff = float("inf")
+    else:
+        diff = float(np.max(np.abs(original.values - converted.values)))
+    passed = diff <= tolerance
+    return Parity(
+        rows=rows,
+        sample=sample,
+        max_abs_diff_values=diff if np.isfinite(diff) else None,
+        tolerance=tolerance,
+        passed=passed,
+        reason=None if passed else f"values differ by up to {diff:.3g} (tolerance {tolerance:g})",
+    )
+
+
+def check_parity(
+    est: Any,
+    schema: ModelSchema,
+    frame: pd.DataFrame,
+    onnx_bytes: bytes,
+    onnx_inputs: list[Any],
+    sample: Literal["provided", "synthesized"],
+    original: Predictions | None = None,
+) -> tuple[Parity, Predictions]:
+    """Run both models on ``frame``; returns the parity record and the original's predictions."""
+    original = original or predict_original(est, schema, frame)
+    converted = split_outputs(schema, run_onnx(onnx_bytes, feed_from_frame(frame, onnx_inputs)))
+    return compare(schema, original, converted, sample), original
