@@ -48,10 +48,8 @@ class Gateway:
 
     def __init__(self, ctx: GatewayContext) -> None:
         self.ctx = ctx
-        router = Router(
-            routes=[*ops.routes(ctx), *v1.routes(ctx), *v2.routes(ctx)],
-            redirect_slashes=False,
-        )
+        # Starlette tries routes in order: the prediction routes come first (v1 lists them first).
+        router = Router(routes=[*v1.routes(ctx), *v2.routes(ctx), *ops.routes(ctx)], redirect_slashes=False)
         access_log = AccessLog() if ctx.settings.access_log else None
         self._http = GatewayMiddleware(router, ctx, access_log)
         self._reloader: asyncio.Task[None] | None = None

@@ -80,11 +80,11 @@ async def describe_model(call: Call) -> Reply:
 def routes(ctx: GatewayContext) -> list[Route]:
     base = "/v1/models/{name}"
     pinned = base + "/versions/{version}"
-    return [
-        route(ctx, "/v1/models", list_models, ["GET"], "v1_models"),
-        route(ctx, base, describe_model, ["GET"], "v1_model"),
+    return [  # the hot routes first: the router tries them in order
         route(ctx, base + "/predict", predict, ["POST"], "v1_predict"),
         route(ctx, base + "/predict/batch", predict_batch, ["POST"], "v1_predict_batch"),
         route(ctx, pinned + "/predict", predict, ["POST"], "v1_predict"),
         route(ctx, pinned + "/predict/batch", predict_batch, ["POST"], "v1_predict_batch"),
+        route(ctx, "/v1/models", list_models, ["GET"], "v1_models"),
+        route(ctx, base, describe_model, ["GET"], "v1_model"),
     ]
