@@ -29,7 +29,7 @@ import orjson
 from starlette.routing import Route
 
 from bundlegate import __version__
-from bundlegate.errors import InvalidInput, MalformedRequest, ModelNotReady, NotFound, problem
+from bundlegate.errors import InvalidInput, MalformedRequest, NotFound, Unavailable, problem
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access, require_admin
 from bundlegate.http.context import GatewayContext, Reply
 from bundlegate.http.jsonbody import parse_json
@@ -133,7 +133,8 @@ async def live(call: Call) -> Reply:
 async def ready(call: Call) -> Reply:
     state = call.ctx.state
     if state.draining or not call.ctx.registry.ready:
-        raise ModelNotReady("the server is not ready: " + ("draining" if state.draining else "loading"))
+        reason = "shutting down" if state.draining else "loading models"
+        raise Unavailable(f"the server is not ready: {reason}")
     return json_reply({"ready": True})
 
 
