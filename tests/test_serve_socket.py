@@ -83,12 +83,14 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(tmp_path: Path, *args: str, module: str = "bundlegate.cli serve") -> Iterator[Server]:
+def serve(
+    tmp_path: Path, *args: str, module: str = "bundlegate.cli serve", env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """Run ``python -m <module> <args> --port <free port>`` in ``tmp_path`` until it is ready; stdout
     goes to ``stdout-<port>.log`` and stderr to ``serve-<port>.log`` there."""
     port = free_port()
     stderr_path = tmp_path / f"serve-{port}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUNDLEGATE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUNDLEGATE_")} | (env or {})
     with stderr_path.open("w") as err, (tmp_path / f"stdout-{port}.log").open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", *module.split(), *args, "--port", str(port)],
@@ -233,6 +235,20 @@ def test_two_workers_serve_and_share_metrics(repo: Path, tmp_path: Path) -> None
             and 'model="iris"' in ln
         )
         assert float(line.rsplit(" ", 1)[1]) == 10
+
+
+def test_uvicorn_factory_reads_bundlegate_environment(repo: Path, tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.json"
+    auth = {"Authorization": "Bearer " + create_key(keys_file, "factory", ["iris"])}
+    env = {"BUNDLEGATE_REPOSITORY": str(repo), "BUNDLEGATE_KEYS_FILE": str(keys_file)}
+    args = ("--factory", "bundlegate.http.app:create_app", "--host", "127.0.0.1")
+    with serve(tmp_path, *args, module="uvicorn", env=env) as server:
+        r = httpx.post(
+            f"{server.url}/v1/models/iris/predict", json={"inputs": IRIS_ROWS[0].tolist()}, headers=auth
+        )
+        assert r.status_code == 200
+        assert r.json()["prediction"] == "setosa"
+        assert httpx.get(f"{server.url}/v1/models/credit", headers=auth).status_code == 404
 
 
 def test_serve_refuses_to_start_without_keys(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
