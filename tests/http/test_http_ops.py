@@ -95,10 +95,17 @@ def test_create_app_reads_the_environment(monkeypatch: pytest.MonkeyPatch, repo:
     assert app.ctx.registry.repo == repo
 
 
-async def test_insecure_mode_serves_without_keys(make_app: MakeApp) -> None:
-    async with client_for(await make_app(keys_file=None, insecure_no_auth=True)) as client:
+async def test_insecure_mode_serves_loopback_clients_only(make_app: MakeApp) -> None:
+    app = await make_app(keys_file=None, insecure_no_auth=True)
+    async with client_for(app) as client:
         r = await client.post(PREDICT, json=GOOD)
         assert r.status_code == 200
+    remote = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
+    async with httpx.AsyncClient(transport=remote, base_url="http://gateway.test") as client:
+        r = await client.post(PREDICT, json=GOOD)
+        assert r.status_code == 401
+        assert "loopback" in r.json()["error"]["message"]
+        assert (await client.get("/healthz")).status_code == 200
 
 
 # ----------------------------------------------------------------------------- request ids

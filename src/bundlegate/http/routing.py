@@ -19,7 +19,7 @@ import orjson
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bundlegate.errors import NotFound, Overloaded
+from bundlegate.errors import NotFound, Overloaded, Unauthenticated
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
 from bundlegate.http.context import GatewayContext, Reply, RequestInfo
 from bundlegate.http.jsonbody import check_content_type, header, parse_json, read_body
@@ -52,8 +52,12 @@ class Call:
         return header(self.scope["headers"], name)
 
     def authenticate(self) -> KeyRecord:
-        """The caller's key record (401 missing/unknown key, 429 over its rate limit)."""
-        key = self.ctx.auth.authenticate(self.scope["headers"])
+        """The caller's key record (401 missing/unknown key, 429 over its rate limit). Without keys
+        (``--insecure-no-auth``) only loopback clients are answered, however the server was bound."""
+        auth = self.ctx.auth
+        if auth.insecure and not is_loopback(self.scope.get("client")):
+            raise Unauthenticated("this gateway runs without API keys and answers loopback clients only")
+        key = auth.authenticate(self.scope["headers"])
         self.key = key
         self.info.key_id = key.id
         return key
@@ -93,6 +97,14 @@ class Call:
     def deadline(self) -> float:
         """When this request's inference must be done (``time.monotonic`` clock)."""
         return time.monotonic() + self.ctx.settings.request_timeout_s
+
+
+def is_loopback(client: tuple[str, int] | list[Any] | None) -> bool:
+    """Whether an ASGI ``client`` address is this host (no address: a Unix socket, also local)."""
+    if not client:
+        return True
+    host = str(client[0])
+    return host.startswith("127.") or host in ("::1", "localhost")
 
 
 def parse_version(version: str | None) -> int | None:
