@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -339,6 +340,35 @@ async def test_503_for_an_unloaded_model_until_it_is_loaded_again(
     assert_error(await client.post(PREDICT, json=GOOD, headers=keys.auth()), 503, "model_not_ready")
     assert (await client.post("/v2/repository/models/iris/load", headers=admin)).status_code == 200
     await assert_still_serving(client, keys)
+
+
+async def test_503_while_models_are_loading_then_200(
+    make_app: MakeApp, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bundlegate.registry import ModelRegistry
+
+    release = threading.Event()
+    original = ModelRegistry._load_blocking
+
+    def slow_load(self: ModelRegistry, *args: Any) -> Any:
+        release.wait(timeout=30)  # a bundle that takes long to load
+        return original(self, *args)
+
+    monkeypatch.setattr(ModelRegistry, "_load_blocking", slow_load)
+    app = await make_app(wait=False)
+    async with client_for(app) as client:
+        try:
+            r = await client.post(PREDICT, json=GOOD, headers=keys.auth())
+            assert_error(r, 503, "model_not_ready")
+            assert int(r.headers["retry-after"]) >= 1
+            assert_error(await client.get("/readyz"), 503, "unavailable")
+            hidden = await client.post("/v1/models/credit/predict", json=GOOD, headers=keys.auth(keys.iris))
+            assert_error(hidden, 404, "not_found")
+        finally:
+            release.set()
+        await app.loaded()
+        assert (await client.get("/readyz")).status_code == 200
+        await assert_still_serving(client, keys)
 
 
 async def test_503_when_the_queue_is_full(make_app: MakeApp, keys: Keys) -> None:

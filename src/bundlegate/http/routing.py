@@ -19,7 +19,7 @@ import orjson
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bundlegate.errors import NotFound, Overloaded, Unauthenticated
+from bundlegate.errors import ModelNotReady, NotFound, Overloaded, Unauthenticated
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
 from bundlegate.http.context import GatewayContext, Reply, RequestInfo
 from bundlegate.http.jsonbody import check_content_type, header, parse_json, read_body
@@ -65,7 +65,8 @@ class Call:
     def model(self, name: str, version: str | None = None) -> LoadedVersion:
         """The loaded version answering for ``name`` (and ``version``, when pinned). Authenticates
         first. Unknown model, unknown version and a model the key may not see all raise the same
-        ``NotFound``; a loading or failed model ``ModelNotReady``; a draining server ``Overloaded``."""
+        ``NotFound``; a loading or failed model ``ModelNotReady`` (so is any allowed name before the
+        first load has finished); a draining server ``Overloaded``."""
         key = self.key or self.authenticate()
         check_model_access(key, name)
         if self.ctx.state.draining:
@@ -73,6 +74,8 @@ class Call:
         try:
             loaded = self.ctx.registry.get(name, parse_version(version))
         except NotFound:
+            if not self.ctx.state.loading_done:  # the repository may not even be scanned yet
+                raise ModelNotReady("models are still loading", retry_after=1) from None
             raise NotFound(NOT_FOUND_MESSAGE) from None
         self.info.model = name
         self.info.version = loaded.version
