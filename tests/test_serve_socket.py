@@ -261,3 +261,6 @@ def test_serve_refuses_to_start_without_keys(repo: Path, monkeypatch: pytest.Mon
     result = CliRunner().invoke(cli, ["serve", str(repo), "--keys", str(repo / "missing.json")])
     assert result.exit_code == 1
     assert "keys file not found" in result.output
+    result = CliRunner().invoke(cli, ["serve", str(repo / "nowhere"), "--insecure-no-auth"])
+    assert result.exit_code == 1
+    assert "model repository not found" in result.output

@@ -60,6 +60,10 @@ def resolve_settings(environ: dict[str, str] | os._Environ[str], **flags: Any) -
 def check_startable(settings: Settings) -> Settings:
     """Refuse to start without keys (unless insecure); insecure forces loopback. Loads the keys file
     once so a missing or broken file is a one-line error before uvicorn starts."""
+    if not settings.repository.is_dir():
+        raise InvalidSetting(
+            f"model repository not found: {settings.repository} (build bundles with `bundle pack`)"
+        )
     if settings.keys_file is not None:
         KeyStore(settings.keys_file)
         return settings
