@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bundle_factory import iris_model, mixed_model, pickled_model, with_version, write
@@ -259,4 +260,30 @@ async def test_loading_versions_are_visible_and_not_ready(repo: Path) -> None:
         assert registry.get("iris").version == 2
     finally:
         gate.set()
+        await registry.drain(timeout=5)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "bundles"
+
+
+@pytest.mark.skipif(not (EXAMPLES / "iris").is_dir(), reason="example bundles not built")
+async def test_example_bundles_answer_like_sklearn() -> None:
+    registry = ModelRegistry(EXAMPLES, Settings(), load_threads=2)
+    try:
+        report = await registry.start()
+        assert report.failed == []
+        for name, _ in report.added:
+            loaded = registry.get(name)
+            bundle_dir = EXAMPLES / name / str(loaded.version)
+            sample = json.loads((bundle_dir / "sample.json").read_text())
+            expected = json.loads((bundle_dir / "expected.json").read_text())
+            out = loaded.schema.decode_batch(await loaded.queue.submit(loaded.schema.from_records(sample)))
+            if "labels" in expected:
+                assert out["predictions"] == expected["labels"], name
+                np.testing.assert_allclose(out["probabilities"], expected["probabilities"], atol=1e-4)
+            else:
+                np.testing.assert_allclose(
+                    np.ravel(out["predictions"]), np.ravel(expected["values"]), rtol=1e-4
+                )
+    finally:
         await registry.drain(timeout=5)
