@@ -1,0 +1,328 @@
+"""Open Inference Protocol tensors ↔ the gateway's feeds and predictions (used by ``v2``).
+
+- ``tensor_metadata(manifest)``: the ``inputs``/``outputs`` of model metadata, with datatype and shape.
+- ``feed_from_tensors(loaded, tensors)``: infer ``inputs`` → a ``Feed``, through the version's
+  ``CompiledSchema`` so validation and 422 details are the same as ``/v1``. Two layouts: one tensor per
+  feature, named as the feature (shape ``[N]`` or ``[N, 1]``), or, for purely numeric models, one
+  ``[N, n_features]`` tensor under any name. ``data`` may be flat or nested.
+- ``decode_binary_inputs(doc, raw)``: the binary tensor data extension (tritonclient's default): raw
+  little-endian values, BYTES as 4-byte length-prefixed strings.
+- ``infer_outputs(...)``: a ``Prediction`` → infer ``outputs``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bundlegate.errors import InvalidInput, problem
+from bundlegate.manifest import Manifest
+from bundlegate.registry import LoadedVersion
+from bundlegate.schema import Feed, Prediction
+
+DATATYPE = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "bool": "BOOL", "string": "BYTES"}
+_NUMERIC_TYPES = frozenset(
+    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+)
+_ACCEPTED = {
+    "float32": _NUMERIC_TYPES,
+    "float64": _NUMERIC_TYPES,
+    "int64": _NUMERIC_TYPES,
+    "bool": frozenset({"BOOL"}),
+    "string": frozenset({"BYTES"}),
+}
+_NUMPY = {
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "BOOL": "?",
+}
+
+
+def datatype_of(array: np.ndarray[Any, Any]) -> str:
+    kind = array.dtype.kind
+    if kind == "f":
+        return "FP64" if array.dtype.itemsize == 8 else "FP32"
+    if kind in "iu":
+        return "INT64"
+    if kind == "b":
+        return "BOOL"
+    return "BYTES"
+
+
+def label_datatype(classes: Sequence[Any]) -> str:
+    if classes and isinstance(classes[0], bool):
+        return "BOOL"
+    if classes and isinstance(classes[0], int):
+        return "INT64"
+    return "BYTES"
+
+
+def matrix_input(manifest: Manifest) -> tuple[str, str] | None:
+    """(name, datatype) of the single ``[N, n_features]`` tensor a numeric model accepts, or None."""
+    dtypes = {i.dtype for i in manifest.inputs}
+    if not dtypes <= {"float32", "float64", "int64"}:
+        return None
+    name = manifest.onnx_inputs[0].name if len(manifest.onnx_inputs) == 1 else "input"
+    if name in manifest.feature_names and len(manifest.inputs) > 1:
+        name = "input"
+    return name, DATATYPE[dtypes.pop()] if len(dtypes) == 1 else "FP64"
+
+
+def tensor_metadata(manifest: Manifest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``inputs`` and ``outputs`` of model metadata. Numeric models with several features list the
+    one matrix tensor (what Triton clients send); others list one ``[-1, 1]`` tensor per feature."""
+    matrix = matrix_input(manifest)
+    if matrix is not None and len(manifest.inputs) > 1:
+        inputs = [{"name": matrix[0], "datatype": matrix[1], "shape": [-1, len(manifest.inputs)]}]
+    else:
+        inputs = [{"name": i.name, "datatype": DATATYPE[i.dtype], "shape": [-1, 1]} for i in manifest.inputs]
+    float_type = "FP32" if manifest.runtime == "onnx" else "FP64"
+    outputs: list[dict[str, Any]] = []
+    label = manifest.outputs.label
+    if label is not None:
+        outputs.append({"name": "label", "datatype": label_datatype(label.classes), "shape": [-1]})
+        if manifest.outputs.probabilities is not None:
+            outputs.append({"name": "probabilities", "datatype": "FP32", "shape": [-1, len(label.classes)]})
+    elif manifest.outputs.value is not None:
+        outputs.append({"name": "value", "datatype": float_type, "shape": [-1]})
+    return inputs, outputs
+
+
+def requested_outputs(outputs: Any, manifest: Manifest) -> set[str] | None:
+    if outputs is None:
+        return None
+    available = {o["name"] for o in tensor_metadata(manifest)[1]}
+    if not isinstance(outputs, list):
+        raise InvalidInput('"outputs" must be a list', [problem(["outputs"], "expected a list")])
+    names: set[str] = set()
+    for i, o in enumerate(outputs):
+        name = o.get("name") if isinstance(o, dict) else None
+        if not isinstance(name, str) or name not in available:
+            raise InvalidInput(
+                f"unknown output; this model has {', '.join(sorted(available))}",
+                [problem(["outputs", i, "name"], "unknown output", "value")],
+            )
+        names.add(name)
+    return names
+
+
+def infer_outputs(
+    loaded: LoadedVersion, prediction: Prediction, n_rows: int, requested: set[str] | None
+) -> list[dict[str, Any]]:
+    """The ``outputs`` of an infer response: ``label`` (original classes) and ``probabilities``
+    (FP32 ``[N, n_classes]``) for classifiers, ``value`` for regressors; only ``requested`` ones."""
+    out = loaded.schema.decode_batch(prediction)
+    manifest = loaded.manifest
+    outputs: list[dict[str, Any]] = []
+    if manifest.outputs.label is not None and "predictions" in out:
+        outputs.append(
+            {
+                "name": "label",
+                "datatype": label_datatype(manifest.outputs.label.classes),
+                "shape": [n_rows],
+                "data": out["predictions"],
+            }
+        )
+    elif prediction.values is not None:
+        outputs.append(
+            {
+                "name": "value",
+                "datatype": datatype_of(prediction.values),
+                "shape": [n_rows],
+                "data": out["predictions"],
+            }
+        )
+    if prediction.probabilities is not None:
+        outputs.append(
+            {
+                "name": "probabilities",
+                "datatype": "FP32",
+                "shape": [n_rows, prediction.probabilities.shape[1]],
+                "data": [p for row in out["probabilities"] for p in row],
+            }
+        )
+    if requested is not None:
+        outputs = [o for o in outputs if o["name"] in requested]
+    return outputs
+
+
+def decode_binary_inputs(doc: Any, binary: memoryview) -> None:
+    """Move the binary tensor data that follows the JSON header into each input's ``data``, in input
+    order, by each input's ``parameters.binary_data_size``."""
+    offset = 0
+    tensors = doc.get("inputs") if isinstance(doc, dict) else None
+    for i, tensor in enumerate(tensors if isinstance(tensors, list) else []):
+        size = _binary_size(tensor)
+        if size is None:
+            continue
+        if offset + size > len(binary):
+            raise InvalidInput(
+                "binary tensor data shorter than declared",
+                [problem(["inputs", i, "parameters", "binary_data_size"], "larger than the data sent")],
+            )
+        tensor["data"] = _decode_binary(binary[offset : offset + size], tensor.get("datatype"), i)
+        offset += size
+    if offset != len(binary):
+        raise InvalidInput("binary tensor data longer than declared", [problem(["inputs"], "unused bytes")])
+
+
+def _binary_size(tensor: Any) -> int | None:
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("parameters"), dict):
+        return None
+    size = tensor["parameters"].get("binary_data_size")
+    if size is None:
+        return None
+    if type(size) is not int or size < 0:
+        raise InvalidInput("invalid binary_data_size", [problem(["inputs", "parameters"], "not a size")])
+    return size
+
+
+def _decode_binary(raw: memoryview, datatype: Any, i: int) -> list[Any]:
+    if datatype == "BYTES":
+        values: list[Any] = []
+        offset = 0
+        while offset < len(raw):
+            if offset + 4 > len(raw):
+                break
+            (length,) = struct.unpack_from("<I", raw, offset)
+            offset += 4
+            if offset + length > len(raw):
+                break
+            try:
+                values.append(bytes(raw[offset : offset + length]).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    "BYTES data is not UTF-8", [problem(["inputs", i, "data"], "not UTF-8 text")]
+                ) from None
+            offset += length
+        if offset != len(raw):
+            raise InvalidInput(
+                "malformed BYTES tensor data", [problem(["inputs", i, "data"], "bad length prefixes")]
+            )
+        return values
+    dtype = _NUMPY.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None or len(raw) % np.dtype(dtype).itemsize:
+        raise InvalidInput(
+            "binary data does not match the datatype", [problem(["inputs", i, "datatype"], "unsupported")]
+        )
+    array = np.frombuffer(raw, dtype=dtype)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInput(
+            "tensor data is not finite", [problem(["inputs", i, "data"], "not a finite number")]
+        )
+    result: list[Any] = array.tolist()
+    return result
+
+
+def _flatten(data: Any) -> list[Any] | None:
+    if not isinstance(data, list):
+        return None
+    if not data or not isinstance(data[0], list):
+        return data
+    flat: list[Any] = []
+    stack = [iter(data)]  # depth bounded by the JSON depth limit; every element visited once
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                stack.append(iter(v))
+                break
+            flat.append(v)
+        else:
+            stack.pop()
+    return flat
+
+
+def _tensor(tensor: Any, i: int) -> tuple[str, list[int], str, list[Any]]:
+    loc: list[str | int] = ["inputs", i]
+    if not isinstance(tensor, dict):
+        raise InvalidInput("a tensor must be an object", [problem(loc, "expected an object", "type")])
+    name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+    problems = []
+    if not isinstance(name, str):
+        problems.append(problem([*loc, "name"], "field required", "missing"))
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        problems.append(problem([*loc, "shape"], "expected a list of non-negative integers"))
+    if not isinstance(datatype, str):
+        problems.append(problem([*loc, "datatype"], "field required", "missing"))
+    data = _flatten(tensor.get("data"))
+    if data is None:
+        problems.append(problem([*loc, "data"], "expected an array", "type"))
+    if problems:
+        raise InvalidInput("invalid tensor", problems)
+    assert isinstance(name, str)
+    assert isinstance(shape, list)
+    assert isinstance(datatype, str)
+    assert data is not None
+    size = 1
+    for d in shape:
+        size *= d
+    if size != len(data):
+        raise InvalidInput(
+            f"tensor {name[:64]!r} has {len(data)} values, its shape needs {size}",
+            [problem([*loc, "data"], "the number of values does not match the shape", "shape")],
+        )
+    return name, shape, datatype, data
+
+
+def feed_from_tensors(loaded: LoadedVersion, raw_tensors: list[Any]) -> Feed:
+    manifest = loaded.manifest
+    schema = loaded.schema
+    tensors = [_tensor(t, i) for i, t in enumerate(raw_tensors)]
+    features = {i.name: i for i in manifest.inputs}
+    names = [t[0] for t in tensors]
+    if set(names) == set(features) and len(names) == len(features):
+        columns: dict[str, list[Any]] = {}
+        n_rows: int | None = None
+        for i, (name, shape, datatype, data) in enumerate(tensors):
+            spec = features[name]
+            if datatype not in _ACCEPTED[spec.dtype]:
+                raise InvalidInput(
+                    f"tensor {name!r} must be {DATATYPE[spec.dtype]}",
+                    [problem(["inputs", i, "datatype"], f"expected {DATATYPE[spec.dtype]}", "type")],
+                )
+            if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or (
+                n_rows is not None and shape[0] != n_rows
+            ):
+                raise InvalidInput(
+                    "per-feature tensors must all have shape [N] or [N, 1]",
+                    [problem(["inputs", i, "shape"], "expected [N] or [N, 1] with the same N", "shape")],
+                )
+            n_rows = shape[0]
+            columns[name] = data
+        return schema.from_columns(columns)
+    matrix = matrix_input(manifest)
+    if matrix is not None and len(tensors) == 1:
+        name, shape, datatype, data = tensors[0]
+        width = len(features)
+        if datatype not in _NUMERIC_TYPES:
+            raise InvalidInput(
+                f"the input tensor must be numeric ({matrix[1]})",
+                [problem(["inputs", 0, "datatype"], f"expected {matrix[1]}", "type")],
+            )
+        if len(shape) == 1 and shape[0] == width:
+            shape = [1, width]
+        if len(shape) != 2 or shape[1] != width:
+            raise InvalidInput(
+                f"the input tensor must have shape [N, {width}]",
+                [problem(["inputs", 0, "shape"], f"expected [N, {width}]", "shape")],
+            )
+        rows = [data[r * width : (r + 1) * width] for r in range(shape[0])]
+        return schema.from_rows(rows)
+    expected = ", ".join(features)
+    raise InvalidInput(
+        f"send one tensor per feature ({expected[:200]})"
+        + (" or one [N, n_features] tensor" if matrix is not None else ""),
+        [problem(["inputs"], "the tensors do not match the model's inputs", "schema")],
+    )
