@@ -56,8 +56,9 @@ def diabetes_risk_frame() -> tuple[pd.DataFrame, np.ndarray]:
         }
     )
     frame.loc[::11, "bmi"] = np.nan
-    frame.loc[::13, "age_band"] = None
-    frame.loc[::17, "sex"] = None
+    # NaN, as read_csv gives missing strings (scikit-learn's imputers ignore None in object columns)
+    frame.loc[::13, "age_band"] = np.nan
+    frame.loc[::17, "sex"] = np.nan
     target = np.where(data.target > np.median(data.target), "high", "low")
     return frame, target
 

@@ -125,7 +125,8 @@ class Source(_Model):
 class Parity(_Model):
     rows: int
     sample: Literal["provided", "synthesized"]
-    label_agreement: float | None = None  # classifiers
+    label_agreement: float | None = None  # classifiers: share of rows with the same label
+    label_ties: int | None = None  # rows whose labels differ only on an exact tie of the top probabilities
     max_abs_diff_probabilities: float | None = None
     max_abs_diff_values: float | None = None  # regressors
     tolerance: float

@@ -5,8 +5,11 @@
 - ``text``: one string input ``input`` [N, 1].
 
 Classifiers: no ZipMap, so the probabilities are a plain [N, k] tensor in ``classes_`` order and the label
-a [N] tensor. Missing strings reach the model as ``""`` (``schema.MISSING_STRING``): a ``SimpleImputer``
-that was fitted on string columns with ``missing_values=nan`` is converted as if it had been
+a [N] tensor. Text vectorizers lower-case with the ``C`` locale (present everywhere; the parity gate
+catches text where that differs from Python's ``str.lower``).
+
+Missing strings reach the model as ``""`` (``schema.MISSING_STRING``): a ``SimpleImputer`` that was
+fitted on string columns with ``missing_values=nan`` is converted as if it had been
 ``missing_values=""`` (a copy; the user's estimator is not changed), so the imputer still fills them.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,13 +63,20 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
     if schema.task == "classification":
         for step in _classifiers(model):
             options[id(step)] = {"zipmap": False}
+    if schema.mode == "text":
+        # onnxruntime's StringNormalizer defaults to en_US.UTF-8, which slim images do not have
+        options[id(steps_of(model)[0])] = {"locale": "C"}
     try:
-        onx = convert_sklearn(
-            model,
-            initial_types=initial,
-            options=options,
-            target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
-        )
+        with warnings.catch_warnings():
+            # skl2onnx reads attributes scikit-learn has deprecated; that is not the user's concern
+            warnings.simplefilter("ignore")
+            onx = convert_sklearn(
+                model,
+                name=type(est).__name__,  # the graph name; skl2onnx would pick a random one
+                initial_types=initial,
+                options=options,
+                target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
+            )
     except Exception as exc:  # skl2onnx raises RuntimeError, NotImplementedError, ValueError, ...
         raise ConversionFailed(
             f"skl2onnx cannot convert {_describe(est)} ({precision}): {type(exc).__name__}: {_short(exc)}"

@@ -17,7 +17,7 @@ the sample has missing values or an imputer covers the column, ``categories`` se
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from bundlegate.errors import NotAnEstimator, SampleMismatch
@@ -40,6 +40,7 @@ class ModelSchema:
     has_probabilities: bool
     named_columns: bool  # the original estimator was fitted on a DataFrame with these names
     frame: pd.DataFrame | None = None  # the sample, columns in feature order; None without a sample
+    none_is_category: set[str] = field(default_factory=set)  # string features whose encoder kept None
 
     @property
     def names(self) -> list[str]:
@@ -58,7 +59,10 @@ class ModelSchema:
         if self.mode == "mixed" or self.named_columns:
             out = frame.copy()
             for col in self.string_features:
-                out[col] = out[col].astype(object).where(out[col].notna(), np.nan)
+                # missing as the model saw it in training: NaN (what read_csv gives), or None when an
+                # encoder learned None as a category (then the parity gate shows the gateway's "" differs)
+                missing = None if col in self.none_is_category else np.nan
+                out[col] = out[col].astype(object).where(out[col].notna(), missing)
             return out
         return frame.to_numpy(dtype=np.float64)
 
@@ -145,7 +149,7 @@ def _encoder_info(steps: list[Any], pos: int) -> tuple[list[Any] | None, bool, b
             if cats is None:
                 return None, True, imputed
             unknown = step.handle_unknown in ("ignore", "infrequent_if_exist", "use_encoded_value")
-            return [c for c in cats.tolist() if not _is_missing(c)], unknown, imputed
+            return list(cats.tolist()), unknown, imputed
     return None, True, imputed
 
 
@@ -198,11 +202,14 @@ def infer_schema(est: Any, sample: Sample | None, features: list[str] | None, mo
         bad = [n for n, d in dtypes.items() if d == "string"][:5]
         raise SampleMismatch(f"the sample's columns {bad} hold text, but {model_name} takes numbers only")
     inputs = []
+    none_is_category: set[str] = set()
     for n in names:
         cats, unknown, imputed = None, True, False
         for steps, pos in routes.get(n, []):
             c, u, i = _encoder_info(steps, pos)
-            cats = c if c is not None else cats
+            if c is not None and any(v is None for v in c):
+                none_is_category.add(n)
+            cats = [v for v in c if not _is_missing(v)] if c is not None else cats
             unknown = unknown and u
             imputed = imputed or i
         col = frame[n] if frame is not None else None
@@ -214,9 +221,8 @@ def infer_schema(est: Any, sample: Sample | None, features: list[str] | None, mo
         if col is not None and dtype in ("float64", "int64") and col.notna().any():
             fields.update(min=float(col.min()), max=float(col.max()))
         inputs.append(InputSpec(**fields))
-    return ModelSchema(
-        "mixed" if mixed else "numeric", task, inputs, classes, has_proba, named_columns, frame
-    )
+    mode: Mode = "mixed" if mixed else "numeric"
+    return ModelSchema(mode, task, inputs, classes, has_proba, named_columns, frame, none_is_category)
 
 
 def _feature_names(
@@ -295,6 +301,7 @@ def _dtype_of(col: pd.Series) -> DType:
 def _dtype_from_routes(routes: list[tuple[list[Any], int]] | None) -> DType:
     for steps, pos in routes or []:
         cats, _, _ = _encoder_info(steps, pos)
+        cats = [c for c in cats or [] if not _is_missing(c)]
         if cats and all(isinstance(c, str) for c in cats):
             return "string"
     return "float64"
