@@ -135,6 +135,15 @@ def test_serve_answers_httpx_and_tritonclient_then_stops_on_sigterm(repo: Path, 
         assert batch.json()["predictions"] == clf.predict(IRIS_ROWS).tolist()
         assert np.allclose(batch.json()["probabilities"], clf.predict_proba(IRIS_ROWS), atol=1e-5)
         assert httpx.post(f"{server.url}/v1/models/iris/predict", json={"inputs": record}).status_code == 401
+        big = b'{"inputs": "' + b"x" * (17 * 1024 * 1024) + b'"}'  # over the 16 MiB default
+        too_large = httpx.post(
+            f"{server.url}/v1/models/iris/predict",
+            content=big,
+            headers=auth | {"Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert too_large.status_code == 413
+        assert too_large.json()["error"]["code"] == "payload_too_large"
         assert "bundlegate_requests_total" in httpx.get(f"{server.url}/metrics").text
 
         # tritonclient, /v2
