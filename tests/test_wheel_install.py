@@ -1,0 +1,192 @@
+"""The container's install, done here without a Docker engine: build the wheel from the same files the
+Dockerfile copies, install it into a fresh virtualenv exactly as the Dockerfile does (no `pack` extra,
+no pip cache), and prove the result is a working gateway without scikit-learn: `bundle keys create`,
+`bundle serve` on the example bundles, a prediction over a real socket, then SIGTERM and a clean exit
+inside the drain timeout.
+
+Slow (it downloads the runtime dependencies from the package index every run, on purpose: a cached or
+pre-installed dependency could hide one missing from pyproject.toml)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.socket]
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_BUNDLES = ROOT / "bundles"
+DRAIN_TIMEOUT_S = 5
+START_TIMEOUT_S = 120
+# What the Dockerfile's build stage copies (its .dockerignore keeps everything else out).
+BUILD_CONTEXT = ("pyproject.toml", "README.md", "src")
+
+
+def run(args: list[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, check=False, timeout=900, **kwargs
+    )
+    assert result.returncode == 0, f"{args[:4]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment (its package index settings included) without anything that could leak
+    the development install in (PYTHONPATH, an active virtualenv, gateway settings) or reuse a pip cache."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BUNDLEGATE_", "PYTHON", "VIRTUAL_ENV")) and k != "PIP_CACHE_DIR"
+    }
+    env.update(PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONDONTWRITEBYTECODE="1")
+    env.update(extra)
+    return env
+
+
+def example_record(base_url: str, headers: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """A model the gateway serves from the example repository and one valid record for it, built from
+    the manifest of its default version."""
+    listing = httpx.get(f"{base_url}/v1/models", headers=headers, timeout=10)
+    assert listing.status_code == 200, listing.text
+    for model in listing.json()["models"]:
+        states = {v["version"]: v["state"] for v in model["versions"]}
+        if states.get(model.get("default_version")) == "loaded":
+            name, version = model["name"], model["default_version"]
+            break
+    else:
+        pytest.fail(f"the gateway serves no model from {EXAMPLE_BUNDLES}: {listing.text}")
+    manifest = json.loads((EXAMPLE_BUNDLES / name / str(version) / "bundle.json").read_text())
+    record: dict[str, Any] = {}
+    for feature in manifest["inputs"]:
+        dtype = feature["dtype"]
+        if feature.get("categories"):
+            record[feature["name"]] = feature["categories"][0]
+        elif dtype == "string":
+            record[feature["name"]] = "x"
+        elif dtype == "bool":
+            record[feature["name"]] = False
+        elif dtype == "int64":
+            record[feature["name"]] = int(feature.get("min") or 0)
+        else:
+            record[feature["name"]] = float(feature.get("min") or 0.0)
+    return name, record
+
+
+def wait_ready(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"bundle serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"bundle serve was not ready within {START_TIMEOUT_S}s")
+
+
+def test_wheel_installed_like_the_container_serves_predictions(tmp_path: Path) -> None:
+    # 1. The wheel, built from a copy of the Docker build context (nothing written into the checkout).
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in BUILD_CONTEXT:
+        source = ROOT / name
+        assert source.exists(), f"{name} is missing; the wheel build (and the Docker build) need it"
+        if source.is_dir():
+            shutil.copytree(
+                source, context / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
+        else:
+            shutil.copy2(source, context / name)
+    wheels = tmp_path / "wheels"
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", wheels, context], env=clean_env())
+    (wheel,) = wheels.glob("bundlegate-*.whl")
+
+    # 2. A fresh virtualenv with the wheel and nothing else, as in the Dockerfile.
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", venv], env=clean_env())
+    python, bundle = venv / "bin" / "python", venv / "bin" / "bundle"
+    run([python, "-m", "pip", "install", wheel], env=clean_env())
+    for packer_only in ("sklearn", "skl2onnx", "pandas"):
+        found = run(
+            [python, "-c", f"import importlib.util as u; print(u.find_spec({packer_only!r}) is not None)"],
+            env=clean_env(),
+        )
+        assert found.stdout.strip() == "False", f"{packer_only} was installed without the pack extra"
+
+    # 3. A key, made by the installed CLI; the key is the last line it prints.
+    keys_file = tmp_path / "keys.json"
+    created = run([bundle, "keys", "create", "smoke", "--models", "*", "--file", keys_file], env=clean_env())
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("bg_")
+
+    # 4. The gateway from that venv on the example bundles, then a prediction.
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    log_file = log.open("wb")
+    process = subprocess.Popen(
+        [
+            str(bundle),
+            "serve",
+            str(EXAMPLE_BUNDLES),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--keys",
+            str(keys_file),
+            "--drain-timeout-s",
+            str(DRAIN_TIMEOUT_S),
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_ready(base_url, process, log)
+        headers = {"Authorization": f"Bearer {key}"}
+        model, record = example_record(base_url, headers)
+        response = httpx.post(
+            f"{base_url}/v1/models/{model}/predict", json={"inputs": record}, headers=headers, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model"] == model
+        assert "prediction" in body
+        assert httpx.post(f"{base_url}/v1/models/{model}/predict", json={"inputs": record}).status_code == 401
+
+        # 5. SIGTERM: the gateway drains and exits inside the drain timeout.
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=DRAIN_TIMEOUT_S + 10)
+        assert time.monotonic() - started < DRAIN_TIMEOUT_S
+        # uvicorn finishes its graceful shutdown, then re-raises the signal it caught: -SIGTERM is a
+        # clean exit too, provided the app's shutdown (the drain) ran to its end.
+        assert returncode in (0, -signal.SIGTERM), log.read_text()[-3000:]
+        assert "Application shutdown complete" in log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log_file.close()
