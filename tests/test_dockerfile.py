@@ -165,3 +165,16 @@ def test_build_context_leaves_out_bundles_and_virtualenvs() -> None:
     assert lines[lines.index("*")] == "*"  # everything out, then the package back in
     assert {"!pyproject.toml", "!src/", "!README.md"} <= set(lines)
     assert not any(line.startswith("!") and ("bundles" in line or "venv" in line) for line in lines)
+
+
+def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
+    allowed = {
+        line.strip()[1:].rstrip("/") for line in DOCKERIGNORE.read_text().splitlines() if line.startswith("!")
+    }
+    for word, rest in instructions():
+        if word != "COPY" or rest.startswith("--from"):
+            continue
+        *sources, _destination = [part for part in shlex.split(rest) if not part.startswith("--")]
+        for source in sources:
+            assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
+            assert source.rstrip("/") in allowed, f"COPY {source}: excluded by .dockerignore"
