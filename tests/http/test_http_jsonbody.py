@@ -35,6 +35,9 @@ def test_accepts_strict_json(raw: bytes) -> None:
         b'{"x": [{"k": 1}, {"k": 2, "k": 3}]}',
         b'{"x": "a:b", "y": {"z": 1, "z": 1}}',
         b'[{"a": {"b": {"c": 1, "c": 2}}}]',
+        b'{"a": "[", "b": 1, "b": 2}',
+        b'{"inputs": {"x": 1, "x": 2}}',
+        b'{"inputs": [1], "inputs": [2]}',
     ],
 )
 def test_refuses_duplicate_keys_at_any_depth(raw: bytes) -> None:

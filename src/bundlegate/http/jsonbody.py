@@ -121,6 +121,10 @@ def _count_pairs(doc: Any, brackets: int, max_depth: int) -> int:
     number of containers: once that many have been found there is nothing deeper, so the values of
     the last level (the numbers of a thousand records or rows) are never looked at one by one.
     """
+    if brackets <= 2 and type(doc) is dict:  # one record, {"inputs": {...}}: no walk needed
+        inner = [v for v in doc.values() if type(v) is dict or type(v) is list]
+        if len(inner) == brackets - 1:
+            return len(doc) + (len(inner[0]) if inner and type(inner[0]) is dict else 0)
     level = [doc] if type(doc) is dict or type(doc) is list else []
     seen = len(level)
     depth = 1
