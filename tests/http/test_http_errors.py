@@ -4,6 +4,7 @@ and a good request answered right after."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -208,6 +209,29 @@ async def test_413_for_a_streamed_body_stops_reading_early(make_app: MakeApp, ke
         assert "content-length" not in r.request.headers
         assert_error(r, 413, "payload_too_large")
         assert len(sent) < 1000
+        await assert_still_serving(client, keys)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_compressed_bodies_are_inflated_within_the_limit(
+    make_app: MakeApp, keys: Keys, encoding: str
+) -> None:
+    import gzip
+    import zlib
+
+    compress = gzip.compress if encoding == "gzip" else zlib.compress
+    async with client_for(await make_app(max_body_bytes=4096)) as client:
+        headers = keys.auth() | JSON | {"Content-Encoding": encoding}
+        r = await client.post(PREDICT, content=compress(json.dumps(GOOD).encode()), headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["prediction"] == "setosa"
+        bomb = compress(b'{"inputs": "' + b"0" * 1_000_000 + b'"}')
+        assert len(bomb) < 4096
+        assert_error(await client.post(PREDICT, content=bomb, headers=headers), 413, "payload_too_large")
+        broken = await client.post(PREDICT, content=b"not compressed", headers=headers)
+        assert_error(broken, 400, "malformed_json")
+        br = keys.auth() | JSON | {"Content-Encoding": "br"}
+        assert_error(await client.post(PREDICT, json=GOOD, headers=br), 415, "unsupported_media_type")
         await assert_still_serving(client, keys)
 
 

@@ -2,9 +2,10 @@
 lenient parsers let through.
 
 ``read_body`` streams the body from ASGI ``receive`` and stops with 413 as soon as the declared
-``Content-Length`` or the bytes received pass the limit (the rest is never read). ``check_content_type``
-answers 415 for anything but JSON. ``parse_json`` uses orjson (which already refuses ``NaN``/``Infinity``
-literals and invalid UTF-8) and adds the two checks orjson does not make:
+``Content-Length`` or the bytes received pass the limit (the rest is never read); ``decode_content``
+inflates a gzip/deflate body (tritonclient can compress requests) without passing the same limit.
+``check_content_type`` answers 415 for anything but JSON. ``parse_json`` uses orjson (which already
+refuses ``NaN``/``Infinity`` literals and invalid UTF-8) and adds the two checks orjson does not make:
 
 - nesting deeper than the limit;
 - duplicate keys in an object (orjson keeps the last one silently).
@@ -26,6 +27,7 @@ a body with colons inside strings pays the second parse (~1 ms per 1000 small re
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -86,6 +88,24 @@ async def read_body(receive: Receive, content_length: bytes | None, max_bytes: i
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def decode_content(body: bytes, encoding: bytes, max_bytes: int) -> bytes:
+    """A ``Content-Encoding: gzip|deflate`` body decompressed, never past ``max_bytes`` (a small body
+    can expand enormously); ``identity`` as it is; anything else is 415."""
+    name = encoding.strip().lower()
+    if name in (b"", b"identity"):
+        return body
+    if name not in (b"gzip", b"x-gzip", b"deflate"):
+        raise UnsupportedMediaType("unsupported Content-Encoding; send identity, gzip or deflate")
+    decompressor = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+    try:
+        data = decompressor.decompress(body, max_bytes + 1)
+    except zlib.error:
+        raise MalformedRequest(f"the body is not valid {name.decode()} data") from None
+    if len(data) > max_bytes or decompressor.unconsumed_tail:
+        raise PayloadTooLarge(_too_large(max_bytes) + " once decompressed")
+    return data
 
 
 def _too_large(max_bytes: int) -> str:

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from bundlegate.errors import ModelNotReady, NotFound, Overloaded, Unauthenticated
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
 from bundlegate.http.context import GatewayContext, Reply, RequestInfo
-from bundlegate.http.jsonbody import check_content_type, header, parse_json, read_body
+from bundlegate.http.jsonbody import check_content_type, decode_content, header, parse_json, read_body
 from bundlegate.keys import KeyRecord
 from bundlegate.registry import LoadedVersion
 
@@ -88,14 +88,16 @@ class Call:
 
     async def json(self, *, allow_missing_content_type: bool = False) -> Any:
         """The request body as strict JSON (415 wrong content type, 413 too large, 400 malformed)."""
-        settings = self.ctx.settings
         check_content_type(self.header(b"content-type"), allow_missing=allow_missing_content_type)
-        body = await read_body(self.receive, self.header(b"content-length"), settings.max_body_bytes)
-        return parse_json(body, settings.max_json_depth)
+        return parse_json(await self.body(), self.ctx.settings.max_json_depth)
 
     async def body(self) -> bytes:
-        """The raw request body (413 when too large)."""
-        return await read_body(self.receive, self.header(b"content-length"), self.ctx.settings.max_body_bytes)
+        """The raw request body, decompressed if it came gzip/deflate encoded (415 for other encodings,
+        413 when the body or what it decompresses to passes the limit)."""
+        limit = self.ctx.settings.max_body_bytes
+        body = await read_body(self.receive, self.header(b"content-length"), limit)
+        encoding = self.header(b"content-encoding")
+        return body if encoding is None else decode_content(body, encoding, limit)
 
     def deadline(self) -> float:
         """When this request's inference must be done (``time.monotonic`` clock)."""
