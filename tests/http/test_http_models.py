@@ -90,6 +90,7 @@ async def test_reload_interval_picks_up_a_new_version(make_app: MakeApp, keys: K
         version = 1
         while version == 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+            assert (await client.get("/readyz")).status_code == 200  # ready all along
             r = await client.post(
                 "/v1/models/iris/predict", json={"inputs": ROWS[0].tolist()}, headers=keys.auth()
             )

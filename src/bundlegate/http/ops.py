@@ -23,7 +23,7 @@ async def readyz(call: Call) -> Reply:
     ctx = call.ctx
     if ctx.state.draining:
         raise Unavailable("shutting down", retry_after=1)
-    if not ctx.registry.ready:
+    if not ctx.state.loading_done:  # only the first load: a re-scan loading a new version stays ready
         raise Unavailable("loading models", retry_after=1)
     return json_reply({"status": "ready"})
 

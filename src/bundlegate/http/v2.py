@@ -59,7 +59,7 @@ async def live(call: Call) -> Reply:
 
 async def ready(call: Call) -> Reply:
     state = call.ctx.state
-    if state.draining or not call.ctx.registry.ready:
+    if state.draining or not state.loading_done:
         reason = "shutting down" if state.draining else "loading models"
         raise Unavailable(f"the server is not ready: {reason}")
     return json_reply({"ready": True})
