@@ -290,3 +290,23 @@ def test_feed_concat_and_prediction_rows() -> None:
     assert part.labels is not None
     assert part.labels.tolist() == [2, 3]
     assert part.values is None
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"age": 41, "income": 52.5, "city": "Berlin"},
+        {"age": None, "income": 40, "city": None},
+        {"age": 41.0, "income": -3, "city": ""},
+        {"age": 2**40, "income": 0.0, "city": "Oslo"},
+    ],
+)
+def test_one_record_converts_like_a_batch_of_one(credit: CompiledSchema, record: dict[str, Any]) -> None:
+    one = credit.from_record(record)
+    batch = credit.from_records([record])
+    assert one.n_rows == 1
+    assert set(one.arrays) == set(batch.arrays)
+    for name, arr in batch.arrays.items():
+        assert one.arrays[name].dtype == arr.dtype
+        assert one.arrays[name].shape == (1, 1)
+        assert one.arrays[name].tolist() == arr.tolist() or np.isnan(arr.astype(float)).all()

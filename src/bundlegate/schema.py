@@ -53,6 +53,9 @@ _MAX_KEY_ECHO = 64
 
 Array = npt.NDArray[Any]
 Loc = tuple[str | int, ...]
+# one feature of a one-tensor-per-feature model: tensor name, feature index, numpy dtype, manifest
+# dtype of the tensor, nullable, largest magnitude, int64 feature, categories when unknown ones are refused
+_Scalar = tuple[str, int, npt.DTypeLike, str, bool, float, bool, frozenset[Any] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +216,7 @@ class CompiledSchema:
         self._rows_direct = (
             whole is not None and whole.block and whole.features == tuple(range(n)) and whole.kind != "int64"
         )
+        self._scalar_plan = self._scalars()
         self._label_lookup = self._labels(manifest)
         self._class_keys = (
             [json_key(c) for c in manifest.outputs.label.classes] if manifest.outputs.label else []
@@ -228,6 +232,23 @@ class CompiledSchema:
                 specs = [OnnxInput(name=s.name, dtype=s.dtype, features=[s.name]) for s in self.inputs]
         for spec in specs:
             yield _Tensor.build(spec.name, spec.dtype, tuple(index[f] for f in spec.features), self.inputs)
+
+    def _scalars(self) -> list[_Scalar] | None:
+        """The one-record plan when every tensor holds one string or number feature, else None."""
+        plan: list[_Scalar] = []
+        for t in self._tensors:
+            if len(t.features) != 1:
+                return None
+            i = t.features[0]
+            spec = self.inputs[i]
+            string = t.kind == "string" and spec.dtype == "string"
+            number = t.kind in ("float32", "float64") and spec.dtype in _NUMERIC
+            if not (string or number):
+                return None
+            limit = self._singles[i].limit
+            cats = self._categories.get(i)
+            plan.append((t.name, i, t.dtype, t.kind, spec.nullable, limit, spec.dtype == "int64", cats))
+        return plan
 
     @staticmethod
     def _labels(manifest: Manifest) -> dict[Any, Any] | None:
@@ -367,7 +388,36 @@ class CompiledSchema:
         if self._rows_direct:
             arr = self._block(tuples, self._tensors[0], n_rows)
             return None if arr is None else Feed({self._tensors[0].name: arr}, n_rows)
+        if n_rows == 1 and self._scalar_plan is not None:
+            feed = self._one_record(tuples[0], self._scalar_plan)
+            if feed is not None:
+                return feed
         return self._columns_fast(list(zip(*tuples, strict=True)), n_rows)
+
+    def _one_record(self, values: Sequence[Any], plan: list[_Scalar]) -> Feed | None:
+        """One record for a model with one tensor per feature (mixed pipelines): plain Python checks
+        and one tiny array per feature beat the column machinery for a single row."""
+        arrays: dict[str, Array] = {}
+        for tensor, index, dtype, kind, nullable, limit, integer, categories in plan:
+            v = values[index]
+            tv = type(v)
+            if kind == "string":
+                if tv is str:
+                    if len(v) > self.max_string_length or (categories is not None and v not in categories):
+                        return None
+                elif v is None and nullable:
+                    v = MISSING_STRING
+                else:
+                    return None
+            elif tv is float or tv is int:
+                if not -limit <= v <= limit or (integer and tv is float and not v.is_integer()):
+                    return None
+            elif v is None and nullable:
+                v = math.nan
+            else:
+                return None
+            arrays[tensor] = np.array([[v]], dtype=dtype)
+        return Feed(arrays, 1)
 
     def _columns_fast(self, cols: Sequence[Sequence[Any]], n_rows: int) -> Feed | None:
         arrays: dict[str, Array] = {}
