@@ -120,6 +120,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_serve_answers_httpx_and_tritonclient_then_stops_on_sigterm(repo: Path, tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.json"
     key = create_key(keys_file, "socket-test", ["*"])
+    admin_key = create_key(keys_file, "socket-admin", ["*"], admin=True)
     auth = {"Authorization": f"Bearer {key}"}
     clf = bf.iris_model().estimator
     with serve(tmp_path, str(repo), "--keys", str(keys_file)) as server:
@@ -185,6 +186,16 @@ def test_serve_answers_httpx_and_tritonclient_then_stops_on_sigterm(repo: Path, 
             assert labels == mixed.estimator.predict(X).tolist()
             with pytest.raises(triton.InferenceServerException):
                 client.get_model_metadata("iris")  # no key
+            # the repository extension, for admin keys only
+            admin = {"Authorization": f"Bearer {admin_key}"}
+            index = client.get_model_repository_index(headers=admin)
+            assert {(m["name"], m["state"]) for m in index} == {("iris", "READY"), ("credit", "READY")}
+            with pytest.raises(triton.InferenceServerException):
+                client.get_model_repository_index(headers=auth)
+            client.unload_model("credit", headers=admin)
+            assert not client.is_model_ready("credit", headers=auth)
+            client.load_model("credit", headers=admin)
+            assert client.is_model_ready("credit", headers=auth)
         finally:
             client.close()
         code = server.stop()
