@@ -121,7 +121,7 @@ async def test_serving_json_pins_the_default_and_sets_batching(repo: Path) -> No
         json.dumps({"default_version": 1, "batch_max_rows": 64, "batch_max_delay_ms": 3})
     )
     (repo / "credit" / "serving.json").write_text("{not json")
-    registry = ModelRegistry(repo, Settings(batch_max_rows=128), load_threads=2)
+    registry = ModelRegistry(repo, Settings(batch_max_rows=128), load_threads=2, inline_max_s=0.002)
     try:
         await registry.start()
         assert registry.get("iris").version == 1
@@ -129,6 +129,7 @@ async def test_serving_json_pins_the_default_and_sets_batching(repo: Path) -> No
         queue = registry.get("iris", 2).queue
         assert queue.max_batch_rows == 64
         assert queue.max_delay_s == pytest.approx(0.003)
+        assert queue.inline_max_s == 0.002
         credit = registry.model("credit")
         assert credit.error is not None
         assert "serving.json" in credit.error

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
-from bundlegate.batching import BatchObserver, BatchQueue, run_blocking
+from bundlegate.batching import DEFAULT_INLINE_MAX_S, BatchObserver, BatchQueue, run_blocking
 from bundlegate.bundle import read_bundle, scan_repository
 from bundlegate.errors import BundleError, BundlegateError, ModelNotReady, NotFound
 from bundlegate.manifest import Manifest
@@ -140,11 +140,13 @@ class ModelRegistry:
         on_loaded: LoadListener | None = None,
         load_threads: int | None = None,
         inference_executor: ThreadPoolExecutor | None = None,
+        inline_max_s: float = DEFAULT_INLINE_MAX_S,
     ) -> None:
         self.repo = Path(repo)
         self.settings = settings
         self.observer_factory = observer_factory
         self.on_loaded = on_loaded
+        self.inline_max_s = inline_max_s  # see bundlegate.batching: inline vs thread pool
         self._load_pool = ThreadPoolExecutor(
             max_workers=load_threads or min(4, os.cpu_count() or 1), thread_name_prefix="bundlegate-load"
         )
@@ -390,6 +392,7 @@ class ModelRegistry:
             max_delay_s=self._batch_max_delay_s(serving),
             max_queue_rows=self.settings.queue_max_rows,
             observer=observer,
+            inline_max_s=self.inline_max_s,
             executor=self._inference_pool,
         )
         if warm is not None:
