@@ -269,7 +269,7 @@ class CompiledSchema:
                     feed = None
                 if feed is not None:
                     return feed
-            return self._slow(_RecordSource(obj), self._one_record_loc)
+            return self._slow(_RecordSource(obj), _record_loc)
         if isinstance(obj, list) and self.numeric:
             feed = self._rows_fast([obj])
             return feed if feed is not None else self._slow(_RowSource([obj], len(self.names)), _pos_loc)
@@ -523,9 +523,6 @@ class CompiledSchema:
 
     # ------------------------------------------------------------------ slow path
 
-    def _one_record_loc(self, i: int, name: str, j: int) -> Loc:
-        return (name,)
-
     def _slow(self, source: _Source, loc: Callable[[int, str, int], Loc]) -> Feed:
         """Walk every value: convert it or say exactly what is wrong with it."""
         problems = _Problems()
@@ -719,6 +716,10 @@ class _ColumnsSource(_Source):
         if isinstance(column, list) and len(column) == self.n_rows:
             return column[row]
         return _MISSING
+
+
+def _record_loc(i: int, name: str, j: int) -> Loc:
+    return (name,)
 
 
 def _pos_loc(i: int, name: str, j: int) -> Loc:
