@@ -161,6 +161,14 @@ def test_inputs_that_disagree_with_the_manifest_are_a_bundle_error(tmp_path: Pat
         _load(tmp_path, wrong)
 
 
+def test_an_input_type_that_disagrees_with_the_manifest_is_a_bundle_error(tmp_path: Path) -> None:
+    built = iris_model()
+    onnx_inputs = [built.manifest.onnx_inputs[0].model_copy(update={"dtype": "float64"})]
+    wrong = replace(built, manifest=built.manifest.model_copy(update={"onnx_inputs": onnx_inputs}))
+    with pytest.raises(BundleError, match="tensor"):
+        _load(tmp_path, wrong)
+
+
 def test_pickles_are_refused_without_opt_in(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="allow-pickle"):
         _load(tmp_path, pickled_model())

@@ -43,6 +43,15 @@ __all__ = [
 ]
 
 
+_ONNX_TYPES = {
+    "float32": "tensor(float)",
+    "float64": "tensor(double)",
+    "int64": "tensor(int64)",
+    "bool": "tensor(bool)",
+    "string": "tensor(string)",
+}
+
+
 class OnnxModel:
     """A bundle version served by onnxruntime."""
 
@@ -65,12 +74,22 @@ class OnnxModel:
             )
         except Exception as exc:  # onnxruntime raises its own (non-exported) error types
             raise BundleError(f"onnxruntime cannot load {manifest.model_file}: {_short(exc)}") from None
-        declared = {i.name for i in manifest.onnx_inputs}
-        actual = {i.name for i in self.session.get_inputs()}
-        if declared != actual:
+        declared = {i.name: i for i in manifest.onnx_inputs}
+        actual = {i.name: i for i in self.session.get_inputs()}
+        if set(declared) != set(actual):
             raise BundleError(
                 f"{manifest.model_file} has inputs {sorted(actual)}, bundle.json declares {sorted(declared)}"
             )
+        for name, spec in declared.items():
+            node = actual[name]
+            width = node.shape[1] if len(node.shape) == 2 else None
+            if node.type != _ONNX_TYPES[spec.dtype] or (
+                isinstance(width, int) and width != len(spec.features)
+            ):
+                raise BundleError(
+                    f"{manifest.model_file} input {name!r} is {node.type} {node.shape}, but bundle.json "
+                    f"declares {spec.dtype} with {len(spec.features)} feature(s)"
+                )
         outputs = manifest.outputs
         wanted = [
             outputs.label.onnx_name if outputs.label else None,
