@@ -97,6 +97,9 @@ def run(settings: Settings) -> None:
             log_config=_log_config(settings.log_level),
             access_log=False,
             server_header=False,
+            # clients are the peers that connect: no X-Forwarded-For rewriting (cheaper, and the
+            # insecure mode's loopback-only check sees the real peer)
+            proxy_headers=False,
             timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
         )
     finally:
