@@ -287,3 +287,22 @@ def test_serve_refuses_to_start_without_keys(repo: Path, monkeypatch: pytest.Mon
     result = CliRunner().invoke(cli, ["serve", str(repo / "nowhere"), "--insecure-no-auth"])
     assert result.exit_code == 1
     assert "model repository not found" in result.output
+
+
+def test_devserve_rotates_the_development_key_and_needs_sample_rows(tmp_path: Path, repo: Path) -> None:
+    from bundlegate.devserve import example_request, write_dev_key
+    from bundlegate.keys import KeyStore
+
+    path, first = write_dev_key(tmp_path / ".dev")
+    _, second = write_dev_key(tmp_path / ".dev")
+    store = KeyStore(path)
+    assert store.authenticate(second).id == "dev"
+    with pytest.raises(Exception, match="invalid API key"):
+        store.authenticate(first)
+    assert example_request(tmp_path / "no-such-repo") is None
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert example_request(empty) is None
+    name, body = example_request(repo) or ("", {})
+    assert name == "iris"
+    assert set(body["inputs"]) == set(bf.IRIS_FEATURES)
