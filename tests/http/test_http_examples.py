@@ -1,6 +1,6 @@
 """The example bundles of the repository (``bundles/``, what ``make serve`` serves): over HTTP, /v1 and
 /v2 answer exactly what the original sklearn model answered on each bundle's sample rows
-(``expected.json``, written by ``bundles/build_examples.py`` from the fitted estimator)."""
+(the manifest's ``expected_file``, written by ``bundle pack`` from the fitted estimator)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "bundles"
 def example_versions() -> list[Path]:
     if not EXAMPLES.is_dir():
         return []
-    return sorted(
-        p for p in EXAMPLES.glob("*/*") if (p / "bundle.json").exists() and (p / "expected.json").exists()
-    )
+    found = []
+    for path in sorted(EXAMPLES.glob("*/*/bundle.json")):
+        manifest = json.loads(path.read_text())
+        if manifest.get("sample_file") and manifest.get("expected_file"):
+            found.append(path.parent)
+    return found
 
 
 pytestmark = pytest.mark.skipif(not example_versions(), reason="the example bundles are not built")
@@ -57,7 +60,7 @@ async def example_client(examples_key: tuple[Path, str]) -> AsyncIterator[httpx.
 def load(version_dir: Path) -> tuple[str, int, list[dict[str, Any]], dict[str, Any]]:
     manifest = json.loads((version_dir / "bundle.json").read_text())
     sample = json.loads((version_dir / manifest["sample_file"]).read_text())
-    expected = json.loads((version_dir / "expected.json").read_text())
+    expected = json.loads((version_dir / manifest["expected_file"]).read_text())
     return manifest["name"], manifest["version"], sample, expected
 
 
