@@ -306,3 +306,32 @@ def test_devserve_rotates_the_development_key_and_needs_sample_rows(tmp_path: Pa
     name, body = example_request(repo) or ("", {})
     assert name == "iris"
     assert set(body["inputs"]) == set(bf.IRIS_FEATURES)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "bundles"
+
+
+@pytest.mark.skipif(not (EXAMPLES / "iris").is_dir(), reason="the example bundles are not built")
+def test_example_bundles_over_a_socket_equal_sklearn(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.json"
+    auth = {"Authorization": "Bearer " + create_key(keys_file, "examples", ["*"])}
+    versions = [p.parent for p in sorted(EXAMPLES.glob("*/*/bundle.json"))]
+    with serve(tmp_path, str(EXAMPLES), "--keys", str(keys_file)) as server:
+        checked = 0
+        for version_dir in versions:
+            manifest = json.loads((version_dir / "bundle.json").read_text())
+            if not (manifest.get("sample_file") and manifest.get("expected_file")):
+                continue
+            sample = json.loads((version_dir / manifest["sample_file"]).read_text())
+            expected = json.loads((version_dir / manifest["expected_file"]).read_text())
+            url = f"{server.url}/v1/models/{manifest['name']}/versions/{manifest['version']}/predict/batch"
+            r = httpx.post(url, json={"inputs": sample}, headers=auth)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            if "labels" in expected:
+                assert body["predictions"] == expected["labels"]
+                assert np.allclose(body["probabilities"], expected["probabilities"], atol=1e-4)
+            else:
+                assert np.allclose(np.ravel(body["predictions"]), np.ravel(expected["values"]), rtol=1e-4)
+            checked += 1
+        assert checked >= 3
