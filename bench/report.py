@@ -1,0 +1,391 @@
+"""Render the benchmark's results (``BENCH_ROOT/results.json``) as bench/RESULTS.md.
+
+Each ``runs`` key (``m1/gateway``, ``m2/bare-starlette``, ``example:iris/gateway``) holds one result per
+round; every number shown is the median over the rounds that succeeded, and every ratio is a ratio of
+those medians, all from the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+GW, BARE, ORT, MLSERVER = "gateway", "bare-starlette", "onnxruntime-raw", "mlserver"
+OFF, W1, W2 = "gateway-batching-off", "gateway-w1-unpinned", "gateway-w2-unpinned"
+MODEL_TITLES = {
+    "m1": "M1 = LogisticRegression on iris (4 features)",
+    "m2": "M2 = RandomForestClassifier(100 trees, max_depth=8) on make_classification(20000, 20)",
+}
+
+Rounds = list[dict[str, Any]]
+
+
+def _ok(rs: Rounds | None) -> Rounds:
+    return [r for r in rs or [] if r.get("status") == "ok"]
+
+
+def _med(rs: Rounds | None, f: Callable[[dict[str, Any]], float]) -> float | None:
+    vals = []
+    for r in _ok(rs):
+        try:
+            vals.append(f(r))
+        except (KeyError, TypeError):
+            continue
+    return median(vals) if vals else None
+
+
+def _single(c: str, k: str) -> Callable[[dict[str, Any]], float]:
+    return lambda r: float(r["single"][c][k])
+
+
+def _batch(k: str) -> Callable[[dict[str, Any]], float]:
+    return lambda r: float(r["batch"]["c4"][k])
+
+
+def _ort_rows(r: dict[str, Any]) -> float:
+    return float(r["batch"]["rows_per_s"])
+
+
+def _n(x: float | None, nd: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{nd}f}"
+
+
+def _ratio(a: float | None, b: float | None, nd: int = 2) -> str:
+    return "-" if not a or not b else f"{a / b:.{nd}f}"
+
+
+def _spread(rs: Rounds | None, f: Callable[[dict[str, Any]], float]) -> str:
+    vals = []
+    for r in _ok(rs):
+        try:
+            vals.append(f(r))
+        except (KeyError, TypeError):
+            continue
+    if len(vals) < 2:
+        return "-"
+    return f"±{(max(vals) - min(vals)) / 2 / median(vals):.0%}"
+
+
+# ---------------------------------------------------------------------- targets
+
+
+def _check(value: float | None, threshold: float, higher_is_better: bool = True) -> str:
+    if value is None:
+        return "not measured"
+    ok = value >= threshold if higher_is_better else value <= threshold
+    return "**pass**" if ok else "**FAIL**"
+
+
+def target_rows(runs: dict[str, Rounds], profile: dict[str, Any] | None) -> list[str]:
+    rows = ["| target | measured | required | result |", "|---|--:|--:|---|"]
+
+    def add(
+        what: str, value: float | None, shown: str, need: str, threshold: float, higher: bool = True
+    ) -> None:
+        rows.append(
+            f"| {what} | {shown if value is not None else '-'} | {need} | {_check(value, threshold, higher)} |"
+        )
+
+    for m in ("m1", "m2"):
+        gw, bare = runs.get(f"{m}/{GW}"), runs.get(f"{m}/{BARE}")
+        g16, b16 = _med(gw, _single("c16", "rps")), _med(bare, _single("c16", "rps"))
+        r = g16 / b16 if g16 and b16 else None
+        add(f"{m}: single-row rps at c=16 vs bare starlette", r, f"{r:.2f}x" if r else "", "≥ 0.5x", 0.5)
+    for m, need in (("m1", 10.0), ("m2", 40.0)):
+        g16 = _med(runs.get(f"{m}/{GW}"), _single("c16", "rps"))
+        s16 = _med(runs.get(f"{m}/{MLSERVER}"), _single("c16", "rps"))
+        r = g16 / s16 if g16 and s16 else None
+        add(f"{m}: single-row rps at c=16 vs MLServer", r, f"{r:.1f}x" if r else "", f"≥ {need:g}x", need)
+    for m in ("m1", "m2"):
+        g99 = _med(runs.get(f"{m}/{GW}"), _single("c16", "p99_ms"))
+        b99 = _med(runs.get(f"{m}/{BARE}"), _single("c16", "p99_ms"))
+        r = g99 / b99 if g99 and b99 else None
+        shown = f"{r:.2f}x ({g99:.1f} vs {b99:.1f} ms)" if r and g99 and b99 else ""
+        add(f"{m}: p99 latency at c=16 vs bare starlette", r, shown, "≤ 2x", 2.0, higher=False)
+    g_rows = _med(runs.get(f"m2/{GW}"), _batch("rows_per_s"))
+    o_rows = _med(runs.get(f"m2/{ORT}"), _ort_rows)
+    r = g_rows / o_rows if g_rows and o_rows else None
+    shown = f"{r:.2f}x ({_n(g_rows)} vs {_n(o_rows)} rows/s)" if r else ""
+    add("m2: 1000-row batch rows/s vs raw onnxruntime", r, shown, "≥ 0.7x", 0.7)
+    g_rows = _med(runs.get(f"m1/{GW}"), _batch("rows_per_s"))
+    add("m1: 1000-row batch rows/s (positional rows)", g_rows, f"{_n(g_rows)} rows/s", "≥ 1,000,000", 1e6)
+    for m in ("m1", "m2"):
+        on = _med(runs.get(f"{m}/{GW}"), _single("c1", "p50_ms"))
+        off = _med(runs.get(f"{m}/{OFF}"), _single("c1", "p50_ms"))
+        r = on / off if on and off else None
+        shown = f"{r:.2f}x ({on:.3f} vs {off:.3f} ms)" if r and on and off else ""
+        add(f"{m}: p50 latency at c=1, batching on vs off", r, shown, "≤ 1.10x", 1.10, higher=False)
+    w1 = _med(runs.get(f"m1/{W1}"), _single("c16", "rps"))
+    w2 = _med(runs.get(f"m1/{W2}"), _single("c16", "rps"))
+    r = w2 / w1 if w1 and w2 else None
+    shown = f"{r:.2f}x ({_n(w2)} vs {_n(w1)} rps)" if r else ""
+    add("m1: `--workers 2` vs `--workers 1`, unpinned, c=16", r, shown, "≥ 1.6x", 1.6)
+    have = bool(profile) and any("areas" in p for p in (profile or {}).values())
+    rows.append(
+        f"| hot-path profile (py-spy) | {'below' if have else '-'} | present | "
+        f"{'**pass**' if have else 'not measured'} |"
+    )
+    return rows
+
+
+# ---------------------------------------------------------------------- tables
+
+
+def _server_row(name: str, rs: Rounds) -> str:
+    ok = _ok(rs)
+    if not ok:
+        bad = rs[0] if rs else {}
+        return (
+            f"| {name} | **{bad.get('status', 'missing')}** ({len(rs)} round(s)): {bad.get('reason', '')[:120]} |"
+            + " |" * 10
+        )
+    s, b = _single, _batch
+    errs = sum(
+        sum(x["errors"] for x in r.get("single", {}).values())
+        + sum(x["errors"] for x in r.get("batch", {}).values())
+        for r in ok
+    )
+    c16 = f"{_n(_med(ok, s('c16', 'p50_ms')), 2)} / {_n(_med(ok, s('c16', 'p99_ms')), 2)}"
+    c64 = f"{_n(_med(ok, s('c64', 'p50_ms')), 2)} / {_n(_med(ok, s('c64', 'p99_ms')), 2)}"
+    rss = f"{_n(_med(ok, lambda r: r['rss_mib']))} ({_n(_med(ok, lambda r: r['pss_mib']))})"
+    return (
+        f"| {name} | {_n(_med(ok, s('c1', 'rps')))} | {_n(_med(ok, s('c16', 'rps')))} | "
+        f"{_n(_med(ok, s('c64', 'rps')))} | {_spread(ok, s('c16', 'rps'))} | {c16} | {c64} | "
+        f"{_n(_med(ok, b('rows_per_s')))} | {_n(_med(ok, b('p50_ms')), 2)} | {rss} | {errs} | "
+        f"{_n(_med(ok, lambda r: r['startup_s']), 1)} |"
+    )
+
+
+def model_section(m: str, runs: dict[str, Rounds]) -> list[str]:
+    servers = {k.split("/", 1)[1]: v for k, v in runs.items() if k.startswith(m + "/")}
+    main = [n for n in servers if n not in (ORT, OFF, W1, W2)]
+    main.sort(key=lambda n: (n != GW, n != BARE, n))
+    out = [
+        f"### {m}: {MODEL_TITLES.get(m, m)}",
+        "",
+        "| server | rps c=1 | rps c=16 | rps c=64 | c=16 spread | p50 / p99 ms c=16 | p50 / p99 ms c=64 "
+        "| batch rows/s (1000-row, c=4) | batch p50 ms | RSS MiB (PSS) | errors | startup s |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    out += [_server_row(n, servers[n]) for n in main]
+    ort = _ok(servers.get(ORT))
+    if ort:
+        out += [
+            "",
+            f"Raw onnxruntime {ort[0].get('onnxruntime', '')} (in-process, no HTTP, 1 intra-op thread, CPU 1): "
+            f"1-row session.run p50 {_n(_med(ort, lambda r: r['single']['p50_ms'] * 1e3), 1)} µs; "
+            f"1000-row p50 {_n(_med(ort, lambda r: r['batch']['p50_ms']), 2)} ms = "
+            f"{_n(_med(ort, _ort_rows))} rows/s.",
+        ]
+    gw = servers.get(GW)
+    if _ok(gw):
+        out += [
+            "",
+            "Gateway ÷ each other server (rps; p99 is gateway p99 ÷ theirs, lower is better); "
+            "batch vs raw onnxruntime = gateway batch rows/s ÷ raw `session.run` rows/s:",
+            "",
+            "| vs | c=1 | c=16 | c=64 | p99 c=16 | batch rows/s |",
+            "|---|--:|--:|--:|--:|--:|",
+        ]
+        for n in main:
+            if n == GW or not _ok(servers[n]):
+                continue
+            other = servers[n]
+            cells = [
+                _ratio(_med(gw, _single(c, "rps")), _med(other, _single(c, "rps")))
+                for c in ("c1", "c16", "c64")
+            ]
+            cells.append(_ratio(_med(gw, _single("c16", "p99_ms")), _med(other, _single("c16", "p99_ms"))))
+            cells.append(_ratio(_med(gw, _batch("rows_per_s")), _med(other, _batch("rows_per_s"))))
+            out.append(f"| {n} | " + " | ".join(cells) + " |")
+        if ort:
+            out.append(
+                f"| raw onnxruntime | | | | | {_ratio(_med(gw, _batch('rows_per_s')), _med(ort, _ort_rows))} |"
+            )
+    return out
+
+
+def batching_section(runs: dict[str, Rounds]) -> list[str]:
+    out = ["| model | batching | rps c=1 | p50 ms | p99 ms | mean ms |", "|---|---|--:|--:|--:|--:|"]
+    for m in ("m1", "m2"):
+        for name, label in ((GW, "on (defaults)"), (OFF, "off")):
+            rs = runs.get(f"{m}/{name}")
+            if not _ok(rs):
+                continue
+            out.append(
+                f"| {m} | {label} | {_n(_med(rs, _single('c1', 'rps')))} | "
+                f"{_n(_med(rs, _single('c1', 'p50_ms')), 3)} | {_n(_med(rs, _single('c1', 'p99_ms')), 3)} | "
+                f"{_n(_med(rs, lambda r: r['single']['c1']['wrk']['mean_us'] / 1e3), 3)} |"
+            )
+    return out
+
+
+def workers_section(runs: dict[str, Rounds]) -> list[str]:
+    out = [
+        "| server | rps c=16 | rps c=64 | p50 / p99 ms c=16 | RSS MiB (PSS) | processes |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for name in (W1, W2):
+        rs = runs.get(f"m1/{name}")
+        if not _ok(rs):
+            if rs:
+                out.append(f"| {name} | **{rs[0]['status']}**: {rs[0].get('reason', '')[:120]} | | | | |")
+            continue
+        out.append(
+            f"| {name} | {_n(_med(rs, _single('c16', 'rps')))} | {_n(_med(rs, _single('c64', 'rps')))} | "
+            f"{_n(_med(rs, _single('c16', 'p50_ms')), 2)} / {_n(_med(rs, _single('c16', 'p99_ms')), 2)} | "
+            f"{_n(_med(rs, lambda r: r['rss_mib']))} ({_n(_med(rs, lambda r: r['pss_mib']))}) | "
+            f"{_n(_med(rs, lambda r: r['processes']))} |"
+        )
+    return out
+
+
+def examples_section(runs: dict[str, Rounds]) -> list[str]:
+    ex = {k.split("/", 1)[0].removeprefix("example:"): v for k, v in runs.items() if k.startswith("example:")}
+    if not ex:
+        return ["No example bundles were measured (none in bundles/, or `--no-examples`)."]
+    out = [
+        "| bundle | what | rps c=1 | rps c=16 | p50 / p99 ms c=16 | batch rows/s (1000 records, c=4) | errors |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for name, rs in sorted(ex.items()):
+        ok = _ok(rs)
+        if not ok:
+            out.append(f"| {name} | **{rs[0]['status']}**: {rs[0].get('reason', '')[:150]} | | | | | |")
+            continue
+        errs = sum(x["errors"] for r in ok for part in ("single", "batch") for x in r.get(part, {}).values())
+        out.append(
+            f"| {name} | {ok[0].get('note', '')} | {_n(_med(ok, _single('c1', 'rps')))} | "
+            f"{_n(_med(ok, _single('c16', 'rps')))} | {_n(_med(ok, _single('c16', 'p50_ms')), 2)} / "
+            f"{_n(_med(ok, _single('c16', 'p99_ms')), 2)} | {_n(_med(ok, _batch('rows_per_s')))} | {errs} |"
+        )
+    return out
+
+
+def profile_section(profile: dict[str, Any] | None) -> list[str]:
+    if not profile:
+        return ["Not profiled in this run (`--no-profile`)."]
+    out = []
+    for model, p in profile.items():
+        if "error" in p or not p.get("samples"):
+            out += [f"**{model}**: no profile: {p.get('error', 'no samples')}", ""]
+            continue
+        out += [
+            f"**{model}**, single rows at c=16 ({p['samples']} samples of busy time, "
+            f"{_n(p.get('rps_while_sampled'))} rps while sampled):",
+            "",
+            "| area (innermost known frame) | share of busy time |",
+            "|---|--:|",
+        ]
+        out += [f"| {a} | {s:.1f}% |" for a, s in p["areas"]]
+        out += ["", "| top self time (leaf frame) | share |", "|---|--:|"]
+        out += [f"| `{f}` | {s:.1f}% |" for f, s in p["self"]]
+        out.append("")
+    return out
+
+
+def write(data: dict[str, Any], path: Path) -> None:
+    runs: dict[str, Rounds] = data["runs"]
+    m = data["machine"]
+    v = m["versions"]
+    variants = data.get("variants", {})
+    lines = [
+        "# Benchmark results: bundlegate vs the peers",
+        "",
+        f"Generated by `{data['command'].strip()}` (what `make bench` runs, with these flags) on {data['date']}, "
+        f"gateway commit {m['commit']}. Raw numbers: `$BENCH_ROOT/results.json`. How to run and read it: "
+        "bench/README.md.",
+        "",
+        f"Machine: {m['cpu']} (KVM guest), {m['cpus']} CPUs, {m['mem_gib']} GiB, Linux {m['kernel']}. "
+        "The server's process tree is pinned to CPU 1 (`taskset -c 1`), wrk (`-t1`) and the driver to CPU 0, "
+        "everything on 127.0.0.1 — except the `--workers` comparison, where neither is pinned. "
+        f"{data['rounds']} round(s); every number is the median over rounds and every ratio a ratio of medians "
+        f"from this one run. Each load step: wrk for {data['duration_s']:g} s after a 3 s warm-up (plus 3 s of "
+        "batches where batches are measured); single-row requests at c=1/16/64, 1000-row batches at c=4. "
+        "rps counts only non-error responses; errors = socket errors + HTTP ≥ 400. Latency is wrk's, "
+        "corrected for coordinated omission (see the peer harness notes).",
+        "",
+        "**Noise:** a 2-vCPU KVM guest; single 10 s steps move by up to ±25% between runs, and the box sometimes "
+        "slows by 2x for a while. Compare within one run; use `--rounds 3` for numbers to quote.",
+        "",
+        "Gateway configuration: `bundle serve` at its defaults with a keys file (`bundle keys create`, one key, "
+        "sent as `Authorization: Bearer`) — adaptive batching on (`--batch-max-rows 256 --batch-max-delay-ms 1`), "
+        "**access log on** (one JSON line per request on stderr, into a log file), metrics on, 1 worker, "
+        '1 onnxruntime intra-op thread. Requests: `POST /v1/models/{m}/predict` with `{"inputs": [x1, ...]}` '
+        '(one positional row) and `POST /v1/models/{m}/predict/batch` with `{"inputs": [[...], ...]}` '
+        "(1000 positional rows). Bundles made by `bundle pack` from the same models as the peer harness "
+        "(bench/models.py copies its recipe"
+        + (
+            "; the check rows and sklearn's answers are identical to the harness's"
+            if data.get("same_models_as_peers")
+            else ""
+        )
+        + ").",
+        "",
+        "## Targets",
+        "",
+        *target_rows(runs, data.get("profile")),
+        "",
+    ]
+    if data.get("gateway_error"):
+        lines += [f"**The gateway was not measured:** {data['gateway_error']}", ""]
+    if data.get("peers_skipped"):
+        lines += [
+            "Peers not run: " + "; ".join(f"{k}: {why}" for k, why in data["peers_skipped"].items()),
+            "",
+        ]
+    lines += ["## Single rows and batches", ""]
+    for model in ("m1", "m2"):
+        if any(k.startswith(model + "/") for k in runs):
+            lines += [*model_section(model, runs), ""]
+    lines += [
+        "## Batching on vs off at c=1",
+        "",
+        f"Off = `{' '.join(variants.get(OFF, {}).get('cmd_extra', []))}` "
+        "(each request runs alone). At c=1 there is never anything to batch with, so this is the "
+        "cost of the batching machinery itself.",
+        "",
+        *batching_section(runs),
+        "",
+        "## `--workers 2` vs `--workers 1` (M1, no pinning)",
+        "",
+        "Neither the server nor wrk is pinned here: both workers and the load generator share the two CPUs.",
+        "",
+        *workers_section(runs),
+        "",
+        "## Example bundles (bundles/)",
+        "",
+        "Served together by one gateway (defaults, pinned); each fed its own sample records "
+        "(`sample_file`), 1000-record batches made by repeating them.",
+        "",
+        *examples_section(runs),
+        "",
+        "## Profile: where the time goes",
+        "",
+        "py-spy (`record --rate 200 --nonblocking`) on the pinned gateway (defaults, access log on) under "
+        "single-row load at c=16 and under 1000-row batches at c=4. "
+        "Shares of busy (non-idle) samples; an area is the innermost frame in a known package or module. "
+        "Flame graphs: `$BENCH_ROOT/profile-*.svg`.",
+        "",
+        *profile_section(data.get("profile")),
+        "",
+        "## Versions",
+        "",
+        "Gateway venv: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ". "
+        "Peers: the harness's `versions.txt` (installed from its freeze files by its prepare.sh).",
+        "",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    # re-render from a results.json: python bench/report.py RESULTS_JSON [OUT_MD]
+    src = Path(sys.argv[1])
+    write(
+        json.loads(src.read_text()),
+        Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).with_name("RESULTS.md"),
+    )

@@ -1,0 +1,436 @@
+"""``make bench``: load-test the gateway next to the peers and write bench/RESULTS.md (see bench/README.md).
+
+    .venv/bin/python bench/run.py                          # bounds (bare starlette, raw onnxruntime), 1 round
+    .venv/bin/python bench/run.py --peers all --rounds 3   # every peer too (~13 min a round more)
+    .venv/bin/python bench/run.py --peers bare-starlette,mlserver,onnxruntime-raw --duration 5
+
+Server pinned to CPU 1 (``taskset``), wrk and this driver on CPU 0, everything on 127.0.0.1. Per round:
+the gateway (M1, M2: single rows at c=1/16/64, 1000-row batches at c=4), the chosen peers through the
+shared peer harness (when its virtualenvs exist), the gateway with batching off (c=1), ``--workers 1``
+vs ``--workers 2`` unpinned, and the example bundles; then an optional py-spy profile. Every number in
+RESULTS.md is a median over rounds; raw results go to ``BENCH_ROOT/results.json``.
+
+Environment: ``BENCH_ROOT`` (work dir, default ``<tmp>/bundlegate-bench``), ``PEERS_ROOT`` (the peer
+harness's venvs and models, default ``<tmp>/peers``), ``PEERS_HARNESS`` (the harness folder, default
+``../shared/bench/peers`` next to this repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+sys.dont_write_bytecode = True
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import gateway  # noqa: E402
+import loadgen  # noqa: E402
+import profiling  # noqa: E402
+import report  # noqa: E402
+from gateway import ModelCase  # noqa: E402
+from loadgen import Failed  # noqa: E402
+
+REPO = HERE.parent
+TMP = Path(tempfile.gettempdir())
+BENCH_ROOT = Path(os.environ.get("BENCH_ROOT", TMP / "bundlegate-bench"))
+PEERS_ROOT = Path(os.environ.get("PEERS_ROOT", TMP / "peers"))
+HARNESS = Path(os.environ.get("PEERS_HARNESS", REPO.parent / "shared" / "bench" / "peers"))
+BOUNDS = ("bare-starlette", "onnxruntime-raw")
+SINGLE_CONNS, BATCH_CONNS = (1, 16, 64), 4
+WARMUP_S = 3
+BATCHING_OFF = ["--batch-max-rows", "1", "--batch-max-delay-ms", "0"]
+
+
+@dataclass
+class Variant:
+    """One way of starting the gateway and what to measure on it."""
+
+    name: str
+    extra: list[str]
+    steps: tuple[tuple[str, int], ...]  # ("single", conns) / ("batch", conns)
+    pinned: bool = True
+    note: str = ""
+
+
+FULL = (*(("single", c) for c in SINGLE_CONNS), ("batch", BATCH_CONNS))
+VARIANTS = {
+    "gateway": Variant("gateway", [], FULL, note="defaults: adaptive batching on, access log on, 1 worker"),
+    "gateway-batching-off": Variant(
+        "gateway-batching-off",
+        BATCHING_OFF,
+        (("single", 1),),
+        note="--batch-max-rows 1 --batch-max-delay-ms 0: every request is its own onnxruntime call",
+    ),
+    "gateway-w1-unpinned": Variant(
+        "gateway-w1-unpinned",
+        ["--workers", "1"],
+        (("single", 16), ("single", 64)),
+        pinned=False,
+        note="--workers 1, server and wrk not pinned",
+    ),
+    "gateway-w2-unpinned": Variant(
+        "gateway-w2-unpinned",
+        ["--workers", "2"],
+        (("single", 16), ("single", 64)),
+        pinned=False,
+        note="--workers 2, server and wrk not pinned",
+    ),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------- the gateway
+
+
+def verify(case: ModelCase, base: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The fixed row must get sklearn's class; the batch must agree on ``min_agreement`` of rows."""
+    out: dict[str, Any] = {"ok": False}
+    try:
+        st, resp = loadgen.post(base + case.single_path, case.single_request, headers)
+        if st != 200:
+            return {**out, "reason": f"single-row request -> HTTP {st}: {str(resp)[:300]}"}
+        pred = resp["prediction"]
+        out["single_pred"] = pred
+        if case.expected is not None and int(pred) != case.expected:
+            return {**out, "reason": f"single row predicted {pred}, sklearn says {case.expected}"}
+        st, resp = loadgen.post(base + case.batch_path, case.batch_request, headers)
+        if st != 200:
+            return {**out, "reason": f"batch request -> HTTP {st}: {str(resp)[:300]}"}
+        preds = resp["predictions"]
+        if len(preds) != case.batch_rows:
+            return {**out, "reason": f"{len(preds)} predictions for {case.batch_rows} rows"}
+        if case.batch_expected is not None:
+            agree = sum(int(a) == b for a, b in zip(preds, case.batch_expected, strict=True)) / len(preds)
+            out["batch_agreement"] = agree
+            if agree < case.min_agreement:
+                return {**out, "reason": f"batch agreement with sklearn {agree:.4f}"}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return {**out, "reason": f"{type(e).__name__}: {e}"}
+    out["ok"] = True
+    return out
+
+
+def wait_answering(url: str, body: Any, headers: dict[str, str], timeout_s: float = 60) -> None:
+    """Until 20 requests in a row answer 200 (a 503 while a worker is still loading is retried)."""
+    deadline = time.time() + timeout_s
+    streak = 0
+    while streak < 20:
+        if time.time() > deadline:
+            raise Failed(f"{url} did not answer 200 steadily within {timeout_s:.0f} s")
+        status, _ = loadgen.post(url, body, headers)
+        streak = streak + 1 if status == 200 else 0
+        if status != 200:
+            time.sleep(0.2)
+
+
+def run_gateway(
+    variant: Variant, repo: Path, cases: list[ModelCase], keys: Path, key: str, seconds: float, tag: str
+) -> list[dict[str, Any]]:
+    """Start the gateway once for ``variant``, measure every case on it, stop it; one result per case."""
+    port = loadgen.free_port()
+    cmd = gateway.serve_command(repo, port, keys, variant.extra)
+    cpus = loadgen.SERVER_CPU if variant.pinned else loadgen.ALL_CPUS
+    wrk_cpus = loadgen.LOAD_CPU if variant.pinned else loadgen.ALL_CPUS
+    headers = {"Authorization": f"Bearer {key}"}
+    base = f"http://127.0.0.1:{port}"
+    shown = " ".join(["taskset", "-c", cpus, "bundle", *cmd[len(gateway.bundle_cli()) :]])
+    results = [
+        {"target": variant.name, "model": c.name, "cmd": shown, "note": variant.note, "status": "error"}
+        for c in cases
+    ]
+    log_path = BENCH_ROOT / "logs" / f"{variant.name}-{tag}.log"
+    t0 = time.time()
+    proc = loadgen.start(cmd, cpus, log_path, {})
+    try:
+        loadgen.wait_ready(proc, base + "/readyz")
+        for case in cases:  # with --workers N each worker loads on its own: every one must answer
+            wait_answering(base + case.single_path, case.single_request, headers)
+        startup = round(time.time() - t0, 1)
+        rss_idle, _ = loadgen.memory_mib(loadgen.tree(proc.pid))
+        for case, res in zip(cases, results, strict=True):
+            res.update(startup_s=startup, rss_idle_mib=rss_idle)
+            try:
+                measure(case, res, variant, base, headers, seconds, wrk_cpus)
+            except Failed as e:
+                res["reason"] = str(e)
+            res["rss_mib"], res["pss_mib"] = loadgen.memory_mib(loadgen.tree(proc.pid))
+            res["processes"] = len(loadgen.tree(proc.pid))
+    except Failed as e:
+        for res in results:
+            res["reason"] = str(e)
+    finally:
+        loadgen.stop(proc, port)
+    for res in results:
+        if res["status"] != "ok":
+            res["log_tail"] = log_path.read_text(errors="replace")[-1500:]
+    return results
+
+
+def measure(
+    case: ModelCase,
+    res: dict[str, Any],
+    variant: Variant,
+    base: str,
+    headers: dict[str, str],
+    seconds: float,
+    wrk_cpus: str,
+) -> None:
+    check = verify(case, base, headers)
+    res["verify"] = check
+    if not check["ok"]:
+        res["status"] = "wrong-answers"
+        res["reason"] = check["reason"]
+        return
+    url1, urlb = base + case.single_path, base + case.batch_path
+    kinds = {k for k, _ in variant.steps}
+    loadgen.wrk(url1, case.single_body, 16, WARMUP_S, 1, headers, wrk_cpus)  # warm-up, not recorded
+    if "batch" in kinds:
+        loadgen.wrk(urlb, case.batch_body, BATCH_CONNS, WARMUP_S, case.batch_rows, headers, wrk_cpus)
+    for kind, conns in variant.steps:
+        if kind == "single":
+            res.setdefault("single", {})[f"c{conns}"] = loadgen.wrk(
+                url1, case.single_body, conns, seconds, 1, headers, wrk_cpus
+            )
+        else:
+            res.setdefault("batch", {})[f"c{conns}"] = loadgen.wrk(
+                urlb, case.batch_body, conns, seconds, case.batch_rows, headers, wrk_cpus
+            )
+    res["status"] = "ok"
+
+
+# ---------------------------------------------------------------------- the peers
+
+
+def load_harness() -> ModuleType | None:
+    """The shared peer harness's ``bench`` module, or None when it is not there."""
+    if not (HARNESS / "bench.py").exists():
+        return None
+    os.environ.setdefault("PEERS_ROOT", str(PEERS_ROOT))
+    sys.path.insert(0, str(HARNESS))
+    import bench as peers  # the harness module (stdlib only)
+
+    return peers
+
+
+def peer_names(spec: str, peers: ModuleType | None) -> list[str]:
+    if spec == "none" or peers is None:
+        return []
+    if spec == "bounds":
+        return list(BOUNDS)
+    if spec == "all":
+        return [t.name for t in peers.TARGETS] + ["onnxruntime-raw"]
+    return [n.strip() for n in spec.split(",") if n.strip()]
+
+
+def peer_available(name: str, peers: ModuleType) -> str | None:
+    """None when the peer can run, else why not."""
+    if not (PEERS_ROOT / "models" / "samples.json").exists():
+        return f"no {PEERS_ROOT}/models/samples.json (run the harness's prepare.sh)"
+    if name == "onnxruntime-raw":
+        venv = "tools"
+    else:
+        target = next((t for t in peers.TARGETS if t.name == name), None)
+        if target is None:
+            return f"unknown peer {name!r}"
+        venv = target.venv
+    if not (PEERS_ROOT / f"venv-{venv}" / "bin" / "python").exists():
+        return f"no virtualenv {PEERS_ROOT}/venv-{venv}"
+    return None
+
+
+def run_peer(
+    name: str, model: str, peers: ModuleType, samples: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    if name == "onnxruntime-raw":
+        return dict(peers.run_ort(model, 5))
+    target = next(t for t in peers.TARGETS if t.name == name)
+    return dict(peers.run_target(target, model, samples, seconds, loadgen.free_port()))
+
+
+# ---------------------------------------------------------------------- driver
+
+
+def describe_machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for pkg in (
+        "bundlegate",
+        "onnxruntime",
+        "numpy",
+        "starlette",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "orjson",
+        "prometheus-client",
+        "scikit-learn",
+        "skl2onnx",
+    ):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = "-"
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    first = (wrk_version.stdout or wrk_version.stderr).split("\n")[0].split()
+    versions["wrk"] = first[1] if len(first) > 1 else "?"
+    versions["python"] = platform.python_version()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": os.uname().release,
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "versions": versions,
+        "commit": commit + (" (src/ with uncommitted changes)" if dirty else ""),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=1, help="repeat everything; RESULTS.md shows medians")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per load step (default 10)")
+    ap.add_argument("--peers", default="bounds", help="bounds (default) | all | none | comma list of targets")
+    ap.add_argument("--models", default="m1,m2")
+    ap.add_argument("--no-examples", action="store_true", help="skip the example bundles in bundles/")
+    ap.add_argument("--no-variants", action="store_true", help="skip batching-off and the --workers runs")
+    ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    a = ap.parse_args(argv)
+    if not 1 <= a.rounds <= 10 or not 1 <= a.duration <= 60:
+        ap.error("--rounds must be 1-10 and --duration 1-60 s")
+
+    os.sched_setaffinity(0, {int(loadgen.LOAD_CPU)})
+    for d in ("logs", "run"):
+        (BENCH_ROOT / d).mkdir(parents=True, exist_ok=True)
+    models = a.models.split(",")
+    peers = load_harness()
+    names = peer_names(a.peers, peers)
+    skipped = {}
+    if peers is not None:
+        (PEERS_ROOT / "logs").mkdir(parents=True, exist_ok=True)
+        (PEERS_ROOT / "run").mkdir(parents=True, exist_ok=True)
+        for n in list(names):
+            why = peer_available(n, peers)
+            if why:
+                skipped[n] = why
+                names.remove(n)
+    elif a.peers != "none":
+        skipped["all peers"] = f"no peer harness at {HARNESS} (set PEERS_HARNESS)"
+
+    log(f"work dir {BENCH_ROOT}; peers: {', '.join(names) or 'none'}; skipped: {skipped or 'none'}")
+    samples = gateway.prepare_models(BENCH_ROOT)
+    setup_error = None
+    repo, keys, key = BENCH_ROOT / "repo", BENCH_ROOT / "keys.json", ""
+    try:
+        repo = gateway.pack_models(BENCH_ROOT, models)
+        keys, key = gateway.create_key(BENCH_ROOT)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        setup_error = " ".join(str(e).split())
+        log(f"gateway setup failed, measuring the peers only: {setup_error}")
+    cases = gateway.bench_cases(BENCH_ROOT, samples, models)
+    examples = [] if a.no_examples else gateway.example_cases(BENCH_ROOT, REPO / "bundles")
+    peer_samples = json.loads((PEERS_ROOT / "models" / "samples.json").read_text()) if names else {}
+    same_models = (
+        all(
+            peer_samples.get(m, {}).get(k) == samples[m][k] for m in models for k in ("row", "batch_expected")
+        )
+        if peer_samples
+        else None
+    )
+
+    data: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "rounds": a.rounds,
+        "duration_s": a.duration,
+        "machine": describe_machine(),
+        "peers_skipped": skipped,
+        "same_models_as_peers": same_models,
+        "variants": {v.name: {"note": v.note, "cmd_extra": v.extra} for v in VARIANTS.values()},
+        "runs": {},
+        "gateway_error": setup_error,
+    }
+    raw_path = BENCH_ROOT / "results.json"
+
+    def record(results: list[dict[str, Any]], rnd: int, prefix: str = "") -> None:
+        for r in results:
+            key_ = f"{prefix}{r['model']}/{r['target']}"
+            data["runs"].setdefault(key_, []).append({**r, "round": rnd})
+            extra = ""
+            if r["target"] == "onnxruntime-raw" and "batch" in r:
+                extra = f"batch={r['batch']['rows_per_s']:.0f}rows/s"
+            elif "single" in r:
+                extra = " ".join(f"{c}={v['rps']:.0f}rps" for c, v in r["single"].items())
+            if "batch" in r and "c4" in r["batch"]:
+                extra += f" batch={r['batch']['c4']['rows_per_s']:.0f}rows/s"
+            log(f"    {r['target']} / {r['model']}: {r['status']} {r.get('reason', '')} {extra}")
+        raw_path.write_text(json.dumps(data, indent=1))
+
+    variants = ["gateway"] + ([] if a.no_variants else ["gateway-batching-off"])
+    scaling = [] if a.no_variants else ["gateway-w1-unpinned", "gateway-w2-unpinned"]
+    if setup_error:
+        variants, scaling, examples = [], [], []
+    for rnd in range(1, a.rounds + 1):
+        for name in variants:
+            log(f"round {rnd}: {name} ({', '.join(models)})")
+            record(run_gateway(VARIANTS[name], repo, cases, keys, key, a.duration, f"r{rnd}"), rnd)
+        for model in models:
+            for name in names:
+                log(f"round {rnd}: {name} / {model}")
+                assert peers is not None
+                record([run_peer(name, model, peers, peer_samples, a.duration)], rnd)
+        for name in scaling:
+            log(f"round {rnd}: {name} (m1)")
+            record(run_gateway(VARIANTS[name], repo, cases[:1], keys, key, a.duration, f"r{rnd}"), rnd)
+        if examples:
+            log(f"round {rnd}: example bundles ({', '.join(c.name for c in examples)})")
+            example_variant = Variant("gateway", [], (("single", 1), ("single", 16), ("batch", BATCH_CONNS)))
+            results = run_gateway(
+                example_variant, REPO / "bundles", examples, keys, key, a.duration, f"ex-r{rnd}"
+            )
+            for c, r in zip(examples, results, strict=True):
+                r["note"] = c.note
+            record(results, rnd, prefix="example:")
+
+    if not a.no_profile and not setup_error:
+        for case in cases:
+            for batch in (False, True):
+                what = f"{case.name} {'batch' if batch else 'single'}"
+                log(f"profile: py-spy on the gateway, {what}")
+                data.setdefault("profile", {})[what] = profiling.profile_gateway(
+                    repo, case, keys, key, min(a.duration * 2, 20), BENCH_ROOT, batch=batch
+                )
+                raw_path.write_text(json.dumps(data, indent=1))
+
+    report.write(data, a.out)
+    log(f"wrote {a.out} (raw results: {raw_path})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
