@@ -6,7 +6,7 @@ the top probabilities, counted in ``label_ties``) and the largest absolute diffe
 (classifiers) or values (regressors) is within the tolerance:
 
 - probabilities: ``PROBA_TOLERANCE`` (1e-4);
-- values: ``VALUE_TOLERANCE`` (1e-4) relative to the largest absolute prediction, at least 1e-4 absolute.
+- values: ``VALUE_TOLERANCE`` (1e-5) relative to the largest absolute prediction, at least 1e-5 absolute.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PROBA_TOLERANCE = 1e-4
-VALUE_TOLERANCE = 1e-4
+VALUE_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
