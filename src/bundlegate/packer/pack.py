@@ -136,6 +136,11 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
                 "Pass --allow-pickle-fallback to write a runtime: sklearn bundle instead"
             )
         notes.append("written as a runtime: sklearn bundle (--allow-pickle-fallback)")
+        if schema.named_columns or schema.mode != "numeric":
+            notes.append(
+                "note: this estimator was fitted on a DataFrame; the gateway's sklearn runtime "
+                "serves only models fitted on plain arrays"
+            )
 
     stored = frame.head(reference.STORED_ROWS)
     files = {
