@@ -281,9 +281,7 @@ def _cases() -> list[ZooCase]:
         ZooCase("scaler_logistic_pipeline", _cancer(_scaled_logistic), "onnx"),
         ZooCase("imputer_scaler_svr_pipeline", _diabetes(_imputed_svr), "onnx"),
         ZooCase("column_transformer_logistic", _mixed(lambda: LogisticRegression(max_iter=500)), "onnx"),
-        ZooCase(
-            "column_transformer_forest", _mixed(seeded(RandomForestClassifier, n_estimators=20)), "fallback"
-        ),
+        ZooCase("column_transformer_forest", _mixed(seeded(RandomForestClassifier, n_estimators=20)), "onnx"),
         ZooCase("tfidf_text_pipeline", _text, "onnx"),
         ZooCase("gaussian_process_regressor", _diabetes(GaussianProcessRegressor), "onnx"),
         ZooCase("function_transformer_pipeline", _cancer(_log_logistic), "fallback"),

@@ -11,6 +11,12 @@ catches text where that differs from Python's ``str.lower``).
 Missing strings reach the model as ``""`` (``schema.MISSING_STRING``): a ``SimpleImputer`` that was
 fitted on string columns with ``missing_values=nan`` is converted as if it had been
 ``missing_values=""`` (a copy; the user's estimator is not changed), so the imputer still fills them.
+
+The double-precision conversion (tried when float32 fails parity) keeps every number a double: numeric
+inputs are float64, scalers divide in doubles (skl2onnx's ``div`` option), imputers become
+``Where(IsNaN(x), statistics, x)`` (onnxruntime's ``Imputer`` is float32-only), and tree models get their
+input rounded to float32 and back, because scikit-learn's trees compare ``float32(x)`` with float64
+thresholds. skl2onnx's graph optimizer is off for it (it would drop that rounding).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
     """Convert ``est``; ``ConversionFailed`` with skl2onnx's reason when it cannot."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
+    from sklearn.preprocessing import MaxAbsScaler, RobustScaler, StandardScaler
 
     number = FloatTensorType if precision == "float32" else DoubleTensorType
     names = schema.names
@@ -63,6 +70,11 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
     if schema.task == "classification":
         for step in _classifiers(model):
             options[id(step)] = {"zipmap": False}
+    if precision == "float64":
+        # true division in doubles, as scikit-learn does, instead of the float32 Scaler operator
+        for part in _fitted_parts(model):
+            if isinstance(part, StandardScaler | RobustScaler | MaxAbsScaler):
+                options[id(part)] = {"div": "div"}
     if schema.mode == "text":
         # onnxruntime's StringNormalizer defaults to en_US.UTF-8, which slim images do not have
         options[id(steps_of(model)[0])] = {"locale": "C"}
@@ -76,6 +88,8 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
                 initial_types=initial,
                 options=options,
                 target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
+                custom_conversion_functions=_double_converters(model) if precision == "float64" else None,
+                model_optim=precision == "float32",  # the optimizer drops the float32 rounding casts
             )
     except Exception as exc:  # skl2onnx raises RuntimeError, NotImplementedError, ValueError, ...
         raise ConversionFailed(
@@ -88,6 +102,136 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
         output_names=[o.name for o in onx.graph.output],
         opset=OPSET,
     )
+
+
+def _double_converters(model: Any) -> dict[Any, Any]:
+    """Converter overrides for the double-precision conversion (see ``_imputer``, ``_tree_rounding``)."""
+    from sklearn.impute import SimpleImputer
+
+    overrides: dict[Any, Any] = {SimpleImputer: _imputer}
+    for part in _fitted_parts(model):
+        if _is_tree_model(part):
+            overrides[type(part)] = _tree_rounding(type(part))
+    return overrides
+
+
+def _is_tree_model(est: Any) -> bool:
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.tree import BaseDecisionTree
+
+    trees = (
+        BaseDecisionTree,
+        RandomForestClassifier,
+        RandomForestRegressor,
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+    )
+    return isinstance(est, trees)
+
+
+def _tree_rounding(cls: type) -> Any:
+    """skl2onnx's converter for the tree model ``cls``, fed its input rounded to float32 and back.
+
+    scikit-learn trees compare ``float32(x)`` with float64 thresholds; the double conversion keeps the
+    float64 thresholds, and this rounding makes the comparisons exactly scikit-learn's.
+    """
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+    from skl2onnx.common._registration import get_converter
+    from skl2onnx.common.data_types import DoubleTensorType
+    from skl2onnx.proto import onnx_proto
+
+    original = get_converter(sklearn_operator_name_map[cls])
+
+    def convert_rounded(scope: Any, operator: Any, container: Any) -> None:
+        source = operator.inputs[0]
+        if len(operator.inputs) == 1 and isinstance(source.type, DoubleTensorType):
+            as_float = scope.get_unique_variable_name("tree_input_float32")
+            container.add_node(
+                "Cast", [source.full_name], [as_float], to=onnx_proto.TensorProto.FLOAT,
+                name=scope.get_unique_operator_name("Cast"),
+            )  # fmt: skip
+            rounded = scope.declare_local_variable("tree_input_rounded", DoubleTensorType(source.type.shape))
+            container.add_node(
+                "Cast", [as_float], [rounded.full_name], to=onnx_proto.TensorProto.DOUBLE,
+                name=scope.get_unique_operator_name("Cast"),
+            )  # fmt: skip
+            operator = _WithInputs(operator, [rounded])
+        original(scope, operator, container)
+
+    return convert_rounded
+
+
+class _WithInputs:
+    """An skl2onnx operator seen with other inputs (its own list refuses changes)."""
+
+    def __init__(self, operator: Any, inputs: list[Any]) -> None:
+        self._operator = operator
+        self.inputs = inputs
+        self.input_full_names = [i.full_name for i in inputs]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._operator, name)
+
+
+def _imputer(scope: Any, operator: Any, container: Any) -> None:
+    """SimpleImputer on doubles as ``Where(IsNaN(x), statistics, x)``.
+
+    skl2onnx's converter emits the ``Imputer`` operator, which onnxruntime implements for float32 only
+    and which rounds the statistics to float32; the double-precision conversion needs neither.
+    """
+    import numpy as np
+    from skl2onnx.common._apply_operation import apply_concat
+    from skl2onnx.common.data_types import DoubleTensorType
+    from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
+    from skl2onnx.proto import onnx_proto
+
+    op = operator.raw_operator
+    if not isinstance(operator.inputs[0].type, DoubleTensorType):
+        convert_sklearn_imputer(scope, operator, container)
+        return
+    if not _is_nan(op.missing_values) or getattr(op, "add_indicator", False):
+        raise NotImplementedError("double imputer: only missing_values=nan without indicator")
+    stats = np.asarray(op.statistics_, dtype=np.float64)
+    if np.isnan(stats).any():
+        raise NotImplementedError("double imputer: a column was entirely missing in training")
+    names = [i.full_name for i in operator.inputs]
+    x = names[0]
+    if len(names) > 1:
+        x = scope.get_unique_variable_name("imputer_input")
+        apply_concat(scope, names, x, container, axis=1)
+    fill = scope.get_unique_variable_name("imputer_statistics")
+    container.add_initializer(fill, onnx_proto.TensorProto.DOUBLE, [len(stats)], stats.tolist())
+    mask = scope.get_unique_variable_name("imputer_missing")
+    container.add_node("IsNaN", [x], [mask], name=scope.get_unique_operator_name("IsNaN"))
+    container.add_node(
+        "Where",
+        [mask, fill, x],
+        [operator.outputs[0].full_name],
+        name=scope.get_unique_operator_name("Where"),
+    )
+
+
+def _fitted_parts(model: Any) -> list[Any]:
+    """Every fitted step: pipeline steps, and the fitted transformers of a ColumnTransformer."""
+    from sklearn.compose import ColumnTransformer
+
+    parts = []
+    for step in steps_of(model):
+        parts.append(step)
+        if isinstance(step, ColumnTransformer):
+            for _, trans, _ in step.transformers_:
+                if not isinstance(trans, str):
+                    parts.extend(_fitted_parts(trans))
+    return parts
 
 
 def _classifiers(model: Any) -> list[Any]:
