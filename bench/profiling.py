@@ -30,7 +30,7 @@ AREAS = [
     ("runtime (predict wrapper)", r"bundlegate/runtime\.py"),
     ("metrics", r"bundlegate/metrics\.py|prometheus_client/"),
     ("auth / keys", r"bundlegate/keys\.py|bundlegate/http/auth\.py"),
-    ("access log / logging", r"logging/|AccessLog|bundlegate/http/middleware\.py:\d+\)$"),
+    ("access log / logging", r"^AccessLog\.|^logging|/logging/"),
     ("JSON body / errors", r"bundlegate/http/(jsonbody|errors)\.py"),
     ("gateway HTTP (routing, endpoints)", r"bundlegate/http/"),
     ("starlette", r"starlette/"),

@@ -275,7 +275,7 @@ def profile_section(profile: dict[str, Any] | None) -> list[str]:
             out += [f"**{model}**: no profile: {p.get('error', 'no samples')}", ""]
             continue
         out += [
-            f"**{model}**, single rows at c=16 ({p['samples']} samples of busy time, "
+            f"**{model}**, {p.get('load', '')} ({p['samples']} samples of busy time, "
             f"{_n(p.get('rps_while_sampled'))} rps while sampled):",
             "",
             "| area (innermost known frame) | share of busy time |",

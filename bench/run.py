@@ -319,8 +319,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-examples", action="store_true", help="skip the example bundles in bundles/")
     ap.add_argument("--no-variants", action="store_true", help="skip batching-off and the --workers runs")
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma list of parts to run: gateway, off, peers, workers, examples, profile (default: all)",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     a = ap.parse_args(argv)
+    only = set(filter(None, a.only.split(",")))
+    if only:
+        a.no_examples = a.no_examples or "examples" not in only
+        a.no_profile = a.no_profile or "profile" not in only
     if not 1 <= a.rounds <= 10 or not 1 <= a.duration <= 60:
         ap.error("--rounds must be 1-10 and --duration 1-60 s")
 
@@ -329,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         (BENCH_ROOT / d).mkdir(parents=True, exist_ok=True)
     models = a.models.split(",")
     peers = load_harness()
-    names = peer_names(a.peers, peers)
+    names = peer_names(a.peers if not only or "peers" in only else "none", peers)
     skipped = {}
     if peers is not None:
         (PEERS_ROOT / "logs").mkdir(parents=True, exist_ok=True)
@@ -393,6 +402,11 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = ["gateway"] + ([] if a.no_variants else ["gateway-batching-off"])
     scaling = [] if a.no_variants else ["gateway-w1-unpinned", "gateway-w2-unpinned"]
+    if only:
+        variants = [
+            v for v, part in (("gateway", "gateway"), ("gateway-batching-off", "off")) if part in only
+        ]
+        scaling = scaling if "workers" in only else []
     if setup_error:
         variants, scaling, examples = [], [], []
     for rnd in range(1, a.rounds + 1):
