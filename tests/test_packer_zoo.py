@@ -127,6 +127,9 @@ def test_zoo_case(case: ZooCase, tmp_path: Path) -> None:
     )
     m = result.manifest
     assert m.runtime == "sklearn"
+    assert m.parity is not None  # why it is not ONNX stays in the manifest
+    assert not m.parity.passed
+    assert m.parity.reason
     assert m.model_file == "model.joblib"
     assert m.onnx_inputs == []
     import platform

@@ -171,6 +171,8 @@ def _parity_text(m: Manifest) -> str:
     p = m.parity
     if p is None:
         return "not checked (packed from an ONNX file)"
+    if p.rows == 0:
+        return f"FAILED: no ONNX model to compare ({p.reason})"
     figures = []
     if p.label_agreement is not None:
         figures.append(f"labels agree {p.label_agreement:.2%}")

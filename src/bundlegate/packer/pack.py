@@ -39,7 +39,13 @@ from bundlegate.manifest import (
 from bundlegate.packer import onnx_input, reference
 from bundlegate.packer.conversion import Converted, convert
 from bundlegate.packer.model_file import class_path, load_model_file
-from bundlegate.packer.parity import Predictions, check_parity, predict_original
+from bundlegate.packer.parity import (
+    PROBA_TOLERANCE,
+    VALUE_TOLERANCE,
+    Predictions,
+    check_parity,
+    predict_original,
+)
 from bundlegate.packer.samples import read_sample
 from bundlegate.packer.schema_inference import ModelSchema, infer_schema, steps_of
 from bundlegate.packer.synthetic import synthesize
@@ -136,6 +142,14 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
                 "Pass --allow-pickle-fallback to write a runtime: sklearn bundle instead"
             )
         notes.append("written as a runtime: sklearn bundle (--allow-pickle-fallback)")
+        if parity is None:  # nothing converted, nothing compared: say why in the manifest
+            parity = Parity(
+                rows=0,
+                sample=kind,
+                tolerance=PROBA_TOLERANCE if schema.task == "classification" else VALUE_TOLERANCE,
+                passed=False,
+                reason=_short(ConversionFailed(why), 300),
+            )
         if schema.named_columns or schema.mode != "numeric":
             notes.append(
                 "note: this estimator was fitted on a DataFrame; the gateway's sklearn runtime "
