@@ -224,6 +224,18 @@ def test_without_sample_rows_are_synthesized(tmp_path: Path, iris_model: Any, mi
     assert {i.name: i.dtype for i in m.inputs}["band"] == "string"
 
 
+def test_headerless_csv_keeps_its_first_row(tmp_path: Path, iris_model: Any) -> None:
+    X, _ = iris()
+    np.savetxt(tmp_path / "x.csv", X, delimiter=",")
+    m = pack_bundle(
+        _dump(tmp_path, "iris.pkl", iris_model),
+        PackOptions(name="iris", repo=tmp_path / "repo", sample=tmp_path / "x.csv"),
+    ).manifest
+    assert m.feature_names == ["f0", "f1", "f2", "f3"]
+    assert m.parity is not None
+    assert m.parity.rows == 150
+
+
 def test_json_records_sample(tmp_path: Path, mixed_model: Any) -> None:
     X, _ = mixed()
     records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in X.head(50).to_dict("records")]

@@ -1,7 +1,8 @@
 """The sample given to ``bundle pack --sample``: rows like the training data, as a DataFrame.
 
-Accepted: CSV with a header row (``.csv``, ``.txt``), a NumPy array (``.npy``, 1-D or 2-D, no pickles),
-and JSON (``.json``: a list of records ``[{"age": 41, ...}]``, a list of rows, or ``{"records": [...]}``).
+Accepted: CSV (``.csv``, ``.txt``) with a header row, or without one when the first row is all
+numbers; a NumPy array (``.npy``, 1-D or 2-D, no pickles); JSON (``.json``: a list of records
+``[{"age": 41, ...}]``, a list of rows, or ``{"records": [...]}``).
 Missing values are empty CSV cells, ``NA``/``NaN``/``null`` in CSV, NaN in arrays, ``null`` in JSON.
 """
 
@@ -44,7 +45,11 @@ def read_sample(path: Path) -> Sample:
             sample = _from_json(path)
         else:
             frame = pd.read_csv(path, keep_default_na=False, na_values=CSV_NA)
-            sample = Sample(frame, named=True, source=path.name)
+            if _numeric_header(frame):  # no header row: the first row is data
+                frame = pd.read_csv(path, header=None, keep_default_na=False, na_values=CSV_NA)
+                sample = Sample(frame, named=False, source=path.name)
+            else:
+                sample = Sample(frame, named=True, source=path.name)
     except SampleMismatch:
         raise
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
@@ -55,6 +60,15 @@ def read_sample(path: Path) -> Sample:
     if len(set(sample.frame.columns)) != sample.frame.shape[1]:
         raise SampleMismatch(f"{path.name}: duplicate column names")
     return sample
+
+
+def _numeric_header(frame: pd.DataFrame) -> bool:
+    for c in frame.columns:
+        try:
+            float(str(c))
+        except ValueError:
+            return False
+    return True
 
 
 def _from_array(path: Path) -> Sample:
