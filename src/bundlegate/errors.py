@@ -18,12 +18,12 @@ No module below the HTTP layer knows a status code.
     │   ├── ConversionFailed        skl2onnx cannot convert the estimator    code: conversion_failed
     │   └── ParityFailed            ONNX disagrees with the original          code: parity_failed
     ├── RequestError                a client request cannot be answered (HTTP 4xx)
-    │   ├── MalformedRequest        bad JSON, NaN literal, duplicate key, nesting   code: malformed_json  (400)
+    │   ├── MalformedRequest        bad JSON, NaN, duplicate key, nesting      code: malformed_json  (400)
     │   ├── Unauthenticated         missing or unknown API key               code: unauthenticated (401)
     │   ├── NotFound                unknown model/version or not allowed      code: not_found       (404)
     │   ├── MethodNotAllowed        wrong method                              code: method_not_allowed (405)
     │   ├── PayloadTooLarge         body over the limit                       code: payload_too_large (413)
-    │   ├── UnsupportedMediaType    not application/json                      code: unsupported_media_type (415)
+    │   ├── UnsupportedMediaType    not application/json      code: unsupported_media_type (415)
     │   ├── InvalidInput            schema violation; ``details`` locate it    code: invalid_input   (422)
     │   └── RateLimited             per-key rate limit; ``retry_after``        code: rate_limited    (429)
     └── Unavailable                 the server cannot answer now (HTTP 5xx); ``retry_after``
