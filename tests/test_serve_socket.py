@@ -184,8 +184,11 @@ def test_serve_answers_httpx_and_tritonclient_then_stops_on_sigterm(repo: Path, 
             result = client.infer("credit", tensors, headers=auth)
             labels = text(result.as_numpy("label"))
             assert labels == mixed.estimator.predict(X).tolist()
-            with pytest.raises(triton.InferenceServerException):
+            with pytest.raises(triton.InferenceServerException) as no_key:
                 client.get_model_metadata("iris")  # no key
+            # the OIP error layout: the client can show the server's message
+            assert "key" in str(no_key.value)
+            assert no_key.value.status() == "401"
             # the repository extension, for admin keys only
             admin = {"Authorization": f"Bearer {admin_key}"}
             index = client.get_model_repository_index(headers=admin)

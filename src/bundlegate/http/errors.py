@@ -4,6 +4,11 @@ This is the only table that knows both an error ``code`` and a status::
 
     {"error": {"code": "invalid_input", "message": "...", "details": [...]}, "request_id": "..."}
 
+Under ``/v2`` the same fields are laid out as the Open Inference Protocol requires, ``error`` being the
+message string, so Triton and KServe clients show it (tritonclient fails to print an object there)::
+
+    {"error": "...", "code": "invalid_input", "details": [...], "request_id": "..."}
+
 401 answers carry ``WWW-Authenticate: Bearer``, 429 and 503 answers ``Retry-After`` (whole seconds),
 405 answers ``Allow``. An exception that is not a ``BundlegateError`` becomes a 500 with a generic
 message; its traceback goes to the log with the request id, never to the client.
@@ -49,20 +54,25 @@ INTERNAL_MESSAGE = "internal server error"
 _WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="bundlegate"')
 
 
-def error_body(code: str, message: str, details: list[dict[str, object]], request_id: str) -> bytes:
+def error_body(
+    code: str, message: str, details: list[dict[str, object]], request_id: str, *, oip: bool = False
+) -> bytes:
+    if oip:
+        return orjson.dumps({"error": message, "code": code, "details": details, "request_id": request_id})
     return orjson.dumps(
         {"error": {"code": code, "message": message, "details": details}, "request_id": request_id}
     )
 
 
-def error_reply(exc: BaseException, request_id: str) -> tuple[Reply, str]:
-    """The reply for ``exc`` and its error code. Unknown exceptions are logged here, with the request id."""
+def error_reply(exc: BaseException, request_id: str, *, oip: bool = False) -> tuple[Reply, str]:
+    """The reply for ``exc`` and its error code; ``oip`` lays the body out for the ``/v2`` protocol.
+    Unknown exceptions are logged here, with the request id."""
     if isinstance(exc, HTTPException):
         # from the router: no route (404) or a route without this method (405)
         if exc.status_code == 405:
             allow = (exc.headers or {}).get("Allow", "")
             exc = MethodNotAllowed(f"method not allowed; use {allow}" if allow else "method not allowed")
-            reply, code = error_reply(exc, request_id)
+            reply, code = error_reply(exc, request_id, oip=oip)
             reply.headers = [*(reply.headers or []), (b"allow", allow.encode("latin-1"))]
             return reply, code
         exc = NotFound("not found")
@@ -74,12 +84,12 @@ def error_reply(exc: BaseException, request_id: str) -> tuple[Reply, str]:
             type(exc).__name__,
             exc_info=(type(exc), exc, exc.__traceback__),
         )
-        return Reply(500, error_body("internal", INTERNAL_MESSAGE, [], request_id)), "internal"
+        return Reply(500, error_body("internal", INTERNAL_MESSAGE, [], request_id, oip=oip)), "internal"
     headers: list[tuple[bytes, bytes]] | None = None
     if status == 401:
         headers = [_WWW_AUTHENTICATE]
     elif isinstance(exc, RateLimited | Unavailable):
         headers = [(b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode())]
     return Reply(
-        status, error_body(exc.code, exc.message, exc.details, request_id), headers=headers
+        status, error_body(exc.code, exc.message, exc.details, request_id, oip=oip), headers=headers
     ), exc.code

@@ -107,7 +107,7 @@ class GatewayMiddleware:
                 if reply is None:
                     raise RuntimeError("the endpoint produced no reply")
             except Exception as exc:
-                reply, info.error_code = error_reply(exc, request_id)
+                reply, info.error_code = error_reply(exc, request_id, oip=scope["path"].startswith("/v2"))
             status = reply.status
             body = b"" if scope["method"] == "HEAD" else reply.body
             headers = [
