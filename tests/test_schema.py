@@ -83,6 +83,17 @@ def test_single_prediction_is_a_class_with_probabilities_by_class(iris: Compiled
     assert out["probabilities"]["setosa"] > 0.9
 
 
+def test_float32_answers_keep_float32_digits(iris: CompiledSchema) -> None:
+    """0.98165685, not 0.9816568493843079: no more digits than the float32 model computed."""
+    built = iris_model()
+    prediction = _predict(built, iris.from_rows(built.X[:5].tolist()))
+    assert prediction.probabilities is not None
+    out = iris.decode_batch(prediction)
+    flat = [p for row in out["probabilities"] for p in row]
+    assert flat == [float(str(p)) for p in prediction.probabilities.ravel()]
+    assert all(len(repr(p).replace("e-", "")) <= 12 for p in flat), flat
+
+
 def test_integer_classes_stay_integers() -> None:
     built = iris_model(string_classes=False)
     schema = CompiledSchema(built.manifest)
