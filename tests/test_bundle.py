@@ -84,14 +84,24 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_unwritable_repository_is_an_os_error(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root ignores directory permissions")
-    tmp_path.chmod(0o500)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    repo.chmod(0o500)
     try:
-        with pytest.raises(PermissionError):
-            write_bundle(tmp_path, make_manifest(), FILES)
+        if os.geteuid() == 0:  # root ignores directory permissions: make it a file in the way instead
+            repo.chmod(0o700)
+            repo.rmdir()
+            repo.write_text("not a directory")
+            with pytest.raises(OSError, match=r"Not a directory|File exists"):
+                write_bundle(repo, make_manifest(), FILES)
+            assert repo.read_text() == "not a directory"
+        else:
+            with pytest.raises(PermissionError):
+                write_bundle(repo, make_manifest(), FILES)
+            assert list(repo.iterdir()) == []
     finally:
-        tmp_path.chmod(0o700)
+        if repo.is_dir():
+            repo.chmod(0o700)
 
 
 def test_tampered_file_fails_verification(tmp_path: Path) -> None:
