@@ -288,6 +288,20 @@ def profile_section(profile: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def commands_section(runs: dict[str, Rounds], paths: dict[str, str]) -> list[str]:
+    """One line per server: its command with the machine's paths written as ``$BENCH_ROOT`` etc."""
+    out, seen = [], set()
+    for rs in runs.values():
+        r = rs[0]
+        if r.get("cmd") and r["target"] not in seen:
+            seen.add(r["target"])
+            cmd = r["cmd"]
+            for name, value in sorted(paths.items(), key=lambda kv: -len(kv[1])):
+                cmd = cmd.replace(value + "/", f"${name}/" if name != "REPO" else "")
+            out.append(f"- **{r['target']}**: `{cmd}`" + (f" ({r['note']})" if r.get("note") else ""))
+    return out
+
+
 def write(data: dict[str, Any], path: Path) -> None:
     runs: dict[str, Rounds] = data["runs"]
     m = data["machine"]
@@ -372,6 +386,10 @@ def write(data: dict[str, Any], path: Path) -> None:
         "Flame graphs: `$BENCH_ROOT/profile-*.svg`.",
         "",
         *profile_section(data.get("profile")),
+        "",
+        "## Server commands",
+        "",
+        *commands_section(runs, data.get("paths", {})),
         "",
         "## Versions",
         "",

@@ -383,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         "variants": {v.name: {"note": v.note, "cmd_extra": v.extra} for v in VARIANTS.values()},
         "runs": {},
         "gateway_error": setup_error,
+        "paths": {
+            "BENCH_ROOT": str(BENCH_ROOT),
+            "PEERS_ROOT": str(PEERS_ROOT),
+            "PEERS_HARNESS": str(HARNESS),
+            "REPO": str(REPO),
+        },
     }
     raw_path = BENCH_ROOT / "results.json"
 
