@@ -31,6 +31,7 @@ import zlib
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import orjson
 from starlette.types import Receive
 
@@ -114,6 +115,20 @@ def _too_large(max_bytes: int) -> str:
 
 def parse_json(body: bytes, max_depth: int) -> Any:
     """The JSON document in ``body``; ``MalformedRequest`` (400) for anything not strict JSON."""
+    return parse_json_body(body, max_depth)[0]
+
+
+def parse_json_body(body: bytes, max_depth: int) -> tuple[Any, bool]:
+    """``parse_json``, and whether every scalar of the document is a number below one object key,
+    ``{"key": [[1, 2.5], ...]}`` (no string, ``true``, ``false`` or ``null`` anywhere else): a schema
+    can then skip its per-value type checks.
+
+    Both come from the body's skeleton, the body without the bytes numbers, separators and
+    whitespace are made of (one ``bytes.translate`` pass). It keeps every ``:``, ``{`` and ``[``, so
+    the counts below are the body's; for a body of numbers it is tiny, and a skeleton that is only
+    ``{"key":`` and brackets proves the numbers-only shape: one key (no duplicate possible) and a
+    nesting depth read from the brackets, with no walk over the parsed document.
+    """
     if not body:
         raise MalformedRequest("the request body is empty; send a JSON object")
     try:
@@ -124,15 +139,38 @@ def parse_json(body: bytes, max_depth: int) -> Any:
         raise MalformedRequest(
             f"malformed JSON at {where}", [problem(["body"], str(e.msg)[:120], "json")]
         ) from None
-    colons = body.count(b":")
-    brackets = body.count(b"{") + body.count(b"[")
-    if colons == 0 and brackets <= max_depth:
-        return doc  # no object keys to repeat, not enough brackets to nest too deep
-    if _count_pairs(doc, brackets, max_depth) != colons and _has_duplicate_keys(body):
+    skeleton = body.translate(None, _NUMBER_BYTES)
+    colons = skeleton.count(b":")
+    if colons == 1 and skeleton.count(b'"') == 2:
+        bare = skeleton.translate(None, b"[]")
+        if bare[:2] == b'{"' and bare[-3:] == b'":}':
+            if len(skeleton) - len(bare) < max_depth:  # fewer brackets than the depth limit
+                return doc, True
+            brackets = np.frombuffer(skeleton, dtype=np.uint8)
+            nesting = np.cumsum((brackets == _OPEN).astype(np.int32) - (brackets == _CLOSE))
+            if 1 + int(nesting.max(initial=0)) > max_depth:
+                raise _too_deep(max_depth)
+            return doc, True
+    containers = skeleton.count(b"{") + skeleton.count(b"[")
+    if colons == 0 and containers <= max_depth:
+        return doc, False  # no object keys to repeat, not enough brackets to nest too deep
+    if _count_pairs(doc, containers, max_depth) != colons and _has_duplicate_keys(body):
         raise MalformedRequest(
             "duplicate key in a JSON object", [problem(["body"], "an object repeats a key", "duplicate_key")]
         )
-    return doc
+    return doc, False
+
+
+# what JSON numbers, separators and whitespace are made of (see ``parse_json_body``)
+_NUMBER_BYTES = b"0123456789.eE+-, \t\r\n"
+_OPEN, _CLOSE = ord("["), ord("]")
+
+
+def _too_deep(max_depth: int) -> MalformedRequest:
+    return MalformedRequest(
+        f"JSON nested deeper than {max_depth} levels",
+        [problem(["body"], f"at most {max_depth} levels of nesting", "too_deep")],
+    )
 
 
 def _count_pairs(doc: Any, brackets: int, max_depth: int) -> int:

@@ -22,7 +22,14 @@ from starlette.types import Receive, Scope, Send
 from bundlegate.errors import ModelNotReady, NotFound, Overloaded, Unauthenticated
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
 from bundlegate.http.context import GatewayContext, Reply, RequestInfo
-from bundlegate.http.jsonbody import check_content_type, decode_content, header, parse_json, read_body
+from bundlegate.http.jsonbody import (
+    check_content_type,
+    decode_content,
+    header,
+    parse_json,
+    parse_json_body,
+    read_body,
+)
 from bundlegate.keys import KeyRecord
 from bundlegate.registry import LoadedVersion
 
@@ -90,6 +97,12 @@ class Call:
         """The request body as strict JSON (415 wrong content type, 413 too large, 400 malformed)."""
         check_content_type(self.header(b"content-type"), allow_missing=allow_missing_content_type)
         return parse_json(await self.body(), self.ctx.settings.max_json_depth)
+
+    async def json_numbers(self) -> tuple[Any, bool]:
+        """``json()``, and whether the body is one key over nothing but numbers and arrays (see
+        ``jsonbody.parse_json_body``)."""
+        check_content_type(self.header(b"content-type"))
+        return parse_json_body(await self.body(), self.ctx.settings.max_json_depth)
 
     async def body(self) -> bytes:
         """The raw request body, decompressed if it came gzip/deflate encoded (415 for other encodings,

@@ -39,14 +39,17 @@ def _inputs(doc: Any) -> Any:
 
 
 async def _run(call: Call, loaded: LoadedVersion, batch: bool) -> Reply:
-    inputs = _inputs(await call.json())
+    doc, numbers_only = await call.json_numbers()
+    inputs = _inputs(doc)
     schema = loaded.schema
-    feed = schema.from_batch(inputs) if batch else schema.from_record(inputs)
+    feed = schema.from_batch(inputs, numbers_only=numbers_only) if batch else schema.from_record(inputs)
     prediction = await loaded.queue.submit(feed, call.deadline())
     info = call.info
     head = {"model": info.model, "version": info.version, "request_id": info.request_id}
-    out = schema.decode_batch(prediction) if batch else schema.decode_one(prediction)
-    return Reply(200, orjson.dumps(head | out))
+    if batch:
+        body = orjson.dumps(head | schema.encode_batch(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
+        return Reply(200, body)
+    return Reply(200, orjson.dumps(head | schema.decode_one(prediction)))
 
 
 async def predict(call: Call) -> Reply:

@@ -1,0 +1,110 @@
+"""The hot path's shortcuts answer exactly what the checked paths answer (see bench/README.md).
+
+- ``parse_json_body`` proves from the bytes that a body is one key over numbers and arrays;
+- ``CompiledSchema.from_rows(..., numbers_only=True)`` then builds the tensor in one C pass;
+- ``CompiledSchema.encode_batch`` leaves numeric outputs as arrays for orjson to write.
+
+Each shortcut is checked against the path it skips: same document, same tensor, same JSON, and the
+same 400/422 answers for everything the shortcut must not accept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from bundle_factory import iris_model, regressor_model
+from bundlegate.errors import InvalidInput, MalformedRequest
+from bundlegate.http.jsonbody import parse_json, parse_json_body
+from bundlegate.schema import CompiledSchema, Prediction
+
+
+@pytest.mark.parametrize(
+    ("body", "numbers_only"),
+    [
+        (b'{"inputs": [[5.1, 3.5, 1.4, 0.2], [6.0, -2.2e-3, 1E5, 0]]}', True),
+        (b'{"inputs": [5.1, 3.5, 1.4, 0.2]}', True),
+        (b'{"inputs":\n [[1,2],\t[3,4]]}', True),
+        (b'{"inputs": [[5.1, true, 1.4, 0.2]]}', False),
+        (b'{"inputs": [[5.1, false, 1.4, 0.2]]}', False),
+        (b'{"inputs": [[5.1, null, 1.4, 0.2]]}', False),
+        (b'{"inputs": [[5.1, "3.5", 1.4, 0.2]]}', False),
+        (b'{"inputs": [{"a": 1}]}', False),
+        (b'{"inputs": [[1]], "extra": [[2]]}', False),
+        (b'{"inputs": {"a": [1, 2]}}', False),
+        (b"[[1, 2], [3, 4]]", False),
+    ],
+)
+def test_numbers_only_is_proven_from_the_bytes(body: bytes, numbers_only: bool) -> None:
+    doc, proven = parse_json_body(body, 32)
+    assert proven is numbers_only
+    assert doc == orjson.loads(body) == parse_json(body, 32)
+
+
+def test_numbers_only_bodies_still_have_their_depth_checked() -> None:
+    deep = b'{"inputs": ' + b"[" * 40 + b"1" + b"]" * 40 + b"}"
+    with pytest.raises(MalformedRequest) as exc:
+        parse_json_body(deep, 32)
+    assert exc.value.details[0]["type"] == "too_deep"
+    ok = b'{"inputs": ' + b"[" * 31 + b"1" + b"]" * 31 + b"}"
+    assert parse_json_body(ok, 32)[1] is True
+    with pytest.raises(MalformedRequest):
+        parse_json_body(b'{"inputs": ' + b"[" * 32 + b"1" + b"]" * 32 + b"}", 32)
+
+
+def test_duplicate_keys_are_still_refused() -> None:
+    with pytest.raises(MalformedRequest):
+        parse_json_body(b'{"inputs": [[1, 2]], "inputs": [[3, 4]]}', 32)
+
+
+@pytest.fixture(scope="module")
+def iris() -> CompiledSchema:
+    return CompiledSchema(iris_model().manifest, max_rows=2000)
+
+
+def _outcome(fn: Any) -> Any:
+    try:
+        feed = fn()
+    except InvalidInput as e:
+        return ("422", e.message, e.details)
+    return {k: (a.dtype, a.shape, a.tobytes()) for k, a in feed.arrays.items()}
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        iris_model().X.tolist(),
+        [[1, 2, 3, 4], [5, 6, 7, 8]],
+        [[0.1, 2, -3.5, 1e-30]] * 3,
+        [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0, 5.0]],  # ragged, same total
+        [[1.0, 2.0, 3.0, 4.0], [1.0, [2.0], 3.0, 4.0]],  # nested
+        [[1.0, 2.0, 3.0, 4.0], 5.0],  # a number for a row
+        [[1e39, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]],  # too large for float32
+        [[10**400, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]],  # too large for float64
+    ],
+)
+def test_numbers_only_rows_give_the_checked_paths_answer(iris: CompiledSchema, rows: list[Any]) -> None:
+    fast = _outcome(lambda: iris.from_rows(rows, numbers_only=True))
+    assert fast == _outcome(lambda: iris.from_rows(rows))
+    assert fast == _outcome(lambda: iris.from_batch(rows, numbers_only=True))
+
+
+def test_encode_batch_writes_the_json_decode_batch_writes(iris: CompiledSchema) -> None:
+    X = iris_model().X.astype(np.float32)
+    labels = np.arange(len(X)) % 3
+    proba = np.random.default_rng(0).random((len(X), 3), dtype=np.float32)
+    for prediction in (
+        Prediction(labels=labels.astype(np.int64), probabilities=proba),
+        Prediction(labels=np.array(["setosa", "versicolor"] * 75, dtype=object), probabilities=proba),
+        Prediction(labels=labels.astype(np.int64), probabilities=proba).rows(10, 20),
+    ):
+        plain = orjson.dumps(iris.decode_batch(prediction))
+        assert orjson.dumps(iris.encode_batch(prediction), option=orjson.OPT_SERIALIZE_NUMPY) == plain
+    regressor = CompiledSchema(regressor_model().manifest)
+    for values in (np.linspace(-3, 7, 50, dtype=np.float32)[:, None], np.linspace(-3, 7, 50)):
+        prediction = Prediction(values=values)
+        plain = orjson.dumps(regressor.decode_batch(prediction))
+        assert orjson.dumps(regressor.encode_batch(prediction), option=orjson.OPT_SERIALIZE_NUMPY) == plain
