@@ -266,6 +266,11 @@ def examples_section(runs: dict[str, Rounds]) -> list[str]:
     return out
 
 
+def _frame(frame: str) -> str:
+    """py-spy's root frame names the process by its command line (machine paths): just say what it is."""
+    return "process (native code, no Python frame)" if frame.startswith("process ") else frame
+
+
 def profile_section(profile: dict[str, Any] | None) -> list[str]:
     if not profile:
         return ["Not profiled in this run (`--no-profile`)."]
@@ -283,7 +288,7 @@ def profile_section(profile: dict[str, Any] | None) -> list[str]:
         ]
         out += [f"| {a} | {s:.1f}% |" for a, s in p["areas"]]
         out += ["", "| top self time (leaf frame) | share |", "|---|--:|"]
-        out += [f"| `{f}` | {s:.1f}% |" for f, s in p["self"]]
+        out += [f"| `{_frame(f)}` | {s:.1f}% |" for f, s in p["self"]]
         out.append("")
     return out
 
