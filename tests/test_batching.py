@@ -111,14 +111,41 @@ async def test_concurrent_callers_each_get_exactly_their_rows(
     assert queue.idle
 
 
-async def test_an_idle_queue_runs_a_cheap_request_at_once(iris: OnnxModel, schema: CompiledSchema) -> None:
+async def test_an_idle_queue_runs_a_cheap_request_in_the_same_loop_iteration(
+    iris: OnnxModel, schema: CompiledSchema
+) -> None:
     observer = Observer()
     queue = BatchQueue(iris, max_delay_s=5.0, observer=observer)
     prediction = await asyncio.wait_for(queue.submit(schema.from_record(_rows(1)[0])), 1.0)
     assert prediction.labels is not None
     assert prediction.labels.tolist() == iris_model().estimator.predict(_rows(1)[:1]).tolist()
-    assert observer.batches[0][:2] == (1, 0.0)
+    rows, queue_wait, _ = observer.batches[0]
+    assert rows == 1
+    assert queue_wait < 0.05  # never the 5 s max delay: nothing is waited for
     assert queue.idle
+
+
+async def test_cheap_requests_of_one_loop_iteration_share_one_predict_call(
+    iris: OnnxModel, schema: CompiledSchema
+) -> None:
+    observer = Observer()
+    queue = BatchQueue(iris, max_batch_rows=8, max_delay_s=5.0, observer=observer)
+    rows = iris_model().X[:20].tolist()
+    results = await asyncio.gather(*(queue.submit(schema.from_record(r)) for r in rows))
+    expected = iris_model().estimator.predict(rows).tolist()
+    assert [p.labels.tolist() for p in results if p.labels is not None] == [[e] for e in expected]
+    assert [n for n, _, _ in observer.batches] == [8, 8, 4]  # three calls for twenty requests
+    assert queue.idle
+
+
+async def test_batching_off_runs_each_cheap_request_alone_at_once(
+    iris: OnnxModel, schema: CompiledSchema
+) -> None:
+    observer = Observer()
+    queue = BatchQueue(iris, max_batch_rows=1, max_delay_s=0.0, observer=observer)
+    rows = iris_model().X[:5].tolist()
+    await asyncio.gather(*(queue.submit(schema.from_record(r)) for r in rows))
+    assert [(n, wait) for n, wait, _ in observer.batches] == [(1, 0.0)] * 5
 
 
 async def test_batches_never_exceed_max_rows_and_big_requests_run_alone(
@@ -241,3 +268,41 @@ async def test_cheap_requests_are_not_sent_to_the_pool_after_a_cold_start(
         await queue.submit(schema.from_rows(_rows(3)))
     assert queue.estimate_s(1) < queue.inline_max_s
     assert queue.idle
+
+
+class Refusing:
+    """The real iris model, except that it raises for any call holding a row of 6.66 (a model that
+    rejects one request's values)."""
+
+    def __init__(self, model: OnnxModel) -> None:
+        self.model = model
+        self.calls: list[int] = []
+
+    def predict(self, feed: Feed) -> Prediction:
+        (x,) = feed.arrays.values()
+        self.calls.append(len(x))
+        if (x == np.float32(6.66)).all(axis=1).any():
+            raise ValueError("refused")
+        return self.model.predict(feed)
+
+
+async def test_a_request_the_model_refuses_fails_alone_in_a_shared_call(
+    iris: OnnxModel, schema: CompiledSchema, pool: ThreadPoolExecutor
+) -> None:
+    rows = iris_model().X[:6].tolist()
+    rows[3] = [6.66] * 4
+    expected = iris_model().estimator.predict(rows[:3] + rows[4:]).tolist()
+    for inline_max_s in (1.0, -1.0):  # cheap requests of one loop iteration, then the pool worker
+        model = Refusing(iris)
+        queue = BatchQueue(model, max_delay_s=0.0, inline_max_s=inline_max_s, executor=pool)
+        results = await asyncio.gather(
+            *(queue.submit(schema.from_record(r)) for r in rows), return_exceptions=True
+        )
+        assert isinstance(results[3], ValueError)
+        answered = [r for i, r in enumerate(results) if i != 3]
+        labels = [
+            p.labels.tolist()[0] for p in answered if isinstance(p, Prediction) and p.labels is not None
+        ]
+        assert labels == expected
+        assert max(model.calls) > 1  # they did share a call first
+        assert queue.idle

@@ -2,7 +2,9 @@
 
 - ``parse_json_body`` proves from the bytes that a body is one key over numbers and arrays;
 - ``CompiledSchema.from_rows(..., numbers_only=True)`` then builds the tensor in one C pass;
-- ``CompiledSchema.encode_batch`` leaves numeric outputs as arrays for orjson to write.
+- ``CompiledSchema.encode_batch`` leaves numeric outputs as arrays for orjson to write;
+- ``flatrows.flat_rows`` parses positional rows into one buffer of doubles, proving the shape from
+  the bytes, and ``CompiledSchema.from_flat`` makes the tensor from it.
 
 Each shortcut is checked against the path it skips: same document, same tensor, same JSON, and the
 same 400/422 answers for everything the shortcut must not accept.
@@ -18,6 +20,7 @@ import pytest
 
 from bundle_factory import iris_model, regressor_model
 from bundlegate.errors import InvalidInput, MalformedRequest
+from bundlegate.http.flatrows import flat_rows
 from bundlegate.http.jsonbody import parse_json, parse_json_body
 from bundlegate.schema import CompiledSchema, Prediction
 
@@ -108,3 +111,80 @@ def test_encode_batch_writes_the_json_decode_batch_writes(iris: CompiledSchema) 
         prediction = Prediction(values=values)
         plain = orjson.dumps(regressor.decode_batch(prediction))
         assert orjson.dumps(regressor.encode_batch(prediction), option=orjson.OPT_SERIALIZE_NUMPY) == plain
+
+
+# ----------------------------------------------------------------------------- flat rows
+
+FLAT_ACCEPTED = [
+    b'{"inputs": [[5.1, 3.5, 1.4, 0.2], [6.0, -2.2e-3, 1E5, 0]]}',
+    b'{"inputs":[[5.1,3.5,1.4,0.2]]}',
+    b' \n{ "inputs" :\t[ [1, 2 ,3,4] ,\r\n [ 5,6,7, 8 ] ] }\n',
+    b'{"inputs": [[-0.0, 0, 1e-7, 2E+3]]}',
+]
+FLAT_REFUSED = [
+    b'{"inputs": [[1, 2, 3], [4]]}',  # ragged, though the numbers add up to 4 per row on average
+    b'{"inputs": [[1, 2, 3, 4], [5, 6, 7]]}',
+    b'{"inputs": [[1, 2, 3, 4]5, [5, 6, 7, 8]]}',  # a number outside a row
+    b'{"inputs": [5[1, 2, 3, 4]]}',
+    b'{"inputs": [[1, 2, 3, 4] [5, 6, 7, 8]]}',  # rows without a comma
+    b'{"inputs": [[1, 2, 3, 4],]}',
+    b'{"inputs": [[, 2, 3, 4]]}',
+    b'{"inputs": [[1 2, 3, 4]]}',  # two numbers in one slot: the shape looks right
+    b'{"inputs": [[1, 2, 3, 01]]}',  # not JSON numbers
+    b'{"inputs": [[1, 2, 3, .5]]}',
+    b'{"inputs": [[1, 2, 3, +5]]}',
+    b'{"inputs": [[1, 2, 3, 1e]]}',
+    b'{"inputs": [[1, 2, 3, NaN]]}',
+    b'{"inputs": [[1, 2, 3, true]]}',
+    b'{"inputs": [[1, 2, 3, "4"]]}',
+    b'{"in puts": [[1, 2, 3, 4]]}',  # another key
+    b'{"inputs": [[1, 2, 3, 4]], "x": 1}',
+    b'{"inputs": [[1, 2, 3, 4]]',
+    b'{"inputs": [[1, 2, 3, 4]]}}',
+    b'{"inputs": [[[1, 2, 3, 4]]]}',
+    b'{"inputs": [1, 2, 3, 4]}',
+    b'{"inputs": []}',
+    b"[[1, 2, 3, 4]]",
+    b'{"inputs": [[1, 2, 3, 4]], "inputs": [[5, 6, 7, 8]]}',  # a repeated key: the general path refuses
+    b'{"inputs": [[1, 2, 3, 1e400]]}',  # beyond double range
+    b'{"inputs": [[1, 2, 3, 99999999999999999999999]]}',  # beyond 64 bits
+    b'{"inputs": [[1, 2, 3, 4]]} x',
+    b'\xff{"inputs": [[1, 2, 3, 4]]}',
+    b'{"inputs": [[1, 2, 3, 4]], "\xff": 1}',
+]
+
+
+@pytest.mark.parametrize("body", FLAT_ACCEPTED)
+def test_flat_rows_are_the_strict_parsers_numbers(body: bytes) -> None:
+    rows = flat_rows(body, 4, 10)
+    assert rows is not None
+    numbers, n = rows
+    doc = parse_json(body, 32)["inputs"]
+    assert n == len(doc)
+    np.testing.assert_array_equal(numbers, np.array(doc, dtype=np.float64).ravel())
+
+
+@pytest.mark.parametrize("body", FLAT_REFUSED)
+def test_flat_rows_leave_every_other_body_to_the_general_path(body: bytes) -> None:
+    assert flat_rows(body, 4, 10) is None
+
+
+def test_flat_rows_respect_the_row_limit_and_width() -> None:
+    body = orjson.dumps({"inputs": [[1.5, 2, 3, 4]] * 11})
+    assert flat_rows(body, 4, 10) is None  # the general path answers 422 too_many_rows
+    assert flat_rows(body, 4, 11) is not None
+    assert flat_rows(body, 3, 11) is None
+
+
+def test_from_flat_builds_the_tensor_from_rows_builds(iris: CompiledSchema) -> None:
+    rows = [[5.1, 3.5, 1.4, 0.2], [6, -2.2e-3, 1e5, 0]]
+    flat = flat_rows(orjson.dumps({"inputs": rows}), 4, 10)
+    assert flat is not None
+    assert iris.flat_width == 4
+    fast = iris.from_flat(*flat)
+    assert fast is not None
+    checked = iris.from_rows(rows)
+    for name, array in checked.arrays.items():
+        assert fast.arrays[name].dtype == array.dtype
+        np.testing.assert_array_equal(fast.arrays[name], array)
+    assert iris.from_flat(np.array([1e39, 1, 2, 3]), 1) is None  # beyond float32: the checked path words it

@@ -39,6 +39,7 @@ DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_STRING_LENGTH = 1024
 
 _NUMERIC = frozenset({"float32", "float64", "int64"})
+_FLOATS = frozenset({"float32", "float64"})
 _NP_DTYPES: dict[str, npt.DTypeLike] = {
     "float32": np.float32,
     "float64": np.float64,
@@ -216,6 +217,16 @@ class CompiledSchema:
         # the common numeric model: one float tensor fed by every feature in order
         self._rows_direct = (
             whole is not None and whole.block and whole.features == tuple(range(n)) and whole.kind != "int64"
+        )
+        # positional rows as one flat list of numbers (``from_flat``): that tensor takes floats only
+        self.flat_width: int | None = (
+            whole.width
+            if whole is not None
+            and self._rows_direct
+            and self.numeric
+            and not whole.int_cols
+            and whole.kind in _FLOATS
+            else None
         )
         self._scalar_plan = self._scalars()
         self._label_lookup = self._labels(manifest)
@@ -419,6 +430,20 @@ class CompiledSchema:
         if not np.isfinite(flat).all():  # too large for float32 became inf
             return None
         return Feed({t.name: flat.reshape(n, width)}, n)
+
+    def from_flat(self, numbers: npt.NDArray[np.float64], n: int) -> Feed | None:
+        """``n`` positional rows given as one flat array of doubles (``flat_width`` values per row,
+        from ``http.flatrows``) as the one float tensor; None when a value does not fit the dtype (the
+        checked paths then decide and word the error)."""
+        self._check_count(n)
+        t = self._tensors[0]
+        if numbers.size != n * t.width:
+            return None
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = numbers.astype(t.dtype, copy=False)
+        if not np.isfinite(values).all():  # too large for float32 became inf
+            return None
+        return Feed({t.name: values.reshape(n, t.width)}, n)
 
     def _rows_fast(self, rows: list[Any]) -> Feed | None:
         if self._rows_direct:

@@ -171,6 +171,30 @@ async def test_404_for_unknown_paths_with_the_error_body(client: httpx.AsyncClie
 
 
 @pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models//predict",
+        "/v1/models/iris/predict/",
+        "/v1/models/iris/predict/batch/x",
+        "/v1/models/iris/versions//predict",
+        "/v1/models/iris/versions/1",
+        "/v1/models/iris/version/1/predict",
+        "/v1/model/iris/predict",
+        "/v2/models/iris/infer/",
+        "/v3/models/iris/infer",
+        "/v1/models/iris/infer",
+        "/x/v1/models/iris/predict",
+    ],
+)
+async def test_404_for_paths_next_to_the_prediction_routes(
+    client: httpx.AsyncClient, keys: Keys, path: str
+) -> None:
+    # matched by splitting the path (routing.HotRoutes), so the near misses are checked one by one
+    assert_error(await client.post(path, json=GOOD, headers=keys.auth()), 404, "not_found")
+    await assert_still_serving(client, keys)
+
+
+@pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
         ("GET", PREDICT, "POST"),

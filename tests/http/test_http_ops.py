@@ -138,6 +138,7 @@ async def test_access_log_is_json_lines_with_route_template_and_key_id(
         await client.post(PREDICT, json=GOOD, headers=keys.auth() | {"X-Request-ID": "log-1"})
         await client.post("/v1/models/secret-name/predict", json=GOOD, headers=keys.auth())
         await client.post(PREDICT, json=GOOD, headers={"Authorization": "Bearer bg_wrong-key"})
+        await asyncio.sleep(0)  # lines are written at the end of the loop iteration
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     assert len(lines) == 3
     first = lines[0]

@@ -30,6 +30,7 @@ from bundlegate.http import ops, v1, v2
 from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.http.context import GatewayContext, GatewayState
 from bundlegate.http.middleware import AccessLog, GatewayMiddleware
+from bundlegate.http.routing import HotRoutes
 from bundlegate.keys import KeyStore, RateLimiter
 from bundlegate.metrics import GatewayMetrics
 from bundlegate.registry import ModelRegistry
@@ -48,10 +49,11 @@ class Gateway:
 
     def __init__(self, ctx: GatewayContext) -> None:
         self.ctx = ctx
-        # Starlette tries routes in order: the prediction routes come first (v1 lists them first).
-        router = Router(routes=[*v1.routes(ctx), *v2.routes(ctx), *ops.routes(ctx)], redirect_slashes=False)
+        # The POST model routes are matched by HotRoutes; Starlette's router answers the rest.
+        routes = [*v1.routes(ctx), *v2.routes(ctx), *ops.routes(ctx)]
+        router = Router(routes=routes, redirect_slashes=False)
         access_log = AccessLog() if ctx.settings.access_log else None
-        self._http = GatewayMiddleware(router, ctx, access_log)
+        self._http = GatewayMiddleware(HotRoutes(routes, router), ctx, access_log)
         self._reloader: asyncio.Task[None] | None = None
 
     @property
@@ -155,6 +157,8 @@ class Gateway:
                 await loader
         if state.in_flight:
             logger.warning("shutting down with %d requests still in flight", state.in_flight)
+        if self._http.access_log is not None:
+            self._http.access_log.flush()
 
 
 def create_app(

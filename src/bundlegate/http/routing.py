@@ -17,11 +17,12 @@ from typing import Any
 
 import orjson
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bundlegate.errors import ModelNotReady, NotFound, Overloaded, Unauthenticated
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
 from bundlegate.http.context import GatewayContext, Reply, RequestInfo
+from bundlegate.http.flatrows import flat_rows
 from bundlegate.http.jsonbody import (
     check_content_type,
     decode_content,
@@ -41,7 +42,7 @@ _MAX_VERSION_DIGITS = 9
 class Call:
     """One request as an endpoint sees it."""
 
-    __slots__ = ("ctx", "info", "key", "receive", "scope")
+    __slots__ = ("_body", "ctx", "info", "key", "receive", "scope")
 
     def __init__(self, ctx: GatewayContext, scope: Scope, receive: Receive, info: RequestInfo) -> None:
         self.ctx = ctx
@@ -49,6 +50,7 @@ class Call:
         self.receive = receive
         self.info = info
         self.key: KeyRecord | None = None
+        self._body: bytes | None = None
 
     @property
     def params(self) -> dict[str, str]:
@@ -98,19 +100,29 @@ class Call:
         check_content_type(self.header(b"content-type"), allow_missing=allow_missing_content_type)
         return parse_json(await self.body(), self.ctx.settings.max_json_depth)
 
-    async def json_numbers(self) -> tuple[Any, bool]:
+    async def json_numbers(self, flat_width: int | None = None) -> tuple[Any, bool]:
         """``json()``, and whether the body is one key over nothing but numbers and arrays (see
-        ``jsonbody.parse_json_body``)."""
+        ``jsonbody.parse_json_body``). With ``flat_width``, a body of positional rows of that width is
+        answered as ``(FlatRows, True)``, its numbers parsed into one buffer (``http.flatrows``)."""
         check_content_type(self.header(b"content-type"))
-        return parse_json_body(await self.body(), self.ctx.settings.max_json_depth)
+        body = await self.body()
+        settings = self.ctx.settings
+        if flat_width is not None and settings.max_json_depth >= 3:  # {"inputs": [[...]]} is 3 deep
+            rows = flat_rows(body, flat_width, settings.max_batch_rows)
+            if rows is not None:
+                return rows, True
+        return parse_json_body(body, settings.max_json_depth)
 
     async def body(self) -> bytes:
         """The raw request body, decompressed if it came gzip/deflate encoded (415 for other encodings,
-        413 when the body or what it decompresses to passes the limit)."""
+        413 when the body or what it decompresses to passes the limit). Read once, then kept."""
+        if self._body is not None:  # read once; a second call gets the same bytes
+            return self._body
         limit = self.ctx.settings.max_body_bytes
         body = await read_body(self.receive, self.header(b"content-length"), limit)
         encoding = self.header(b"content-encoding")
-        return body if encoding is None else decode_content(body, encoding, limit)
+        self._body = body if encoding is None else decode_content(body, encoding, limit)
+        return self._body
 
     def deadline(self) -> float:
         """When this request's inference must be done (``time.monotonic`` clock)."""
@@ -154,6 +166,52 @@ class _Endpoint:
         info.route = self.path
         info.endpoint = self.name
         info.reply = await self.handler(Call(self.ctx, scope, receive, info))
+
+
+class HotRoutes:
+    """The POST model routes (``/v1/models/{name}/predict``, ``/v2/models/{name}/infer``, their
+    ``/versions/{version}`` forms...) found with one ``str.split`` and a dict lookup, ahead of
+    Starlette's router, which tries each route's regular expression in turn; everything else, and any
+    request with a ``root_path``, goes on to ``fallback`` (the router), which also answers 404/405.
+
+    ``{name}`` and ``{version}`` match one non-empty path segment, as in Starlette."""
+
+    def __init__(self, routes: list[Route], fallback: ASGIApp) -> None:
+        self.fallback = fallback
+        self._table: dict[tuple[str | None, ...], _Endpoint] = {}
+        for r in routes:
+            key = _template_key(r.path)
+            if key is not None and r.methods == {"POST"} and isinstance(r.endpoint, _Endpoint):
+                self._table.setdefault(key, r.endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "POST" and not scope.get("root_path"):
+            parts: list[str | None] = scope["path"].split("/")
+            if len(parts) > 4 and parts[3] and parts[2] == "models":
+                params = {"name": parts[3]}
+                parts[3] = None
+                if len(parts) > 6 and parts[4] == "versions" and parts[5]:
+                    params["version"] = parts[5]
+                    parts[5] = None
+                endpoint = self._table.get(tuple(parts))
+                if endpoint is not None:
+                    scope["path_params"] = params
+                    await endpoint(scope, receive, send)
+                    return
+        await self.fallback(scope, receive, send)
+
+
+def _template_key(path: str) -> tuple[str | None, ...] | None:
+    """``/v1/models/{name}[/versions/{version}]/...`` as a ``HotRoutes`` key (placeholders as None)."""
+    parts: list[str | None] = list(path.split("/"))
+    if len(parts) < 5 or parts[2] != "models" or parts[3] != "{name}":
+        return None
+    parts[3] = None
+    if len(parts) > 6 and parts[4] == "versions" and parts[5] == "{version}":
+        parts[5] = None
+    if any(p is not None and "{" in p for p in parts):
+        return None
+    return tuple(parts)
 
 
 def route(ctx: GatewayContext, path: str, handler: Handler, methods: list[str], name: str) -> Route:
