@@ -131,11 +131,24 @@ async def test_cheap_requests_of_one_loop_iteration_share_one_predict_call(
     observer = Observer()
     queue = BatchQueue(iris, max_batch_rows=8, max_delay_s=5.0, observer=observer)
     rows = iris_model().X[:20].tolist()
-    results = await asyncio.gather(*(queue.submit(schema.from_record(r)) for r in rows))
     expected = iris_model().estimator.predict(rows).tolist()
-    assert [p.labels.tolist() for p in results if p.labels is not None] == [[e] for e in expected]
+    for burst in range(2):
+        observer.batches.clear()
+        results = await asyncio.gather(*(queue.submit(schema.from_record(r)) for r in rows))
+        assert [p.labels.tolist() for p in results if p.labels is not None] == [[e] for e in expected]
+        if burst == 0:  # a fresh queue has seen no company yet: each ran at once, and it counted them
+            assert [n for n, _, _ in observer.batches] == [1] * 20
     assert [n for n, _, _ in observer.batches] == [8, 8, 4]  # three calls for twenty requests
     assert queue.idle
+
+
+async def test_requests_that_come_one_at_a_time_run_at_once(iris: OnnxModel, schema: CompiledSchema) -> None:
+    observer = Observer()
+    queue = BatchQueue(iris, max_delay_s=5.0, observer=observer)
+    for r in iris_model().X[:10].tolist():
+        await queue.submit(schema.from_record(r))
+        await asyncio.sleep(0)  # the next arrives in a later loop iteration, as at concurrency 1
+    assert [(n, wait) for n, wait, _ in observer.batches] == [(1, 0.0)] * 10
 
 
 async def test_batching_off_runs_each_cheap_request_alone_at_once(
@@ -295,6 +308,9 @@ async def test_a_request_the_model_refuses_fails_alone_in_a_shared_call(
     for inline_max_s in (1.0, -1.0):  # cheap requests of one loop iteration, then the pool worker
         model = Refusing(iris)
         queue = BatchQueue(model, max_delay_s=0.0, inline_max_s=inline_max_s, executor=pool)
+        warm = iris_model().X[10:20].tolist()
+        await asyncio.gather(*(queue.submit(schema.from_record(r)) for r in warm))  # company seen
+        model.calls.clear()
         results = await asyncio.gather(
             *(queue.submit(schema.from_record(r)) for r in rows), return_exceptions=True
         )

@@ -6,13 +6,14 @@ most ``max_batch_rows`` rows; each caller gets back exactly its own rows.
 The algorithm (no waiting for company that is not coming):
 
 0. A request arriving at an idle queue whose estimated inference time is at most ``inline_max_s``
-   runs on the event loop at the end of the current loop iteration, in one ``predict`` call with
-   every other cheap request that reached ``submit`` in the same iteration: a future each and one
-   ``call_soon`` callback, no task, no timer. Under load a server reads many requests per iteration
-   (at concurrency 16 a burst of them), and one call for all their rows is far cheaper than one call
-   each: ``session.run`` costs ~20-30 µs whatever the rows, a single iris row ~1 µs more. Alone
-   (concurrency 1) a request waits two loop iterations, a few µs. With ``max_batch_rows=1``
-   (batching off) a cheap request runs at once, right in ``submit``.
+   is cheap, and runs on the event loop, never in a thread. Under load a server reads many requests
+   per loop iteration (at concurrency 16, bursts of them), and one ``predict`` call for all their rows
+   is far cheaper than one call each: ``session.run`` costs ~20-30 µs whatever the rows, one more iris
+   row ~1 µs. So the queue counts the cheap requests of each loop iteration (a moving average): from
+   1.5 on, a cheap request waits for the end of the iteration and runs in one call with the others
+   (a future each and one ``call_soon`` callback; no task, no timer). Below that, as at concurrency 1,
+   it runs at once, right in ``submit``: a future and two loop iterations would cost ~20 µs and buy
+   nothing. With ``max_batch_rows=1`` (batching off) cheap requests always run at once.
 1. Otherwise a request arriving at an idle queue starts a worker task. The worker first yields one
    event-loop tick, so requests whose handlers are ready in the same tick join the batch, then runs.
 2. Requests arriving while a batch runs accumulate and go together in the next batch.
@@ -55,6 +56,7 @@ T = TypeVar("T")
 
 DEFAULT_INLINE_MAX_S = 0.0005
 _EWMA = 0.2  # weight of the newest call in the learnt cost
+_COMPANY = 1.5  # cheap requests per loop iteration from which they wait for the iteration's end
 
 
 class Predictor(Protocol):
@@ -116,6 +118,8 @@ class BatchQueue:
         self._closed = False
         self._call_s = 0.0  # moving average of a predict call's duration (0: nothing learnt yet)
         self._call_rows = 1.0  # moving average of its rows
+        self._arrivals = 0  # cheap requests run alone in this loop iteration
+        self._company = 1.0  # moving average of cheap requests per loop iteration (step 0)
 
     @property
     def queued_rows(self) -> int:
@@ -146,18 +150,22 @@ class BatchQueue:
             raise Overloaded("the model's queue is full")
         loop = asyncio.get_running_loop()
         if self._worker is None and self.estimate_s(feed.n_rows) <= self.inline_max_s:
-            if self.max_batch_rows == 1:  # batching off: run right here
-                prediction = self.model.predict(feed)
-                inference_s = time.monotonic() - now
-                self.record_inference(feed.n_rows, inference_s)
-                self.observer.on_batch(feed.n_rows, 0.0, inference_s)
-                return prediction
-            # cheap: run at the end of this loop iteration with the other cheap arrivals (step 0)
-            if not self._tick:
-                loop.call_soon(self._run_tick)
-            request = _Request(feed, deadline, loop.create_future(), now)
-            self._tick.append(request)
-            return await request.future
+            if self.max_batch_rows > 1 and self._company >= _COMPANY:
+                # cheap, with company: run at the end of this loop iteration with the others (step 0)
+                if not self._tick:
+                    loop.call_soon(self._run_tick)
+                request = _Request(feed, deadline, loop.create_future(), now)
+                self._tick.append(request)
+                return await request.future
+            # cheap and alone (or batching off): run right here, counting who else arrives meanwhile
+            self._arrivals += 1
+            if self._arrivals == 1:
+                loop.call_soon(self._end_of_iteration)
+            prediction = self.model.predict(feed)
+            inference_s = time.monotonic() - now
+            self.record_inference(feed.n_rows, inference_s)
+            self.observer.on_batch(feed.n_rows, 0.0, inference_s)
+            return prediction
         request = _Request(feed, deadline, loop.create_future(), now)
         self._pending.append(request)
         self._queued_rows += feed.n_rows
@@ -291,9 +299,15 @@ class BatchQueue:
         self.record_inference(feed.n_rows, inference_s)
         self._answer(batch, prediction, started - batch[0].enqueued, inference_s)
 
+    def _end_of_iteration(self) -> None:
+        """How many cheap requests ran alone in the loop iteration that just ended (step 0)."""
+        self._company += _EWMA * (self._arrivals - self._company)
+        self._arrivals = 0
+
     def _run_tick(self) -> None:
         """Step 0: the cheap requests of one loop iteration, in calls of at most ``max_batch_rows``."""
         requests, self._tick = self._tick, []
+        self._company += _EWMA * (len(requests) - self._company)
         batches: list[list[_Request]] = []
         rows = self.max_batch_rows
         for request in requests:
