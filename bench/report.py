@@ -323,8 +323,9 @@ def write(data: dict[str, Any], path: Path) -> None:
         "The server's process tree is pinned to CPU 1 (`taskset -c 1`), wrk (`-t1`) and the driver to CPU 0, "
         "everything on 127.0.0.1 — except the `--workers` comparison, where neither is pinned. "
         f"{data['rounds']} round(s); every number is the median over rounds and every ratio a ratio of medians "
-        f"from this one run. Each load step: wrk for {data['duration_s']:g} s after a 3 s warm-up (plus 3 s of "
-        "batches where batches are measured); single-row requests at c=1/16/64, 1000-row batches at c=4. "
+        f"from this one run. Each load step: wrk for {data['duration_s']:g} s; per model a 3 s warm-up of single "
+        "rows, then single-row requests at c=1/16/64, then 3 s of batches to warm up and 1000-row batches at "
+        "c=4. "
         "rps counts only non-error responses; errors = socket errors + HTTP ≥ 400. Latency is wrk's, "
         "corrected for coordinated omission (see the peer harness notes).",
         "",
