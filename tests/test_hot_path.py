@@ -1,7 +1,6 @@
 """The hot path's shortcuts answer exactly what the checked paths answer (see bench/README.md).
 
 - ``parse_json_body`` proves from the bytes that a body is one key over numbers and arrays;
-- ``CompiledSchema.from_rows(..., numbers_only=True)`` then builds the tensor in one C pass;
 - ``CompiledSchema.encode_batch`` leaves numeric outputs as arrays for orjson to write;
 - ``flatrows.flat_rows`` parses positional rows into one buffer of doubles, proving the shape from
   the bytes, and ``CompiledSchema.from_flat`` makes the tensor from it.
@@ -12,6 +11,7 @@ same 400/422 answers for everything the shortcut must not accept.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -73,26 +73,37 @@ def _outcome(fn: Any) -> Any:
         feed = fn()
     except InvalidInput as e:
         return ("422", e.message, e.details)
+    if feed is None:
+        return None
     return {k: (a.dtype, a.shape, a.tobytes()) for k, a in feed.arrays.items()}
 
 
 @pytest.mark.parametrize(
-    "rows",
+    ("rows", "flat"),
     [
-        iris_model().X.tolist(),
-        [[1, 2, 3, 4], [5, 6, 7, 8]],
-        [[0.1, 2, -3.5, 1e-30]] * 3,
-        [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0, 5.0]],  # ragged, same total
-        [[1.0, 2.0, 3.0, 4.0], [1.0, [2.0], 3.0, 4.0]],  # nested
-        [[1.0, 2.0, 3.0, 4.0], 5.0],  # a number for a row
-        [[1e39, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]],  # too large for float32
-        [[10**400, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]],  # too large for float64
+        (iris_model().X.tolist(), True),
+        ([[1, 2, 3, 4], [5, 6, 7, 8]], True),
+        ([[0.1, 2, -3.5, 1e-30]] * 3, True),
+        ([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0, 5.0]], False),  # ragged, same total
+        ([[1.0, 2.0, 3.0, 4.0], [1.0, [2.0], 3.0, 4.0]], False),  # nested
+        ([[1.0, 2.0, 3.0, 4.0], 5.0], False),  # a number for a row
+        ([[1e39, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]], False),  # too large for float32: 422
+        ([[10**400, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]], False),  # not a number orjson reads: 400
+        ([[2**70, 2.0, 3.0, 4.0]], False),  # an integer beyond 64 bits
     ],
 )
-def test_numbers_only_rows_give_the_checked_paths_answer(iris: CompiledSchema, rows: list[Any]) -> None:
-    fast = _outcome(lambda: iris.from_rows(rows, numbers_only=True))
-    assert fast == _outcome(lambda: iris.from_rows(rows))
-    assert fast == _outcome(lambda: iris.from_batch(rows, numbers_only=True))
+def test_flat_rows_give_the_checked_paths_answer(iris: CompiledSchema, rows: list[Any], flat: bool) -> None:
+    # what /v1 batch does: flat rows and from_flat where they apply, else the checked path
+    body = json.dumps({"inputs": rows}).encode()
+    rows_read = flat_rows(body, 4, 2000)
+    fast = None if rows_read is None else _outcome(lambda: iris.from_flat(*rows_read))
+    assert (fast is not None) is flat  # None: the checked path decides and words the error
+    try:
+        checked = _outcome(lambda: iris.from_rows(parse_json(body, 32)["inputs"]))
+    except MalformedRequest as e:
+        checked = ("400", e.message)
+    if flat:
+        assert fast == checked  # the same tensor, byte for byte
 
 
 def test_encode_batch_writes_the_json_decode_batch_writes(iris: CompiledSchema) -> None:

@@ -39,7 +39,6 @@ DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_STRING_LENGTH = 1024
 
 _NUMERIC = frozenset({"float32", "float64", "int64"})
-_FLOATS = frozenset({"float32", "float64"})
 _NP_DTYPES: dict[str, npt.DTypeLike] = {
     "float32": np.float32,
     "float64": np.float64,
@@ -218,16 +217,9 @@ class CompiledSchema:
         self._rows_direct = (
             whole is not None and whole.block and whole.features == tuple(range(n)) and whole.kind != "int64"
         )
-        # positional rows as one flat list of numbers (``from_flat``): that tensor takes floats only
-        self.flat_width: int | None = (
-            whole.width
-            if whole is not None
-            and self._rows_direct
-            and self.numeric
-            and not whole.int_cols
-            and whole.kind in _FLOATS
-            else None
-        )
+        # positional rows as one flat array of numbers (``from_flat``): that float tensor, no int features
+        flat = whole is not None and self._rows_direct and not whole.int_cols
+        self.flat_width = whole.width if flat and whole is not None else None
         self._scalar_plan = self._scalars()
         self._label_lookup = self._labels(manifest)
         self._class_keys = (
@@ -320,30 +312,24 @@ class CompiledSchema:
             self._check_count(source.n_rows)
         return self._slow(source, _columns_loc)
 
-    def from_rows(self, rows: Any, *, numbers_only: bool = False) -> Feed:
-        """Positional rows (numeric models only): a list of lists of numbers in feature order.
-
-        ``numbers_only``: the caller has proven that every scalar in ``rows`` is an ``int`` or a
-        ``float`` (``jsonbody.parse_json_body`` does, from the bytes); rows of the right width then
-        become the tensor in one C pass, without looking at each value's type."""
+    def from_rows(self, rows: Any) -> Feed:
+        """Positional rows (numeric models only): a list of lists of numbers in feature order. (A
+        request body of such rows usually arrives through ``from_flat`` instead, see ``http.flatrows``.)"""
         if not self.numeric:
             raise InvalidInput(
                 "positional rows need a purely numeric model; send records or columns",
                 [problem(["inputs"], "expected records or columns: this model has non-numeric features")],
             )
         self._check_batch(rows)
-        feed = self._numbers_fast(rows) if numbers_only else None
-        if feed is None:
-            feed = self._rows_fast(rows)
+        feed = self._rows_fast(rows)
         return feed if feed is not None else self._slow(_RowSource(rows, len(self.names)), _rows_loc)
 
-    def from_batch(self, obj: Any, *, numbers_only: bool = False) -> Feed:
-        """A ``/v1`` batch body's ``inputs``: records, positional rows (list of lists) or columns.
-        ``numbers_only``: see ``from_rows``."""
+    def from_batch(self, obj: Any) -> Feed:
+        """A ``/v1`` batch body's ``inputs``: records, positional rows (list of lists) or columns."""
         if isinstance(obj, dict):
             return self.from_columns(obj)
         if isinstance(obj, list) and obj and isinstance(obj[0], list):
-            return self.from_rows(obj, numbers_only=numbers_only)
+            return self.from_rows(obj)
         return self.from_records(obj)
 
     # ------------------------------------------------------------------ outputs
@@ -410,26 +396,6 @@ class CompiledSchema:
                 f"the batch has {n} rows, more than the limit of {self.max_rows}",
                 [problem(["inputs"], f"at most {self.max_rows} rows per request", "too_many_rows")],
             )
-
-    def _numbers_fast(self, rows: list[Any]) -> Feed | None:
-        """Rows known to hold only numbers (``from_rows``) into the one float tensor, or None (ragged or
-        nested rows, a value out of the dtype's range, integer features): the checked paths decide."""
-        if not self._rows_direct:
-            return None
-        t = self._tensors[0]
-        if t.int_cols or t.kind not in ("float32", "float64"):
-            return None
-        n, width = len(rows), t.width
-        try:
-            if set(map(len, rows)) != {width}:
-                return None
-            with np.errstate(over="ignore", invalid="ignore"):
-                flat = np.fromiter(chain.from_iterable(rows), dtype=t.dtype, count=n * width)
-        except (TypeError, ValueError, OverflowError):
-            return None
-        if not np.isfinite(flat).all():  # too large for float32 became inf
-            return None
-        return Feed({t.name: flat.reshape(n, width)}, n)
 
     def from_flat(self, numbers: npt.NDArray[np.float64], n: int) -> Feed | None:
         """``n`` positional rows given as one flat array of doubles (``flat_width`` values per row,

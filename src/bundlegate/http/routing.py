@@ -28,7 +28,6 @@ from bundlegate.http.jsonbody import (
     decode_content,
     header,
     parse_json,
-    parse_json_body,
     read_body,
 )
 from bundlegate.keys import KeyRecord
@@ -100,18 +99,17 @@ class Call:
         check_content_type(self.header(b"content-type"), allow_missing=allow_missing_content_type)
         return parse_json(await self.body(), self.ctx.settings.max_json_depth)
 
-    async def json_numbers(self, flat_width: int | None = None) -> tuple[Any, bool]:
-        """``json()``, and whether the body is one key over nothing but numbers and arrays (see
-        ``jsonbody.parse_json_body``). With ``flat_width``, a body of positional rows of that width is
-        answered as ``(FlatRows, True)``, its numbers parsed into one buffer (``http.flatrows``)."""
+    async def json_or_rows(self, flat_width: int | None) -> Any:
+        """``json()``; with ``flat_width``, a body of positional rows of that width comes back as
+        ``FlatRows``, its numbers parsed straight into one buffer (``http.flatrows``)."""
         check_content_type(self.header(b"content-type"))
         body = await self.body()
         settings = self.ctx.settings
         if flat_width is not None and settings.max_json_depth >= 3:  # {"inputs": [[...]]} is 3 deep
             rows = flat_rows(body, flat_width, settings.max_batch_rows)
             if rows is not None:
-                return rows, True
-        return parse_json_body(body, settings.max_json_depth)
+                return rows
+        return parse_json(body, settings.max_json_depth)
 
     async def body(self) -> bytes:
         """The raw request body, decompressed if it came gzip/deflate encoded (415 for other encodings,

@@ -21,7 +21,6 @@ from bundlegate.errors import InvalidInput, NotFound, problem
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
 from bundlegate.http.context import GatewayContext, Reply
 from bundlegate.http.flatrows import FlatRows
-from bundlegate.http.jsonbody import parse_json_body
 from bundlegate.http.models import model_description, model_summary, status_of
 from bundlegate.http.routing import Call, json_reply, route
 from bundlegate.registry import LoadedVersion
@@ -42,15 +41,15 @@ def _inputs(doc: Any) -> Any:
 
 async def _run(call: Call, loaded: LoadedVersion, batch: bool) -> Reply:
     schema = loaded.schema
-    doc, numbers_only = await call.json_numbers(schema.flat_width if batch else None)
+    doc = await call.json_or_rows(schema.flat_width if batch else None)
     feed = None
     if type(doc) is FlatRows:  # positional rows parsed straight into one buffer
         feed = schema.from_flat(doc.numbers, doc.n_rows)
         if feed is None:  # a value the dtype cannot hold: the general path words the error
-            doc, numbers_only = parse_json_body(await call.body(), call.ctx.settings.max_json_depth)
+            doc = await call.json()
     if feed is None:
         inputs = _inputs(doc)
-        feed = schema.from_batch(inputs, numbers_only=numbers_only) if batch else schema.from_record(inputs)
+        feed = schema.from_batch(inputs) if batch else schema.from_record(inputs)
     prediction = await loaded.queue.submit(feed, call.deadline())
     info = call.info
     head = {"model": info.model, "version": info.version, "request_id": info.request_id}
