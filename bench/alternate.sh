@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Gateway vs the peer harness's bare starlette app, measured in alternation: both servers run at once
-# on CPU 1, and 3-second wrk runs (CPU 0) take turns between them, so a slow spell of this shared box
-# hits both alike. The ratio of the medians is the controlled version of RESULTS.md's c=16 ratio.
+# The gateway against its bound, measured in alternation, so a slow spell of this shared box hits both
+# alike (the ratio of the medians is the controlled version of the one RESULTS.md computes from steps
+# run minutes apart):
 #
-#   bench/alternate.sh [MODEL] [CONNS] [PAIRS]      # defaults: m1 16 5; needs a `make bench` work dir
+#   bench/alternate.sh [MODEL] [CONNS] [PAIRS]   # single rows at CONNS vs the harness's bare starlette
+#                                                # app, both serving on CPU 1 (defaults: m1 16 5)
+#   bench/alternate.sh MODEL batch [PAIRS]       # 1000-row batches at c=4 vs raw onnxruntime
+#                                                # (the harness's ort_raw.py, 1 thread, on CPU 1)
 #
-# Uses BENCH_ROOT (bundles, bodies) from a previous `bench/run.py`, PEERS_ROOT's bare venv and the
-# harness's apps (PEERS_HARNESS). Ports 18561/18562 on 127.0.0.1.
+# Needs a `make bench` work dir (BENCH_ROOT: bundles, bodies), PEERS_ROOT's venvs and models and the
+# harness (PEERS_HARNESS). wrk runs for 3 s on CPU 0; ports 18561/18562 on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-m1}
@@ -21,37 +24,61 @@ key=$(.venv/bin/bundle keys create alternate --models '*' --file "$work/keys.jso
 taskset -c 1 .venv/bin/bundle serve "$root/repo" --host 127.0.0.1 --port 18561 --keys "$work/keys.json" \
   >"$work/gateway.log" 2>&1 &
 gw=$!
-(cd "$harness/apps" && exec taskset -c 1 "$peers/venv-bare/bin/uvicorn" bare_app:app --host 127.0.0.1 \
-  --port 18562 --no-access-log --log-level warning) >"$work/bare.log" 2>&1 &
-bare=$!
+bare=$gw
+if [ "$conns" != batch ]; then
+  (cd "$harness/apps" && exec taskset -c 1 "$peers/venv-bare/bin/uvicorn" bare_app:app --host 127.0.0.1 \
+    --port 18562 --no-access-log --log-level warning) >"$work/bare.log" 2>&1 &
+  bare=$!
+fi
 trap 'kill $gw $bare 2>/dev/null; wait $gw $bare 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 150); do
-  curl -sf -o /dev/null http://127.0.0.1:18561/readyz && curl -sf -o /dev/null http://127.0.0.1:18562/health && break
+  curl -sf -o /dev/null http://127.0.0.1:18561/readyz &&
+    { [ "$conns" = batch ] || curl -sf -o /dev/null http://127.0.0.1:18562/health; } && break
   sleep 0.2
 done
 
-run() {  # port path seconds -> "rps p99_us errors"
-  BODY_FILE="$root/run/$model-single.json" EXTRA_HEADERS="Authorization: Bearer $key" \
-    timeout 60 taskset -c 0 wrk -t1 "-c$conns" "-d${3}s" -s bench/wrk_report.lua "http://127.0.0.1:$1$2" |
+run() {  # port path body connections seconds rows -> "per_s p99_us errors"
+  BODY_FILE="$3" EXTRA_HEADERS="Authorization: Bearer $key" \
+    timeout 60 taskset -c 0 wrk -t1 "-c$4" "-d${5}s" -s bench/wrk_report.lua "http://127.0.0.1:$1$2" |
     sed -n 's/^WRKJSON //p' | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-print(round((r["requests"] - r["err_status"]) / (r["duration_us"] / 1e6)), r["p99_us"], r["err_status"])'
+print(round((r["requests"] - r["err_status"]) / (r["duration_us"] / 1e6) * int(sys.argv[1])), r["p99_us"], r["err_status"])' "$6"
 }
-run 18561 "/v1/models/$model/predict" 2 >/dev/null
-run 18562 /predict 2 >/dev/null
+ort() {  # seconds -> "rows_per_s p99_us 0"
+  taskset -c 1 "$peers/venv-tools/bin/python" "$harness/ort_raw.py" "$peers/models/$model.onnx" \
+    "$peers/models/samples.json" "$model" "$1" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["batch"]
+print(round(r["rows_per_s"]), round(r["p99_ms"] * 1000), 0)'
+}
+if [ "$conns" = batch ]; then
+  names=(gateway onnxruntime)
+  first() { run 18561 "/v1/models/$model/predict/batch" "$root/run/$model-batch.json" 4 "$1" 1000; }
+  second() { ort "$1"; }
+  what="1000-row batches (gateway c=4) vs raw onnxruntime, rows/s"
+else
+  names=(gateway bare)
+  first() { run 18561 "/v1/models/$model/predict" "$root/run/$model-single.json" "$conns" "$1" 1; }
+  second() { run 18562 /predict "$root/run/$model-single.json" "$conns" "$1" 1; }
+  what="single rows at c=$conns, requests/s"
+fi
+first 2 >/dev/null
+second 2 >/dev/null
 for _ in $(seq 1 "$pairs"); do
-  echo "gateway $(run 18561 "/v1/models/$model/predict" 3)"
-  echo "bare $(run 18562 /predict 3)"
+  echo "${names[0]} $(first 3)"
+  echo "${names[1]} $(second 3)"
 done | python3 -c '
 import statistics, sys
+a, b = sys.argv[1:3]
 rows = [line.split() for line in sys.stdin]
 med = {}
-for name in ("gateway", "bare"):
-    rps = [int(r[1]) for r in rows if r[0] == name]
+for name in (a, b):
+    rate = [int(r[1]) for r in rows if r[0] == name]
     p99 = [int(r[2]) / 1000 for r in rows if r[0] == name]
-    med[name] = statistics.median(rps), statistics.median(p99)
-    print(f"{name:8} rps {rps} median {med[name][0]:,.0f}, p99 median {med[name][1]:.2f} ms")
-print(f"gateway / bare: {med['"'"'gateway'"'"'][0] / med['"'"'bare'"'"'][0]:.2f}x rps, "
-      f"{med['"'"'gateway'"'"'][1] / med['"'"'bare'"'"'][1]:.2f}x p99")'
-echo "model $model, c=$conns, $pairs alternating pairs of 3 s runs"
+    errors = sum(int(r[3]) for r in rows if r[0] == name)
+    med[name] = statistics.median(rate), statistics.median(p99)
+    print(f"{name:12} {rate} median {med[name][0]:,.0f}, p99 median {med[name][1]:.2f} ms, errors {errors}")
+p99 = f", {med[a][1] / med[b][1]:.2f}x p99" if b == "bare" else ""  # a queue at c=4 vs one call: no p99 ratio
+print(f"{a} / {b}: {med[a][0] / med[b][0]:.2f}x rate{p99}")' "${names[@]}"
+echo "model $model, $what, $pairs alternating pairs of 3 s runs"

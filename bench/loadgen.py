@@ -67,6 +67,19 @@ def memory_mib(pids: list[int]) -> tuple[float, float]:
     return round(rss / 1024, 1), round(pss / 1024, 1)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (those still alive)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -146,20 +159,29 @@ def wrk(
     rows: int,
     headers: dict[str, str] | None = None,
     cpus: str = LOAD_CPU,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
-    """One load step: ``wrk -t1 -c{conns}`` POSTing ``body_file`` for ``seconds``, pinned to ``cpus``."""
+    """One load step: ``wrk -t1 -c{conns}`` POSTing ``body_file`` for ``seconds``, pinned to ``cpus``.
+    With ``server_pid``, also the CPU its process tree used: % of one CPU and µs per answered request."""
     cmd = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--timeout", "30s"]
     cmd += ["-s", str(WRK_SCRIPT), url]
     hdr = "\n".join(f"{k}: {v}" for k, v in (headers or {}).items())
     env = {**os.environ, "BODY_FILE": str(body_file), "EXTRA_HEADERS": hdr}
+    pids = tree(server_pid) if server_pid is not None else []
+    cpu0 = cpu_seconds(pids)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 90, check=False)
+    cpu = cpu_seconds(pids) - cpu0
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")]
     if not line:
         raise Failed(f"wrk produced no result: {out.stdout[-300:]} {out.stderr[-300:]}")
     r = json.loads(line[-1][8:])
     secs = r["duration_us"] / 1e6
     ok = r["requests"] - r["err_status"]
+    server_cpu = {}
+    if pids and ok:
+        server_cpu = {"server_cpu_pct": round(100 * cpu / secs, 1), "server_cpu_us": round(cpu / ok * 1e6, 1)}
     return {
+        **server_cpu,
         "conns": conns,
         "rps": round(ok / secs, 1),
         "rows_per_s": round(ok * rows / secs, 1),

@@ -160,6 +160,18 @@ def _server_row(name: str, rs: Rounds) -> str:
     )
 
 
+def _cpu_line(rs: Rounds | None) -> str:
+    """The gateway's own CPU per answered request in each step (its process tree, user + system)."""
+    cells = []
+    for kind, c in (("single", "c1"), ("single", "c16"), ("single", "c64"), ("batch", "c4")):
+        us = _med(rs, lambda r, kind=kind, c=c: float(r[kind][c]["server_cpu_us"]))
+        pct = _med(rs, lambda r, kind=kind, c=c: float(r[kind][c]["server_cpu_pct"]))
+        if us is not None and pct is not None:
+            label = f"{'1000-row batches' if kind == 'batch' else 'single rows'} {c.replace('c', 'c=')}"
+            cells.append(f"{label} {_n(us)} µs ({_n(pct)}% of a CPU)")
+    return ("Gateway CPU per answered request: " + "; ".join(cells) + ".") if cells else ""
+
+
 def model_section(m: str, runs: dict[str, Rounds]) -> list[str]:
     servers = {k.split("/", 1)[1]: v for k, v in runs.items() if k.startswith(m + "/")}
     main = [n for n in servers if n not in (ORT, OFF, W1, W2)]
@@ -182,6 +194,9 @@ def model_section(m: str, runs: dict[str, Rounds]) -> list[str]:
             f"{_n(_med(ort, _ort_rows))} rows/s.",
         ]
     gw = servers.get(GW)
+    cpu = _cpu_line(gw)
+    if cpu:
+        out += ["", cpu]
     if _ok(gw):
         out += [
             "",
@@ -226,18 +241,20 @@ def batching_section(runs: dict[str, Rounds]) -> list[str]:
 
 def workers_section(runs: dict[str, Rounds]) -> list[str]:
     out = [
-        "| server | rps c=16 | rps c=64 | p50 / p99 ms c=16 | RSS MiB (PSS) | processes |",
-        "|---|--:|--:|--:|--:|--:|",
+        "| server | rps c=16 | rps c=64 | p50 / p99 ms c=16 | CPU µs/request c=16 (% of a CPU) "
+        "| RSS MiB (PSS) | processes |",
+        "|---|--:|--:|--:|--:|--:|--:|",
     ]
     for name in (W1, W2):
         rs = runs.get(f"m1/{name}")
         if not _ok(rs):
             if rs:
-                out.append(f"| {name} | **{rs[0]['status']}**: {rs[0].get('reason', '')[:120]} | | | | |")
+                out.append(f"| {name} | **{rs[0]['status']}**: {rs[0].get('reason', '')[:120]} | | | | | |")
             continue
         out.append(
             f"| {name} | {_n(_med(rs, _single('c16', 'rps')))} | {_n(_med(rs, _single('c64', 'rps')))} | "
             f"{_n(_med(rs, _single('c16', 'p50_ms')), 2)} / {_n(_med(rs, _single('c16', 'p99_ms')), 2)} | "
+            f"{_n(_med(rs, _single('c16', 'server_cpu_us')))} ({_n(_med(rs, _single('c16', 'server_cpu_pct')))}%) | "
             f"{_n(_med(rs, lambda r: r['rss_mib']))} ({_n(_med(rs, lambda r: r['pss_mib']))}) | "
             f"{_n(_med(rs, lambda r: r['processes']))} |"
         )

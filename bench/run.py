@@ -164,7 +164,7 @@ def run_gateway(
         for case, res in zip(cases, results, strict=True):
             res.update(startup_s=startup, rss_idle_mib=rss_idle)
             try:
-                measure(case, res, variant, base, headers, seconds, wrk_cpus)
+                measure(case, res, variant, base, headers, seconds, wrk_cpus, proc.pid)
             except Failed as e:
                 res["reason"] = str(e)
             res["rss_mib"], res["pss_mib"] = loadgen.memory_mib(loadgen.tree(proc.pid))
@@ -188,6 +188,7 @@ def measure(
     headers: dict[str, str],
     seconds: float,
     wrk_cpus: str,
+    pid: int,
 ) -> None:
     check = verify(case, base, headers)
     res["verify"] = check
@@ -201,7 +202,7 @@ def measure(
     for kind, conns in variant.steps:
         if kind == "single":
             res.setdefault("single", {})[f"c{conns}"] = loadgen.wrk(
-                url1, case.single_body, conns, seconds, 1, headers, wrk_cpus
+                url1, case.single_body, conns, seconds, 1, headers, wrk_cpus, pid
             )
         else:
             # batches warm up right before their own steps, so single rows are measured after the same
@@ -210,7 +211,7 @@ def measure(
                 loadgen.wrk(urlb, case.batch_body, BATCH_CONNS, WARMUP_S, case.batch_rows, headers, wrk_cpus)
                 batches_warm = True
             res.setdefault("batch", {})[f"c{conns}"] = loadgen.wrk(
-                urlb, case.batch_body, conns, seconds, case.batch_rows, headers, wrk_cpus
+                urlb, case.batch_body, conns, seconds, case.batch_rows, headers, wrk_cpus, pid
             )
     res["status"] = "ok"
 
