@@ -42,6 +42,10 @@ def _single(c: str, k: str) -> Callable[[dict[str, Any]], float]:
     return lambda r: float(r["single"][c][k])
 
 
+def _step(kind: str, c: str, k: str) -> Callable[[dict[str, Any]], float]:
+    return lambda r: float(r[kind][c][k])
+
+
 def _batch(k: str) -> Callable[[dict[str, Any]], float]:
     return lambda r: float(r["batch"]["c4"][k])
 
@@ -164,8 +168,8 @@ def _cpu_line(rs: Rounds | None) -> str:
     """The gateway's own CPU per answered request in each step (its process tree, user + system)."""
     cells = []
     for kind, c in (("single", "c1"), ("single", "c16"), ("single", "c64"), ("batch", "c4")):
-        us = _med(rs, lambda r, kind=kind, c=c: float(r[kind][c]["server_cpu_us"]))
-        pct = _med(rs, lambda r, kind=kind, c=c: float(r[kind][c]["server_cpu_pct"]))
+        us = _med(rs, _step(kind, c, "server_cpu_us"))
+        pct = _med(rs, _step(kind, c, "server_cpu_pct"))
         if us is not None and pct is not None:
             label = f"{'1000-row batches' if kind == 'batch' else 'single rows'} {c.replace('c', 'c=')}"
             cells.append(f"{label} {_n(us)} µs ({_n(pct)}% of a CPU)")
