@@ -38,16 +38,16 @@ def _med(rs: Rounds | None, f: Callable[[dict[str, Any]], float]) -> float | Non
     return median(vals) if vals else None
 
 
-def _single(c: str, k: str) -> Callable[[dict[str, Any]], float]:
-    return lambda r: float(r["single"][c][k])
-
-
 def _step(kind: str, c: str, k: str) -> Callable[[dict[str, Any]], float]:
     return lambda r: float(r[kind][c][k])
 
 
+def _single(c: str, k: str) -> Callable[[dict[str, Any]], float]:
+    return _step("single", c, k)
+
+
 def _batch(k: str) -> Callable[[dict[str, Any]], float]:
-    return lambda r: float(r["batch"]["c4"][k])
+    return _step("batch", "c4", k)
 
 
 def _ort_rows(r: dict[str, Any]) -> float:
