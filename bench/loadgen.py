@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -190,3 +191,44 @@ def wrk(
         "errors": sum(v for k, v in r.items() if k.startswith("err_")),
         "wrk": r,
     }
+
+
+# ---------------------------------------------------------------------- the machine itself
+
+_BUSY = (
+    "import sys, time\n"
+    "end, n = time.perf_counter() + float(sys.argv[1]), 0\n"
+    "while time.perf_counter() < end:\n"
+    "    for _ in range(10000):\n"
+    "        pass\n"
+    "    n += 1\n"
+    "print(n)\n"
+)
+
+
+def busy_work(processes: int, seconds: float) -> int:
+    """Run ``processes`` copies of a pure-Python busy loop at once, unpinned; the loops they completed."""
+    procs = [
+        subprocess.Popen(
+            ["taskset", "-c", ALL_CPUS, sys.executable, "-c", _BUSY, str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    return sum(int(p.communicate(timeout=seconds + 30)[0]) for p in procs)
+
+
+def cpu_scaling(seconds: float, pairs: int) -> list[float]:
+    """What two CPU-bound processes get done against one on this box, turn by turn (1,2,2,1,...): the
+    ceiling of any two-worker server here, before its load generator takes its share of the CPUs."""
+    out = []
+    for p in range(pairs):
+        one, two = 0, 0
+        for k in (1, 2) if p % 2 == 0 else (2, 1):
+            if k == 1:
+                one = busy_work(1, seconds)
+            else:
+                two = busy_work(2, seconds)
+        out.append(round(two / one, 3) if one else 0.0)
+    return out

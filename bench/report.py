@@ -15,7 +15,8 @@ from statistics import median
 from typing import Any
 
 GW, BARE, ORT, MLSERVER = "gateway", "bare-starlette", "onnxruntime-raw", "mlserver"
-OFF, W1, W2 = "gateway-batching-off", "gateway-w1-unpinned", "gateway-w2-unpinned"
+ON, OFF = "gateway-batching-on", "gateway-batching-off"
+W1, W2 = "gateway-w1-unpinned", "gateway-w2-unpinned"
 MODEL_TITLES = {
     "m1": "M1 = LogisticRegression on iris (4 features)",
     "m2": "M2 = RandomForestClassifier(100 trees, max_depth=8) on make_classification(20000, 20)",
@@ -74,6 +75,25 @@ def _spread(rs: Rounds | None, f: Callable[[dict[str, Any]], float]) -> str:
     return f"±{(max(vals) - min(vals)) / 2 / median(vals):.0%}"
 
 
+def _pair_ratios(a: Rounds | None, b: Rounds | None, c: str, k: str) -> list[float]:
+    """Turn-by-turn ratios a/b of figure ``k`` at step ``c`` of a pair measured taking turns (see
+    run.py ``run_pair``), over every round in which both succeeded."""
+    out = []
+    for ra, rb in zip(_ok(a), _ok(b), strict=False):
+        try:
+            ta, tb = ra["single"][c]["turns"], rb["single"][c]["turns"]
+        except (KeyError, TypeError):
+            continue
+        out += [x[k] / y[k] for x, y in zip(ta, tb, strict=False) if y.get(k)]
+    return out
+
+
+def _ratios_cell(ratios: list[float]) -> str:
+    if not ratios:
+        return "-"
+    return f"{median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} pairs)"
+
+
 # ---------------------------------------------------------------------- targets
 
 
@@ -118,7 +138,7 @@ def target_rows(runs: dict[str, Rounds], profile: dict[str, Any] | None) -> list
     g_rows = _med(runs.get(f"m1/{GW}"), _batch("rows_per_s"))
     add("m1: 1000-row batch rows/s (positional rows)", g_rows, f"{_n(g_rows)} rows/s", "≥ 1,000,000", 1e6)
     for m in ("m1", "m2"):
-        on = _med(runs.get(f"{m}/{GW}"), _single("c1", "p50_ms"))
+        on = _med(runs.get(f"{m}/{ON}"), _single("c1", "p50_ms"))
         off = _med(runs.get(f"{m}/{OFF}"), _single("c1", "p50_ms"))
         r = on / off if on and off else None
         shown = f"{r:.2f}x ({on:.3f} vs {off:.3f} ms)" if r and on and off else ""
@@ -229,16 +249,21 @@ def model_section(m: str, runs: dict[str, Rounds]) -> list[str]:
 
 
 def batching_section(runs: dict[str, Rounds]) -> list[str]:
-    out = ["| model | batching | rps c=1 | p50 ms | p99 ms | mean ms |", "|---|---|--:|--:|--:|--:|"]
+    out = [
+        "| model | batching | rps c=1 | p50 ms | p99 ms | mean ms | p50 on/off, turn by turn |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
     for m in ("m1", "m2"):
-        for name, label in ((GW, "on (defaults)"), (OFF, "off")):
+        pairs = _ratios_cell(_pair_ratios(runs.get(f"{m}/{ON}"), runs.get(f"{m}/{OFF}"), "c1", "p50_ms"))
+        for name, label in ((ON, "on (defaults)"), (OFF, "off")):
             rs = runs.get(f"{m}/{name}")
             if not _ok(rs):
                 continue
             out.append(
                 f"| {m} | {label} | {_n(_med(rs, _single('c1', 'rps')))} | "
                 f"{_n(_med(rs, _single('c1', 'p50_ms')), 3)} | {_n(_med(rs, _single('c1', 'p99_ms')), 3)} | "
-                f"{_n(_med(rs, lambda r: r['single']['c1']['wrk']['mean_us'] / 1e3), 3)} |"
+                f"{_n(_med(rs, lambda r: r['single']['c1']['wrk']['mean_us'] / 1e3), 3)} | "
+                f"{pairs if name == ON else ''} |"
             )
     return out
 
@@ -262,6 +287,13 @@ def workers_section(runs: dict[str, Rounds]) -> list[str]:
             f"{_n(_med(rs, lambda r: r['rss_mib']))} ({_n(_med(rs, lambda r: r['pss_mib']))}) | "
             f"{_n(_med(rs, lambda r: r['processes']))} |"
         )
+    w1, w2 = runs.get(f"m1/{W1}"), runs.get(f"m1/{W2}")
+    for c in ("c16", "c64"):
+        ratios = _pair_ratios(w2, w1, c, "rps")
+        if ratios:
+            out.append(
+                f"| 2 workers / 1, turn by turn, {c.replace('c', 'c=')} | {_ratios_cell(ratios)} | | | | | |"
+            )
     return out
 
 
@@ -333,6 +365,8 @@ def write(data: dict[str, Any], path: Path) -> None:
     m = data["machine"]
     v = m["versions"]
     variants = data.get("variants", {})
+    paired = data.get("paired", {})
+    scaling = data.get("cpu_scaling") or []
     lines = [
         "# Benchmark results: bundlegate vs the peers",
         "",
@@ -344,7 +378,10 @@ def write(data: dict[str, Any], path: Path) -> None:
         "The server's process tree is pinned to CPU 1 (`taskset -c 1`), wrk (`-t1`) and the driver to CPU 0, "
         "everything on 127.0.0.1 — except the `--workers` comparison, where neither is pinned. "
         f"{data['rounds']} round(s); every number is the median over rounds and every ratio a ratio of medians "
-        f"from this one run. Each load step: wrk for {data['duration_s']:g} s; per model a 3 s warm-up of single "
+        "from this one run. Two servers compared with each other (batching on vs off, 1 vs 2 workers) run "
+        f"side by side and take turns: each step is {paired.get('pairs', '?')} pairs of "
+        f"{paired.get('turn_s', 0):g} s runs, in the order ABBA..., and its figure is their median. "
+        f"Each other load step: wrk for {data['duration_s']:g} s; per model a 3 s warm-up of single "
         "rows, then single-row requests at c=1/16/64, then 3 s of batches to warm up and 1000-row batches at "
         "c=4. "
         "rps counts only non-error responses; errors = socket errors + HTTP ≥ 400. Latency is wrk's, "
@@ -388,13 +425,22 @@ def write(data: dict[str, Any], path: Path) -> None:
         "",
         f"Off = `{' '.join(variants.get(OFF, {}).get('cmd_extra', []))}` "
         "(each request runs alone). At c=1 there is never anything to batch with, so this is the "
-        "cost of the batching machinery itself.",
+        "cost of the batching machinery itself. Both servers are up (pinned to CPU 1) and take turns, "
+        "so the ratio does not depend on which ran first.",
         "",
         *batching_section(runs),
         "",
         "## `--workers 2` vs `--workers 1` (M1, no pinning)",
         "",
-        "Neither the server nor wrk is pinned here: both workers and the load generator share the two CPUs.",
+        "Neither the server nor wrk is pinned here: both workers and the load generator share the two CPUs. "
+        "Both servers are up and take turns. "
+        + (
+            f"**This machine's own ceiling:** two pure-Python busy processes get "
+            f"{median(scaling):.2f}x the work of one done ({min(scaling):.2f}-{max(scaling):.2f}, "
+            f"{len(scaling)} turn pairs of 2 s), before wrk takes its share of the same two CPUs."
+            if scaling
+            else ""
+        ),
         "",
         *workers_section(runs),
         "",

@@ -7,8 +7,10 @@
 Server pinned to CPU 1 (``taskset``), wrk and this driver on CPU 0, everything on 127.0.0.1. Per round:
 the gateway (M1, M2: single rows at c=1/16/64, 1000-row batches at c=4), the chosen peers through the
 shared peer harness (when its virtualenvs exist), the gateway with batching off (c=1), ``--workers 1``
-vs ``--workers 2`` unpinned, and the example bundles; then an optional py-spy profile. Every number in
-RESULTS.md is a median over rounds; raw results go to ``BENCH_ROOT/results.json``.
+vs ``--workers 2`` unpinned, and the example bundles; then an optional py-spy profile. The two
+comparisons between ways of starting the gateway (batching on vs off, 1 vs 2 workers) run both servers
+at once and take turns (``run_pair``). Every number in RESULTS.md is a median over rounds; raw results
+go to ``BENCH_ROOT/results.json``.
 
 Environment: ``BENCH_ROOT`` (work dir, default ``<tmp>/bundlegate-bench``), ``PEERS_ROOT`` (the peer
 harness's venvs and models, default ``<tmp>/peers``), ``PEERS_HARNESS`` (the harness folder, default
@@ -27,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from types import ModuleType
 from typing import Any
 
@@ -50,6 +53,11 @@ BOUNDS = ("bare-starlette", "onnxruntime-raw")
 SINGLE_CONNS, BATCH_CONNS = (1, 16, 64), 4
 WARMUP_S = 3
 BATCHING_OFF = ["--batch-max-rows", "1", "--batch-max-delay-ms", "0"]
+# Two ways of starting the gateway that are compared with each other are measured taking turns, both
+# servers up, in PAIRS short steps per load step (order ABBA...): on this box a step run a minute later
+# can be 20-30% slower, which a single step each would read as a difference between the servers.
+PAIRED = (("gateway-batching-on", "gateway-batching-off"), ("gateway-w1-unpinned", "gateway-w2-unpinned"))
+PAIRS = 4
 
 
 @dataclass
@@ -66,6 +74,12 @@ class Variant:
 FULL = (*(("single", c) for c in SINGLE_CONNS), ("batch", BATCH_CONNS))
 VARIANTS = {
     "gateway": Variant("gateway", [], FULL, note="defaults: adaptive batching on, access log on, 1 worker"),
+    "gateway-batching-on": Variant(
+        "gateway-batching-on",
+        [],
+        (("single", 1),),
+        note="defaults (batching on), measured taking turns with batching off",
+    ),
     "gateway-batching-off": Variant(
         "gateway-batching-off",
         BATCHING_OFF,
@@ -137,47 +151,164 @@ def wait_answering(url: str, body: Any, headers: dict[str, str], timeout_s: floa
             time.sleep(0.2)
 
 
-def run_gateway(
-    variant: Variant, repo: Path, cases: list[ModelCase], keys: Path, key: str, seconds: float, tag: str
-) -> list[dict[str, Any]]:
-    """Start the gateway once for ``variant``, measure every case on it, stop it; one result per case."""
+@dataclass
+class Server:
+    """A started gateway: where it answers, how wrk reaches it, and one result per case."""
+
+    variant: Variant
+    proc: subprocess.Popen[bytes]
+    port: int
+    base: str
+    wrk_cpus: str
+    log_path: Path
+    results: list[dict[str, Any]]
+
+
+def start_gateway(
+    variant: Variant, repo: Path, cases: list[ModelCase], keys: Path, key: str, tag: str
+) -> Server:
+    """Start the gateway for ``variant`` (not yet ready: see ``ready``)."""
     port = loadgen.free_port()
     cmd = gateway.serve_command(repo, port, keys, variant.extra)
     cpus = loadgen.SERVER_CPU if variant.pinned else loadgen.ALL_CPUS
-    wrk_cpus = loadgen.LOAD_CPU if variant.pinned else loadgen.ALL_CPUS
-    headers = {"Authorization": f"Bearer {key}"}
-    base = f"http://127.0.0.1:{port}"
     shown = " ".join(["taskset", "-c", cpus, "bundle", *cmd[len(gateway.bundle_cli()) :]])
     results = [
         {"target": variant.name, "model": c.name, "cmd": shown, "note": variant.note, "status": "error"}
         for c in cases
     ]
     log_path = BENCH_ROOT / "logs" / f"{variant.name}-{tag}.log"
-    t0 = time.time()
     proc = loadgen.start(cmd, cpus, log_path, {})
+    wrk_cpus = loadgen.LOAD_CPU if variant.pinned else loadgen.ALL_CPUS
+    return Server(variant, proc, port, f"http://127.0.0.1:{port}", wrk_cpus, log_path, results)
+
+
+def ready(server: Server, cases: list[ModelCase], headers: dict[str, str], t0: float) -> None:
+    """Wait until every case answers (with --workers N each worker loads on its own: every one must)."""
+    loadgen.wait_ready(server.proc, server.base + "/readyz")
+    for case in cases:
+        wait_answering(server.base + case.single_path, case.single_request, headers)
+    rss_idle, _ = loadgen.memory_mib(loadgen.tree(server.proc.pid))
+    for res in server.results:
+        res.update(startup_s=round(time.time() - t0, 1), rss_idle_mib=rss_idle)
+
+
+def finish(server: Server) -> list[dict[str, Any]]:
+    """Record memory, stop the server, attach its log's tail to results that failed."""
+    for res in server.results:
+        if res["status"] == "ok":
+            res["rss_mib"], res["pss_mib"] = loadgen.memory_mib(loadgen.tree(server.proc.pid))
+            res["processes"] = len(loadgen.tree(server.proc.pid))
+    loadgen.stop(server.proc, server.port)
+    for res in server.results:
+        if res["status"] != "ok":
+            res["log_tail"] = server.log_path.read_text(errors="replace")[-1500:]
+    return server.results
+
+
+def run_gateway(
+    variant: Variant, repo: Path, cases: list[ModelCase], keys: Path, key: str, seconds: float, tag: str
+) -> list[dict[str, Any]]:
+    """Start the gateway once for ``variant``, measure every case on it, stop it; one result per case."""
+    headers = {"Authorization": f"Bearer {key}"}
+    t0 = time.time()
+    server = start_gateway(variant, repo, cases, keys, key, tag)
     try:
-        loadgen.wait_ready(proc, base + "/readyz")
-        for case in cases:  # with --workers N each worker loads on its own: every one must answer
-            wait_answering(base + case.single_path, case.single_request, headers)
-        startup = round(time.time() - t0, 1)
-        rss_idle, _ = loadgen.memory_mib(loadgen.tree(proc.pid))
-        for case, res in zip(cases, results, strict=True):
-            res.update(startup_s=startup, rss_idle_mib=rss_idle)
+        ready(server, cases, headers, t0)
+        for case, res in zip(cases, server.results, strict=True):
             try:
-                measure(case, res, variant, base, headers, seconds, wrk_cpus, proc.pid)
+                measure(case, res, variant, server.base, headers, seconds, server.wrk_cpus, server.proc.pid)
             except Failed as e:
                 res["reason"] = str(e)
-            res["rss_mib"], res["pss_mib"] = loadgen.memory_mib(loadgen.tree(proc.pid))
-            res["processes"] = len(loadgen.tree(proc.pid))
     except Failed as e:
-        for res in results:
+        for res in server.results:
             res["reason"] = str(e)
     finally:
-        loadgen.stop(proc, port)
-    for res in results:
-        if res["status"] != "ok":
-            res["log_tail"] = log_path.read_text(errors="replace")[-1500:]
-    return results
+        finish(server)
+    return server.results
+
+
+def run_pair(
+    names: tuple[str, str], repo: Path, cases: list[ModelCase], keys: Path, key: str, seconds: float, tag: str
+) -> list[dict[str, Any]]:
+    """Two variants with the same steps, both servers up, each step measured on them taking turns:
+    ``PAIRS`` pairs of short runs in the order ABBA..., so a slow spell of the box hits both alike. A
+    step's figures are the medians of its turns; ``turns`` keeps each turn (pair i = turn i of each)."""
+    a, b = (VARIANTS[n] for n in names)
+    if a.steps != b.steps or a.pinned != b.pinned:
+        raise ValueError(f"{names}: a pair compares two servers under the same load")
+    headers = {"Authorization": f"Bearer {key}"}
+    turn_s = turn_seconds(seconds)
+    t0 = time.time()
+    servers = [start_gateway(v, repo, cases, keys, key, tag) for v in (a, b)]
+    try:
+        for server in servers:
+            ready(server, cases, headers, t0)
+        for i, case in enumerate(cases):
+            for server in servers:
+                check = verify(case, server.base, headers)
+                server.results[i]["verify"] = check
+                if not check["ok"]:
+                    server.results[i].update(status="wrong-answers", reason=check["reason"])
+            if any(s.results[i]["status"] == "wrong-answers" for s in servers):
+                continue
+            for server in servers:  # warm-up, not recorded
+                loadgen.wrk(
+                    server.base + case.single_path,
+                    case.single_body,
+                    16,
+                    WARMUP_S,
+                    1,
+                    headers,
+                    server.wrk_cpus,
+                )
+            for kind, conns in a.steps:
+                turns: list[list[dict[str, Any]]] = [[], []]
+                for p in range(PAIRS):
+                    for j in (0, 1) if p % 2 == 0 else (1, 0):
+                        s = servers[j]
+                        path = case.single_path if kind == "single" else case.batch_path
+                        body, rows = (
+                            (case.single_body, 1) if kind == "single" else (case.batch_body, case.batch_rows)
+                        )
+                        turns[j].append(
+                            loadgen.wrk(
+                                s.base + path, body, conns, turn_s, rows, headers, s.wrk_cpus, s.proc.pid
+                            )
+                        )
+                for server, measured in zip(servers, turns, strict=True):
+                    server.results[i].setdefault(kind, {})[f"c{conns}"] = combine(measured)
+            for server in servers:
+                server.results[i]["status"] = "ok"
+    except Failed as e:
+        for server in servers:
+            for res in server.results:
+                if res["status"] != "ok":
+                    res["reason"] = str(e)
+    finally:
+        for server in servers:
+            finish(server)
+    return [res for server in servers for res in server.results]
+
+
+def turn_seconds(step_seconds: float) -> float:
+    """How long one turn of a pair runs: a third of a step, at least 2 s."""
+    return max(2.0, step_seconds / 3)
+
+
+_TURN_FIGURES = ("rps", "rows_per_s", "p50_ms", "p99_ms", "server_cpu_us", "server_cpu_pct")
+
+
+def combine(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """One load step from its turns: the median of each figure, errors summed, each turn kept."""
+    kept = [{k: t[k] for k in _TURN_FIGURES if k in t} for t in turns]
+    out: dict[str, Any] = {k: median(t[k] for t in kept) for k in _TURN_FIGURES if all(k in t for t in kept)}
+    out.update(
+        conns=turns[0]["conns"],
+        errors=sum(t["errors"] for t in turns),
+        wrk={"mean_us": median(t["wrk"]["mean_us"] for t in turns)},
+        turns=kept,
+    )
+    return out
 
 
 def measure(
@@ -385,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers_skipped": skipped,
         "same_models_as_peers": same_models,
         "variants": {v.name: {"note": v.note, "cmd_extra": v.extra} for v in VARIANTS.values()},
+        "paired": {"pairs": PAIRS, "turn_s": turn_seconds(a.duration)},
         "runs": {},
         "gateway_error": setup_error,
         "paths": {
@@ -410,15 +542,13 @@ def main(argv: list[str] | None = None) -> int:
             log(f"    {r['target']} / {r['model']}: {r['status']} {r.get('reason', '')} {extra}")
         raw_path.write_text(json.dumps(data, indent=1))
 
-    variants = ["gateway"] + ([] if a.no_variants else ["gateway-batching-off"])
-    scaling = [] if a.no_variants else ["gateway-w1-unpinned", "gateway-w2-unpinned"]
+    variants = ["gateway"]
+    pairs = [] if a.no_variants else list(PAIRED)
     if only:
-        variants = [
-            v for v, part in (("gateway", "gateway"), ("gateway-batching-off", "off")) if part in only
-        ]
-        scaling = scaling if "workers" in only else []
+        variants = ["gateway"] if "gateway" in only else []
+        pairs = [p for p, part in zip(PAIRED, ("off", "workers"), strict=True) if part in only]
     if setup_error:
-        variants, scaling, examples = [], [], []
+        variants, pairs, examples = [], [], []
     for rnd in range(1, a.rounds + 1):
         for name in variants:
             log(f"round {rnd}: {name} ({', '.join(models)})")
@@ -428,9 +558,13 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"round {rnd}: {name} / {model}")
                 assert peers is not None
                 record([run_peer(name, model, peers, peer_samples, a.duration)], rnd)
-        for name in scaling:
-            log(f"round {rnd}: {name} (m1)")
-            record(run_gateway(VARIANTS[name], repo, cases[:1], keys, key, a.duration, f"r{rnd}"), rnd)
+        for pair in pairs:
+            on = cases if pair == PAIRED[0] else cases[:1]  # --workers: M1 only
+            log(f"round {rnd}: {pair[0]} and {pair[1]} taking turns ({', '.join(c.name for c in on)})")
+            record(run_pair(pair, repo, on, keys, key, a.duration, f"r{rnd}"), rnd)
+            if pair == PAIRED[1]:
+                log(f"round {rnd}: the machine's own scaling, 2 busy processes vs 1")
+                data.setdefault("cpu_scaling", []).extend(loadgen.cpu_scaling(2.0, PAIRS))
         if examples:
             log(f"round {rnd}: example bundles ({', '.join(c.name for c in examples)})")
             example_variant = Variant("gateway", [], (("single", 1), ("single", 16), ("batch", BATCH_CONNS)))
