@@ -3,7 +3,9 @@
 - ``parse_json_body`` proves from the bytes that a body is one key over numbers and arrays;
 - ``CompiledSchema.encode_batch`` leaves numeric outputs as arrays for orjson to write;
 - ``flatrows.flat_rows`` parses positional rows into one buffer of doubles, proving the shape from
-  the bytes, and ``CompiledSchema.from_flat`` makes the tensor from it.
+  the bytes, and ``CompiledSchema.from_flat`` makes the tensor from it;
+- ``/v2`` binary float rows (tritonclient's default) go to ``from_flat`` as the numpy array they
+  arrive as, instead of Python values and ``from_rows``.
 
 Each shortcut is checked against the path it skips: same document, same tensor, same JSON, and the
 same 400/422 answers for everything the shortcut must not accept.
@@ -12,6 +14,7 @@ same 400/422 answers for everything the shortcut must not accept.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,7 @@ from bundle_factory import iris_model, regressor_model
 from bundlegate.errors import InvalidInput, MalformedRequest
 from bundlegate.http.flatrows import flat_rows
 from bundlegate.http.jsonbody import parse_json, parse_json_body
+from bundlegate.http.tensors import decode_binary_inputs, feed_from_tensors
 from bundlegate.schema import CompiledSchema, Prediction
 
 
@@ -199,3 +203,54 @@ def test_from_flat_builds_the_tensor_from_rows_builds(iris: CompiledSchema) -> N
         assert fast.arrays[name].dtype == array.dtype
         np.testing.assert_array_equal(fast.arrays[name], array)
     assert iris.from_flat(np.array([1e39, 1, 2, 3]), 1) is None  # beyond float32: the checked path words it
+
+
+# ----------------------------------------------------------------------------- binary tensor data
+
+
+def _binary_doc(datatype: str, values: np.ndarray[Any, Any], shape: list[int]) -> dict[str, Any]:
+    raw = values.astype(datatype_numpy(datatype)).tobytes()
+    doc = {"inputs": [{"name": "input", "datatype": datatype, "shape": shape}]}
+    doc["inputs"][0]["parameters"] = {"binary_data_size": len(raw)}
+    decode_binary_inputs(doc, memoryview(b"{header}" + raw)[8:])  # data not 8-byte aligned
+    return doc
+
+
+def datatype_numpy(datatype: str) -> str:
+    return {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4"}[datatype]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "values"),
+    [
+        ("FP32", iris_model().X[:50]),
+        ("FP64", iris_model().X[:50] + 1e-9),  # rounds to float32 like the checked path
+        ("FP16", iris_model().X[:50]),
+        ("FP64", np.array([[1e39, 2.0, 3.0, 4.0]])),  # too large for float32: the checked path's 422
+        ("INT64", np.array([[16777217, 2, 3, 4]])),  # ints take the checked path (same rounding)
+        ("INT32", np.array([[1, 2, 3, 4]] * 3)),
+    ],
+)
+def test_binary_rows_give_the_checked_paths_answer(
+    iris: CompiledSchema, datatype: str, values: np.ndarray[Any, Any]
+) -> None:
+    version: Any = SimpleNamespace(manifest=iris.manifest, schema=iris)
+    binary = _binary_doc(datatype, values, list(values.shape))
+    as_json = {"inputs": [{**binary["inputs"][0], "data": binary["inputs"][0]["data"].tolist()}]}
+    fast = _outcome(lambda: feed_from_tensors(version, binary["inputs"]))
+    checked = _outcome(lambda: feed_from_tensors(version, as_json["inputs"]))
+    assert fast == checked  # the same tensor byte for byte, or the same 422
+
+
+def test_binary_float32_rows_are_not_copied(iris: CompiledSchema) -> None:
+    version: Any = SimpleNamespace(manifest=iris.manifest, schema=iris)
+    rows = iris_model().X.astype(np.float32)
+    raw = bytearray(rows.tobytes())
+    doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(rows.shape)}]}
+    doc["inputs"][0]["parameters"] = {"binary_data_size": len(raw)}
+    decode_binary_inputs(doc, memoryview(raw))
+    feed = feed_from_tensors(version, doc["inputs"])
+    (tensor,) = feed.arrays.values()
+    assert tensor.shape == rows.shape
+    assert np.shares_memory(tensor, np.frombuffer(raw, dtype=np.uint8))  # the body's bytes, as sent
+    np.testing.assert_array_equal(tensor, rows)

@@ -397,10 +397,11 @@ class CompiledSchema:
                 [problem(["inputs"], f"at most {self.max_rows} rows per request", "too_many_rows")],
             )
 
-    def from_flat(self, numbers: npt.NDArray[np.float64], n: int) -> Feed | None:
-        """``n`` positional rows given as one flat array of doubles (``flat_width`` values per row,
-        from ``http.flatrows``) as the one float tensor; None when a value does not fit the dtype (the
-        checked paths then decide and word the error)."""
+    def from_flat(self, numbers: npt.NDArray[np.floating[Any]], n: int) -> Feed | None:
+        """``n`` positional rows given as one flat array of floats (``flat_width`` values per row: the
+        doubles of ``http.flatrows``, or binary tensor data) as the one float tensor, without a copy
+        when the dtype is already the tensor's; None when a value does not fit the dtype (the checked
+        paths then decide and word the error)."""
         self._check_count(n)
         t = self._tensors[0]
         if numbers.size != n * t.width:

@@ -6,8 +6,12 @@
   feature, named as the feature (shape ``[N]`` or ``[N, 1]``), or, for purely numeric models, one
   ``[N, n_features]`` tensor under any name. ``data`` may be flat or nested.
 - ``decode_binary_inputs(doc, raw)``: the binary tensor data extension (tritonclient's default): raw
-  little-endian values, BYTES as 4-byte length-prefixed strings.
-- ``infer_outputs(...)``: a ``Prediction`` → infer ``outputs``.
+  little-endian values, BYTES as 4-byte length-prefixed strings. Numeric data stays a numpy array; a
+  float ``[N, n_features]`` tensor for a model that takes flat rows goes straight to its input tensor
+  (``CompiledSchema.from_flat``: no Python object per value), everything else through Python values
+  and the checked paths, which word the errors.
+- ``infer_outputs(...)``: a ``Prediction`` → infer ``outputs``, numeric data left as numpy arrays
+  (``CompiledSchema.encode_batch``) for ``orjson.dumps(..., option=OPT_SERIALIZE_NUMPY)``.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from bundlegate.errors import InvalidInput, problem
 from bundlegate.manifest import Manifest
 from bundlegate.registry import LoadedVersion
-from bundlegate.schema import Feed, Prediction
+from bundlegate.schema import CompiledSchema, Feed, Prediction
 
 DATATYPE = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "bool": "BOOL", "string": "BYTES"}
 _NUMERIC_TYPES = frozenset(
@@ -34,6 +39,7 @@ _ACCEPTED = {
     "bool": frozenset({"BOOL"}),
     "string": frozenset({"BYTES"}),
 }
+_FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 _NUMPY = {
     "FP16": "<f2",
     "FP32": "<f4",
@@ -122,8 +128,9 @@ def infer_outputs(
     loaded: LoadedVersion, prediction: Prediction, n_rows: int, requested: set[str] | None
 ) -> list[dict[str, Any]]:
     """The ``outputs`` of an infer response: ``label`` (original classes) and ``probabilities``
-    (FP32 ``[N, n_classes]``) for classifiers, ``value`` for regressors; only ``requested`` ones."""
-    out = loaded.schema.decode_batch(prediction)
+    (FP32 ``[N, n_classes]``) for classifiers, ``value`` for regressors; only ``requested`` ones.
+    Write it with ``orjson.OPT_SERIALIZE_NUMPY``: numeric data stays numpy arrays."""
+    out = loaded.schema.encode_batch(prediction)
     manifest = loaded.manifest
     outputs: list[dict[str, Any]] = []
     if manifest.outputs.label is not None and "predictions" in out:
@@ -150,12 +157,18 @@ def infer_outputs(
                 "name": "probabilities",
                 "datatype": "FP32",
                 "shape": [n_rows, prediction.probabilities.shape[1]],
-                "data": [p for row in out["probabilities"] for p in row],
+                "data": _flat(out["probabilities"]),
             }
         )
     if requested is not None:
         outputs = [o for o in outputs if o["name"] in requested]
     return outputs
+
+
+def _flat(rows: Any) -> Any:
+    if isinstance(rows, np.ndarray):
+        return rows.ravel()
+    return [p for row in rows for p in row]
 
 
 def decode_binary_inputs(doc: Any, binary: memoryview) -> None:
@@ -189,7 +202,7 @@ def _binary_size(tensor: Any) -> int | None:
     return size
 
 
-def _decode_binary(raw: memoryview, datatype: Any, i: int) -> list[Any]:
+def _decode_binary(raw: memoryview, datatype: Any, i: int) -> list[Any] | npt.NDArray[Any]:
     if datatype == "BYTES":
         values: list[Any] = []
         offset = 0
@@ -222,8 +235,7 @@ def _decode_binary(raw: memoryview, datatype: Any, i: int) -> list[Any]:
         raise InvalidInput(
             "tensor data is not finite", [problem(["inputs", i, "data"], "not a finite number")]
         )
-    result: list[Any] = array.tolist()
-    return result
+    return array
 
 
 def _flatten(data: Any) -> list[Any] | None:
@@ -244,7 +256,10 @@ def _flatten(data: Any) -> list[Any] | None:
     return flat
 
 
-def _tensor(tensor: Any, i: int) -> tuple[str, list[int], str, list[Any]]:
+Data = list[Any] | npt.NDArray[Any]  # a numpy array only from binary tensor data (1-D, finite)
+
+
+def _tensor(tensor: Any, i: int) -> tuple[str, list[int], str, Data]:
     loc: list[str | int] = ["inputs", i]
     if not isinstance(tensor, dict):
         raise InvalidInput("a tensor must be an object", [problem(loc, "expected an object", "type")])
@@ -256,7 +271,8 @@ def _tensor(tensor: Any, i: int) -> tuple[str, list[int], str, list[Any]]:
         problems.append(problem([*loc, "shape"], "expected a list of non-negative integers"))
     if not isinstance(datatype, str):
         problems.append(problem([*loc, "datatype"], "field required", "missing"))
-    data = _flatten(tensor.get("data"))
+    raw = tensor.get("data")
+    data: Data | None = raw if isinstance(raw, np.ndarray) else _flatten(raw)
     if data is None:
         problems.append(problem([*loc, "data"], "expected an array", "type"))
     if problems:
@@ -300,7 +316,7 @@ def feed_from_tensors(loaded: LoadedVersion, raw_tensors: list[Any]) -> Feed:
                     [problem(["inputs", i, "shape"], "expected [N] or [N, 1] with the same N", "shape")],
                 )
             n_rows = shape[0]
-            columns[name] = data
+            columns[name] = data.tolist() if isinstance(data, np.ndarray) else data
         return schema.from_columns(columns)
     matrix = matrix_input(manifest)
     if matrix is not None and len(tensors) == 1:
@@ -318,6 +334,11 @@ def feed_from_tensors(loaded: LoadedVersion, raw_tensors: list[Any]) -> Feed:
                 f"the input tensor must have shape [N, {width}]",
                 [problem(["inputs", 0, "shape"], f"expected [N, {width}]", "shape")],
             )
+        if isinstance(data, np.ndarray):
+            feed = _binary_rows(schema, data, datatype, shape[0])
+            if feed is not None:
+                return feed
+            data = data.tolist()
         rows = [data[r * width : (r + 1) * width] for r in range(shape[0])]
         return schema.from_rows(rows)
     expected = ", ".join(features)
@@ -326,3 +347,14 @@ def feed_from_tensors(loaded: LoadedVersion, raw_tensors: list[Any]) -> Feed:
         + (" or one [N, n_features] tensor" if matrix is not None else ""),
         [problem(["inputs"], "the tensors do not match the model's inputs", "schema")],
     )
+
+
+def _binary_rows(schema: CompiledSchema, data: npt.NDArray[Any], datatype: str, n: int) -> Feed | None:
+    """Binary float rows as the model's float tensor, or None (the checked path decides): only for a
+    schema that takes flat rows, and only float data, whose conversion to the tensor's dtype is the
+    same rounding the checked path does (ints would round differently, as Python ints)."""
+    if schema.flat_width is None or datatype not in _FLOAT_TYPES:
+        return None
+    if not data.flags.aligned:  # the data starts wherever the JSON header ended
+        data = data.copy()
+    return schema.from_flat(data, n)

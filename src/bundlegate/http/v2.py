@@ -112,7 +112,7 @@ async def infer(call: Call) -> Reply:
     if isinstance(doc.get("parameters"), dict):
         body["parameters"] = doc["parameters"]
     body["outputs"] = infer_outputs(loaded, prediction, feed.n_rows, requested)
-    return Reply(200, orjson.dumps(body))
+    return Reply(200, orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
 async def _infer_document(call: Call) -> Any:
