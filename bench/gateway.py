@@ -39,6 +39,10 @@ class ModelCase:
     min_agreement: float = 0.999  # float32 ONNX may flip a borderline row
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # the same batch as FP32 binary tensor data to /v2 .../infer (tritonclient's default encoding)
+    binary_path: str = ""
+    binary_body: Path | None = None
+    binary_header_length: int = 0
 
 
 def bundle_cli() -> list[str]:
@@ -108,13 +112,31 @@ def write_body(path: Path, body: Any) -> Path:
     return path
 
 
+def write_binary_body(path: Path, rows: list[list[float]]) -> int:
+    """An Open Inference Protocol infer body with binary tensor data: a JSON header naming one FP32
+    ``[N, width]`` tensor, then its little-endian bytes. Returns the header's length (sent as
+    ``Inference-Header-Content-Length``)."""
+    import numpy as np
+
+    data = np.asarray(rows, dtype="<f4").tobytes()
+    tensor = {"name": "input", "datatype": "FP32", "shape": [len(rows), len(rows[0])]}
+    tensor["parameters"] = {"binary_data_size": len(data)}
+    header = json.dumps({"inputs": [tensor]}).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + data)
+    return len(header)
+
+
 def bench_cases(root: Path, samples: dict[str, Any], names: list[str]) -> list[ModelCase]:
-    """M1/M2 as positional rows: one row to ``/predict``, 1000 rows to ``/predict/batch``."""
+    """M1/M2 as positional rows: one row to ``/predict``, 1000 rows to ``/predict/batch``, and the
+    same 1000 rows as binary tensor data to ``/v2/models/{m}/infer``."""
     cases = []
     for name in names:
         s = samples[name]
         single = {"inputs": s["row"]}
         batch = {"inputs": s["batch"][:BATCH_ROWS]}
+        binary = root / "run" / f"{name}-batch.bin"
+        header_length = write_binary_body(binary, batch["inputs"])
         cases.append(
             ModelCase(
                 name=name,
@@ -127,6 +149,9 @@ def bench_cases(root: Path, samples: dict[str, Any], names: list[str]) -> list[M
                 batch_request=batch,
                 expected=s["expected"],
                 batch_expected=s["batch_expected"][:BATCH_ROWS],
+                binary_path=f"/v2/models/{name}/infer",
+                binary_body=binary,
+                binary_header_length=header_length,
             )
         )
     return cases

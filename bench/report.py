@@ -171,6 +171,7 @@ def _server_row(name: str, rs: Rounds) -> str:
     errs = sum(
         sum(x["errors"] for x in r.get("single", {}).values())
         + sum(x["errors"] for x in r.get("batch", {}).values())
+        + sum(x["errors"] for x in r.get("binary", {}).values())
         for r in ok
     )
     c16 = f"{_n(_med(ok, s('c16', 'p50_ms')), 2)} / {_n(_med(ok, s('c16', 'p99_ms')), 2)}"
@@ -196,9 +197,28 @@ def _cpu_line(rs: Rounds | None) -> str:
     return ("Gateway CPU per answered request: " + "; ".join(cells) + ".") if cells else ""
 
 
+def _binary_line(gw: Rounds | None, ort: Rounds) -> list[str]:
+    """The 1000-row batch again, as FP32 binary tensor data to /v2 (no JSON numbers to parse)."""
+    rows = _med(gw, _step("binary", "c4", "rows_per_s"))
+    failed = [r["binary_error"] for r in _ok(gw) if r.get("binary_error")]
+    if rows is None:
+        return ["", f"Binary tensor batches failed: {failed[0][:200]}"] if failed else []
+    o_rows = _med(ort, _ort_rows)
+    vs = f", {rows / o_rows:.2f}x raw onnxruntime" if o_rows else ""
+    return [
+        "",
+        "The same 1000 rows as FP32 binary tensor data (`POST /v2/models/{m}/infer` with "
+        "`Inference-Header-Content-Length`, what tritonclient sends by default), c=4: "
+        f"{_n(rows)} rows/s{vs}, p50 {_n(_med(gw, _step('binary', 'c4', 'p50_ms')), 2)} ms, "
+        f"gateway CPU {_n(_med(gw, _step('binary', 'c4', 'server_cpu_us')))} µs a batch"
+        + (f" ({len(failed)} round(s) failed: {failed[0][:120]})" if failed else "")
+        + ".",
+    ]
+
+
 def model_section(m: str, runs: dict[str, Rounds]) -> list[str]:
     servers = {k.split("/", 1)[1]: v for k, v in runs.items() if k.startswith(m + "/")}
-    main = [n for n in servers if n not in (ORT, OFF, W1, W2)]
+    main = [n for n in servers if n not in (ORT, ON, OFF, W1, W2)]
     main.sort(key=lambda n: (n != GW, n != BARE, n))
     out = [
         f"### {m}: {MODEL_TITLES.get(m, m)}",
@@ -221,6 +241,7 @@ def model_section(m: str, runs: dict[str, Rounds]) -> list[str]:
     cpu = _cpu_line(gw)
     if cpu:
         out += ["", cpu]
+    out += _binary_line(gw, ort)
     if _ok(gw):
         out += [
             "",

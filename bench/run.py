@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -71,7 +72,7 @@ class Variant:
     note: str = ""
 
 
-FULL = (*(("single", c) for c in SINGLE_CONNS), ("batch", BATCH_CONNS))
+FULL = (*(("single", c) for c in SINGLE_CONNS), ("batch", BATCH_CONNS), ("binary", BATCH_CONNS))
 VARIANTS = {
     "gateway": Variant("gateway", [], FULL, note="defaults: adaptive batching on, access log on, 1 worker"),
     "gateway-batching-on": Variant(
@@ -136,6 +137,34 @@ def verify(case: ModelCase, base: str, headers: dict[str, str]) -> dict[str, Any
         return {**out, "reason": f"{type(e).__name__}: {e}"}
     out["ok"] = True
     return out
+
+
+def binary_request_headers(case: ModelCase, headers: dict[str, str]) -> dict[str, str]:
+    return {
+        **headers,
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(case.binary_header_length),
+    }
+
+
+def verify_binary(case: ModelCase, base: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The binary batch must get the same labels as the JSON batch's check (``batch_expected``)."""
+    assert case.binary_body is not None
+    req = urllib.request.Request(base + case.binary_path, case.binary_body.read_bytes(), headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            outputs = {o["name"]: o for o in json.loads(r.read())["outputs"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return {"ok": False, "reason": f"{type(e).__name__}: {str(e)[:300]}"}
+    labels = outputs.get("label", {}).get("data", [])
+    if len(labels) != case.batch_rows:
+        return {"ok": False, "reason": f"{len(labels)} labels for {case.batch_rows} rows"}
+    if case.batch_expected is not None:
+        agree = sum(int(a) == b for a, b in zip(labels, case.batch_expected, strict=True)) / len(labels)
+        if agree < case.min_agreement:
+            return {"ok": False, "reason": f"agreement with sklearn {agree:.4f}"}
+        return {"ok": True, "batch_agreement": agree}
+    return {"ok": True}
 
 
 def wait_answering(url: str, body: Any, headers: dict[str, str], timeout_s: float = 60) -> None:
@@ -334,6 +363,25 @@ def measure(
         if kind == "single":
             res.setdefault("single", {})[f"c{conns}"] = loadgen.wrk(
                 url1, case.single_body, conns, seconds, 1, headers, wrk_cpus, pid
+            )
+        elif kind == "binary":
+            if case.binary_body is None:
+                continue
+            binary_headers = binary_request_headers(case, headers)
+            check = verify_binary(case, base, binary_headers)
+            res["verify_binary"] = check
+            if not check["ok"]:  # shown in RESULTS.md; the JSON steps above still count
+                res["binary_error"] = check["reason"]
+                continue
+            res.setdefault("binary", {})[f"c{conns}"] = loadgen.wrk(
+                base + case.binary_path,
+                case.binary_body,
+                conns,
+                seconds,
+                case.batch_rows,
+                binary_headers,
+                wrk_cpus,
+                pid,
             )
         else:
             # batches warm up right before their own steps, so single rows are measured after the same
