@@ -212,7 +212,8 @@ def _binary_doc(datatype: str, values: np.ndarray[Any, Any], shape: list[int]) -
     raw = values.astype(datatype_numpy(datatype)).tobytes()
     doc = {"inputs": [{"name": "input", "datatype": datatype, "shape": shape}]}
     doc["inputs"][0]["parameters"] = {"binary_data_size": len(raw)}
-    decode_binary_inputs(doc, memoryview(b"{header}" + raw)[8:])  # data not 8-byte aligned
+    decode_binary_inputs(doc, memoryview(b"{hdr}" + raw)[5:])  # at an odd address, as after a header
+    assert not doc["inputs"][0]["data"].flags.aligned  # so _binary_rows copies it first
     return doc
 
 
