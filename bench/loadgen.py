@@ -81,6 +81,31 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+def cpu_list(cpus: str) -> list[int]:
+    """``"1"`` / ``"0-1"`` / ``"0,2"`` (taskset's list syntax) as CPU numbers."""
+    out: list[int] = []
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
+def steal_seconds(cpus: list[int]) -> float:
+    """Seconds the hypervisor has so far run something else while ``cpus`` wanted to run (the
+    ``steal`` column of /proc/stat; 0 where the kernel does not report it)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus and len(fields) > 7:
+            total += int(fields[7])
+    return total / tick
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -161,17 +186,22 @@ def wrk(
     headers: dict[str, str] | None = None,
     cpus: str = LOAD_CPU,
     server_pid: int | None = None,
+    server_cpus: str | None = None,
 ) -> dict[str, Any]:
     """One load step: ``wrk -t1 -c{conns}`` POSTing ``body_file`` for ``seconds``, pinned to ``cpus``.
-    With ``server_pid``, also the CPU its process tree used: % of one CPU and µs per answered request."""
+    With ``server_pid``, also the CPU its process tree used: % of one CPU and µs per answered request;
+    with ``server_cpus``, the host's steal time on those CPUs and on wrk's as % of their time (a slow
+    spell of the host: on wrk's CPU it starves the server of requests)."""
     cmd = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--timeout", "30s"]
     cmd += ["-s", str(WRK_SCRIPT), url]
     hdr = "\n".join(f"{k}: {v}" for k, v in (headers or {}).items())
     env = {**os.environ, "BODY_FILE": str(body_file), "EXTRA_HEADERS": hdr}
     pids = tree(server_pid) if server_pid is not None else []
-    cpu0 = cpu_seconds(pids)
+    watched, load = (cpu_list(server_cpus) if server_cpus else []), cpu_list(cpus)
+    cpu0, steal0, load0 = cpu_seconds(pids), steal_seconds(watched), steal_seconds(load)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 90, check=False)
-    cpu = cpu_seconds(pids) - cpu0
+    cpu, steal = cpu_seconds(pids) - cpu0, steal_seconds(watched) - steal0
+    load_steal = steal_seconds(load) - load0
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")]
     if not line:
         raise Failed(f"wrk produced no result: {out.stdout[-300:]} {out.stderr[-300:]}")
@@ -181,6 +211,9 @@ def wrk(
     server_cpu = {}
     if pids and ok:
         server_cpu = {"server_cpu_pct": round(100 * cpu / secs, 1), "server_cpu_us": round(cpu / ok * 1e6, 1)}
+    if watched:
+        server_cpu["steal_pct"] = round(100 * steal / (secs * len(watched)), 1)
+        server_cpu["load_steal_pct"] = round(100 * load_steal / (secs * len(load)), 1)
     return {
         **server_cpu,
         "conns": conns,

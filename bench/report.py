@@ -188,13 +188,29 @@ def _server_row(name: str, rs: Rounds) -> str:
 def _cpu_line(rs: Rounds | None) -> str:
     """The gateway's own CPU per answered request in each step (its process tree, user + system)."""
     cells = []
+    steal = []
     for kind, c in (("single", "c1"), ("single", "c16"), ("single", "c64"), ("batch", "c4")):
         us = _med(rs, _step(kind, c, "server_cpu_us"))
         pct = _med(rs, _step(kind, c, "server_cpu_pct"))
         if us is not None and pct is not None:
             label = f"{'1000-row batches' if kind == 'batch' else 'single rows'} {c.replace('c', 'c=')}"
             cells.append(f"{label} {_n(us)} µs ({_n(pct)}% of a CPU)")
-    return ("Gateway CPU per answered request: " + "; ".join(cells) + ".") if cells else ""
+        for r in _ok(rs):
+            try:
+                steal.append((float(r[kind][c]["steal_pct"]), float(r[kind][c]["load_steal_pct"])))
+            except (KeyError, TypeError):
+                continue
+    if not cells:
+        return ""
+    line = "Gateway CPU per answered request: " + "; ".join(cells) + "."
+    if steal:
+        server, load = [s[0] for s in steal], [s[1] for s in steal]
+        line += (
+            " The host's steal time in these steps (time the hypervisor gave to someone else), on the "
+            f"server's CPU: median {median(server):.1f}%, worst {max(server):.1f}%; on wrk's: median "
+            f"{median(load):.1f}%, worst {max(load):.1f}%."
+        )
+    return line
 
 
 def _binary_line(gw: Rounds | None, ort: Rounds) -> list[str]:

@@ -301,7 +301,15 @@ def run_pair(
                         )
                         turns[j].append(
                             loadgen.wrk(
-                                s.base + path, body, conns, turn_s, rows, headers, s.wrk_cpus, s.proc.pid
+                                s.base + path,
+                                body,
+                                conns,
+                                turn_s,
+                                rows,
+                                headers,
+                                s.wrk_cpus,
+                                s.proc.pid,
+                                loadgen.SERVER_CPU if s.variant.pinned else loadgen.ALL_CPUS,
                             )
                         )
                 for server, measured in zip(servers, turns, strict=True):
@@ -324,7 +332,16 @@ def turn_seconds(step_seconds: float) -> float:
     return max(2.0, step_seconds / 3)
 
 
-_TURN_FIGURES = ("rps", "rows_per_s", "p50_ms", "p99_ms", "server_cpu_us", "server_cpu_pct")
+_TURN_FIGURES = (
+    "rps",
+    "rows_per_s",
+    "p50_ms",
+    "p99_ms",
+    "server_cpu_us",
+    "server_cpu_pct",
+    "steal_pct",
+    "load_steal_pct",
+)
 
 
 def combine(turns: list[dict[str, Any]]) -> dict[str, Any]:
@@ -358,11 +375,12 @@ def measure(
         return
     url1, urlb = base + case.single_path, base + case.batch_path
     loadgen.wrk(url1, case.single_body, 16, WARMUP_S, 1, headers, wrk_cpus)  # warm-up, not recorded
+    server_cpus = loadgen.SERVER_CPU if variant.pinned else loadgen.ALL_CPUS
     batches_warm = False
     for kind, conns in variant.steps:
         if kind == "single":
             res.setdefault("single", {})[f"c{conns}"] = loadgen.wrk(
-                url1, case.single_body, conns, seconds, 1, headers, wrk_cpus, pid
+                url1, case.single_body, conns, seconds, 1, headers, wrk_cpus, pid, server_cpus
             )
         elif kind == "binary":
             if case.binary_body is None:
@@ -382,6 +400,7 @@ def measure(
                 binary_headers,
                 wrk_cpus,
                 pid,
+                server_cpus,
             )
         else:
             # batches warm up right before their own steps, so single rows are measured after the same
@@ -390,7 +409,7 @@ def measure(
                 loadgen.wrk(urlb, case.batch_body, BATCH_CONNS, WARMUP_S, case.batch_rows, headers, wrk_cpus)
                 batches_warm = True
             res.setdefault("batch", {})[f"c{conns}"] = loadgen.wrk(
-                urlb, case.batch_body, conns, seconds, case.batch_rows, headers, wrk_cpus, pid
+                urlb, case.batch_body, conns, seconds, case.batch_rows, headers, wrk_cpus, pid, server_cpus
             )
     res["status"] = "ok"
 
