@@ -119,7 +119,7 @@ def write_binary_body(path: Path, rows: list[list[float]]) -> int:
     import numpy as np
 
     data = np.asarray(rows, dtype="<f4").tobytes()
-    tensor = {"name": "input", "datatype": "FP32", "shape": [len(rows), len(rows[0])]}
+    tensor: dict[str, Any] = {"name": "input", "datatype": "FP32", "shape": [len(rows), len(rows[0])]}
     tensor["parameters"] = {"binary_data_size": len(data)}
     header = json.dumps({"inputs": [tensor]}).encode()
     path.parent.mkdir(parents=True, exist_ok=True)

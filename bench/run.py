@@ -71,6 +71,14 @@ class Variant:
     pinned: bool = True
     note: str = ""
 
+    @property
+    def server_cpus(self) -> str:
+        return loadgen.SERVER_CPU if self.pinned else loadgen.ALL_CPUS
+
+    @property
+    def wrk_cpus(self) -> str:
+        return loadgen.LOAD_CPU if self.pinned else loadgen.ALL_CPUS
+
 
 FULL = (*(("single", c) for c in SINGLE_CONNS), ("batch", BATCH_CONNS), ("binary", BATCH_CONNS))
 VARIANTS = {
@@ -188,7 +196,6 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     base: str
-    wrk_cpus: str
     log_path: Path
     results: list[dict[str, Any]]
 
@@ -199,16 +206,14 @@ def start_gateway(
     """Start the gateway for ``variant`` (not yet ready: see ``ready``)."""
     port = loadgen.free_port()
     cmd = gateway.serve_command(repo, port, keys, variant.extra)
-    cpus = loadgen.SERVER_CPU if variant.pinned else loadgen.ALL_CPUS
-    shown = " ".join(["taskset", "-c", cpus, "bundle", *cmd[len(gateway.bundle_cli()) :]])
+    shown = " ".join(["taskset", "-c", variant.server_cpus, "bundle", *cmd[len(gateway.bundle_cli()) :]])
     results = [
         {"target": variant.name, "model": c.name, "cmd": shown, "note": variant.note, "status": "error"}
         for c in cases
     ]
     log_path = BENCH_ROOT / "logs" / f"{variant.name}-{tag}.log"
-    proc = loadgen.start(cmd, cpus, log_path, {})
-    wrk_cpus = loadgen.LOAD_CPU if variant.pinned else loadgen.ALL_CPUS
-    return Server(variant, proc, port, f"http://127.0.0.1:{port}", wrk_cpus, log_path, results)
+    proc = loadgen.start(cmd, variant.server_cpus, log_path, {})
+    return Server(variant, proc, port, f"http://127.0.0.1:{port}", log_path, results)
 
 
 def ready(server: Server, cases: list[ModelCase], headers: dict[str, str], t0: float) -> None:
@@ -245,7 +250,7 @@ def run_gateway(
         ready(server, cases, headers, t0)
         for case, res in zip(cases, server.results, strict=True):
             try:
-                measure(case, res, variant, server.base, headers, seconds, server.wrk_cpus, server.proc.pid)
+                measure(case, res, variant, server.base, headers, seconds, server.proc.pid)
             except Failed as e:
                 res["reason"] = str(e)
     except Failed as e:
@@ -281,37 +286,12 @@ def run_pair(
             if any(s.results[i]["status"] == "wrong-answers" for s in servers):
                 continue
             for server in servers:  # warm-up, not recorded
+                v = server.variant
                 loadgen.wrk(
-                    server.base + case.single_path,
-                    case.single_body,
-                    16,
-                    WARMUP_S,
-                    1,
-                    headers,
-                    server.wrk_cpus,
+                    server.base + case.single_path, case.single_body, 16, WARMUP_S, 1, headers, v.wrk_cpus
                 )
             for kind, conns in a.steps:
-                turns: list[list[dict[str, Any]]] = [[], []]
-                for p in range(PAIRS):
-                    for j in (0, 1) if p % 2 == 0 else (1, 0):
-                        s = servers[j]
-                        path = case.single_path if kind == "single" else case.batch_path
-                        body, rows = (
-                            (case.single_body, 1) if kind == "single" else (case.batch_body, case.batch_rows)
-                        )
-                        turns[j].append(
-                            loadgen.wrk(
-                                s.base + path,
-                                body,
-                                conns,
-                                turn_s,
-                                rows,
-                                headers,
-                                s.wrk_cpus,
-                                s.proc.pid,
-                                loadgen.SERVER_CPU if s.variant.pinned else loadgen.ALL_CPUS,
-                            )
-                        )
+                turns = take_turns(servers, case, kind, conns, headers, turn_s)
                 for server, measured in zip(servers, turns, strict=True):
                     server.results[i].setdefault(kind, {})[f"c{conns}"] = combine(measured)
             for server in servers:
@@ -325,6 +305,28 @@ def run_pair(
         for server in servers:
             finish(server)
     return [res for server in servers for res in server.results]
+
+
+def take_turns(
+    servers: list[Server], case: ModelCase, kind: str, conns: int, headers: dict[str, str], turn_s: float
+) -> list[list[dict[str, Any]]]:
+    """``PAIRS`` runs of one load step on each of two servers, in the order ABBAABBA...; each
+    server's runs in order."""
+    path, body, rows = (
+        (case.single_path, case.single_body, 1)
+        if kind == "single"
+        else (case.batch_path, case.batch_body, case.batch_rows)
+    )
+    turns: list[list[dict[str, Any]]] = [[], []]
+    for p in range(PAIRS):
+        for j in (0, 1) if p % 2 == 0 else (1, 0):
+            s, v = servers[j], servers[j].variant
+            turns[j].append(
+                loadgen.wrk(
+                    s.base + path, body, conns, turn_s, rows, headers, v.wrk_cpus, s.proc.pid, v.server_cpus
+                )
+            )
+    return turns
 
 
 def turn_seconds(step_seconds: float) -> float:
@@ -364,7 +366,6 @@ def measure(
     base: str,
     headers: dict[str, str],
     seconds: float,
-    wrk_cpus: str,
     pid: int,
 ) -> None:
     check = verify(case, base, headers)
@@ -374,8 +375,8 @@ def measure(
         res["reason"] = check["reason"]
         return
     url1, urlb = base + case.single_path, base + case.batch_path
+    wrk_cpus, server_cpus = variant.wrk_cpus, variant.server_cpus
     loadgen.wrk(url1, case.single_body, 16, WARMUP_S, 1, headers, wrk_cpus)  # warm-up, not recorded
-    server_cpus = loadgen.SERVER_CPU if variant.pinned else loadgen.ALL_CPUS
     batches_warm = False
     for kind, conns in variant.steps:
         if kind == "single":
