@@ -90,20 +90,20 @@ def cpu_list(cpus: str) -> list[int]:
     return out
 
 
-def steal_seconds(cpus: list[int]) -> float:
-    """Seconds the hypervisor has so far run something else while ``cpus`` wanted to run (the
-    ``steal`` column of /proc/stat; 0 where the kernel does not report it)."""
+def steal_seconds() -> dict[int, float]:
+    """Per CPU, the seconds the hypervisor has so far run something else while it wanted to run (the
+    ``steal`` column of /proc/stat; empty where the kernel does not report it)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
     try:
         lines = Path("/proc/stat").read_text().splitlines()
     except OSError:
-        return 0.0
+        return {}
+    out = {}
     for line in lines:
         name, *fields = line.split()
-        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus and len(fields) > 7:
-            total += int(fields[7])
-    return total / tick
+        if name.startswith("cpu") and name[3:].isdigit() and len(fields) > 7:
+            out[int(name[3:])] = int(fields[7]) / tick
+    return out
 
 
 def port_open(port: int) -> bool:
@@ -197,11 +197,9 @@ def wrk(
     hdr = "\n".join(f"{k}: {v}" for k, v in (headers or {}).items())
     env = {**os.environ, "BODY_FILE": str(body_file), "EXTRA_HEADERS": hdr}
     pids = tree(server_pid) if server_pid is not None else []
-    watched, load = (cpu_list(server_cpus) if server_cpus else []), cpu_list(cpus)
-    cpu0, steal0, load0 = cpu_seconds(pids), steal_seconds(watched), steal_seconds(load)
+    cpu0, steal0 = cpu_seconds(pids), steal_seconds()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 90, check=False)
-    cpu, steal = cpu_seconds(pids) - cpu0, steal_seconds(watched) - steal0
-    load_steal = steal_seconds(load) - load0
+    cpu, steal1 = cpu_seconds(pids) - cpu0, steal_seconds()
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")]
     if not line:
         raise Failed(f"wrk produced no result: {out.stdout[-300:]} {out.stderr[-300:]}")
@@ -211,9 +209,10 @@ def wrk(
     server_cpu = {}
     if pids and ok:
         server_cpu = {"server_cpu_pct": round(100 * cpu / secs, 1), "server_cpu_us": round(cpu / ok * 1e6, 1)}
-    if watched:
-        server_cpu["steal_pct"] = round(100 * steal / (secs * len(watched)), 1)
-        server_cpu["load_steal_pct"] = round(100 * load_steal / (secs * len(load)), 1)
+    if server_cpus and steal1:
+        for key, on in (("steal_pct", cpu_list(server_cpus)), ("load_steal_pct", cpu_list(cpus))):
+            stolen = sum(steal1.get(c, 0.0) - steal0.get(c, 0.0) for c in on)
+            server_cpu[key] = round(100 * stolen / (secs * len(on)), 1)
     return {
         **server_cpu,
         "conns": conns,
@@ -257,11 +256,11 @@ def cpu_scaling(seconds: float, pairs: int) -> list[float]:
     ceiling of any two-worker server here, before its load generator takes its share of the CPUs."""
     out = []
     for p in range(pairs):
-        one, two = 0, 0
-        for k in (1, 2) if p % 2 == 0 else (2, 1):
-            if k == 1:
-                one = busy_work(1, seconds)
-            else:
-                two = busy_work(2, seconds)
+        if p % 2 == 0:
+            one = busy_work(1, seconds)
+            two = busy_work(2, seconds)
+        else:
+            two = busy_work(2, seconds)
+            one = busy_work(1, seconds)
         out.append(round(two / one, 3) if one else 0.0)
     return out
