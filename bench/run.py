@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -307,26 +308,133 @@ def run_pair(
     return [res for server in servers for res in server.results]
 
 
+def run_bounds(
+    repo: Path,
+    cases: list[ModelCase],
+    keys: Path,
+    key: str,
+    seconds: float,
+    tag: str,
+    peers: ModuleType,
+    samples: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The gateway against its bounds, taking turns like ``run_pair``: single rows at c=16 against the
+    harness's bare starlette app (both servers up, both on CPU 1), and 1000-row batches at c=4 against
+    raw onnxruntime (``ort_turn.py``, the harness's own timing, on CPU 1). The steps of the harness
+    and of ``run_gateway`` run minutes apart, and on this box the ratio of two such steps moved between
+    0.57x and 0.98x in one run with no change to either side; turns taken seconds apart see the same
+    spell. One result per case, target ``bounds``."""
+    headers = {"Authorization": f"Bearer {key}"}
+    turn_s = turn_seconds(seconds)
+    results = [{"target": "bounds", "model": c.name, "status": "error"} for c in cases]
+    bare = next(t for t in peers.TARGETS if t.name == BOUNDS[0])
+    bare_port = loadgen.free_port()
+    bare_cmd = [str(PEERS_ROOT / "venv-bare" / "bin" / "uvicorn"), "--app-dir", str(HARNESS / "apps")]
+    bare_cmd += [*bare.cmd[1:]]
+    bare_cmd = [c.replace("{port}", str(bare_port)) for c in bare_cmd]
+    t0 = time.time()
+    server = start_gateway(VARIANTS["gateway"], repo, cases, keys, key, f"bounds-{tag}")
+    bare_log = BENCH_ROOT / "logs" / f"bare-starlette-bounds-{tag}.log"
+    bare_proc = loadgen.start(bare_cmd, loadgen.SERVER_CPU, bare_log, {})
+    bare_base = f"http://127.0.0.1:{bare_port}"
+    try:
+        ready(server, cases, headers, t0)
+        loadgen.wait_ready(bare_proc, bare_base + bare.ready)
+        for i, case in enumerate(cases):
+            res = results[i]
+            res["verify"] = verify(case, server.base, headers)
+            if not res["verify"]["ok"]:
+                res.update(status="wrong-answers", reason=res["verify"]["reason"])
+                continue
+            bare_body = gateway.write_body(
+                BENCH_ROOT / "run" / f"bare-{case.name}-single.json", bare.body([samples[case.name]["row"]])
+            )
+            gw_single = (server.base + case.single_path, case.single_body, 1)
+            bare_single = (bare_base + bare.path, bare_body, 1)
+            gw_batch = (server.base + case.batch_path, case.batch_body, case.batch_rows)
+            for url, body, rows in (gw_single, bare_single, gw_batch):  # warm-up, not recorded
+                loadgen.wrk(url, body, 16 if rows == 1 else BATCH_CONNS, WARMUP_S, rows, headers)
+            single = alternate(
+                lambda u=gw_single: _wrk_turn(*u, 16, turn_s, headers, server.proc.pid),
+                lambda u=bare_single: _wrk_turn(*u, 16, turn_s, headers, bare_proc.pid),
+            )
+            batch = alternate(
+                lambda u=gw_batch: _wrk_turn(*u, BATCH_CONNS, turn_s, headers, server.proc.pid),
+                lambda m=case.name: ort_turn(m, turn_s),
+            )
+            res["single"] = {"c16": {"gateway": combine(single[0]), "bound": combine(single[1])}}
+            res["batch"] = {f"c{BATCH_CONNS}": {"gateway": combine(batch[0]), "bound": combine(batch[1])}}
+            res["status"] = "ok"
+    except Failed as e:
+        for res in results:
+            if res["status"] != "ok":
+                res["reason"] = str(e)
+    finally:
+        finish(server)
+        loadgen.stop(bare_proc, bare_port)
+    return results
+
+
+def _wrk_turn(
+    url: str, body: Path, rows: int, conns: int, seconds: float, headers: dict[str, str], pid: int
+) -> dict[str, Any]:
+    return loadgen.wrk(url, body, conns, seconds, rows, headers, loadgen.LOAD_CPU, pid, loadgen.SERVER_CPU)
+
+
+def ort_turn(model: str, seconds: float) -> dict[str, Any]:
+    """One turn of raw onnxruntime on the harness's 1000-row batch (``ort_turn.py``), pinned to CPU 1,
+    in the shape of a ``loadgen.wrk`` step."""
+    cmd = [str(PEERS_ROOT / "venv-tools" / "bin" / "python"), str(HERE / "ort_turn.py"), str(HARNESS)]
+    cmd = ["taskset", "-c", loadgen.SERVER_CPU, *cmd, str(PEERS_ROOT / "models"), model, f"{seconds:g}"]
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=False,
+        env={**os.environ, **loadgen.THREAD_ENV},
+    )
+    if out.returncode:
+        raise Failed(f"raw onnxruntime turn failed: {out.stderr.strip()[-300:]}")
+    r = json.loads(out.stdout)
+    return {
+        "conns": 1,
+        "rps": r["calls_per_s"],
+        "rows_per_s": r["rows_per_s"],
+        "p50_ms": r["p50_ms"],
+        "p99_ms": r["p99_ms"],
+        "errors": 0,
+        "wrk": {"mean_us": 1e6 / r["calls_per_s"]},
+    }
+
+
+def alternate(a: Callable[[], dict[str, Any]], b: Callable[[], dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``PAIRS`` turns of ``a`` and of ``b`` in the order ABBAABBA...; each one's turns in order."""
+    turns: list[list[dict[str, Any]]] = [[], []]
+    for p in range(PAIRS):
+        for j in (0, 1) if p % 2 == 0 else (1, 0):
+            turns[j].append((a, b)[j]())
+    return turns
+
+
 def take_turns(
     servers: list[Server], case: ModelCase, kind: str, conns: int, headers: dict[str, str], turn_s: float
 ) -> list[list[dict[str, Any]]]:
-    """``PAIRS`` runs of one load step on each of two servers, in the order ABBAABBA...; each
-    server's runs in order."""
+    """``PAIRS`` runs of one load step on each of two servers (``alternate``); each server's runs in
+    order."""
     path, body, rows = (
         (case.single_path, case.single_body, 1)
         if kind == "single"
         else (case.batch_path, case.batch_body, case.batch_rows)
     )
-    turns: list[list[dict[str, Any]]] = [[], []]
-    for p in range(PAIRS):
-        for j in (0, 1) if p % 2 == 0 else (1, 0):
-            s, v = servers[j], servers[j].variant
-            turns[j].append(
-                loadgen.wrk(
-                    s.base + path, body, conns, turn_s, rows, headers, v.wrk_cpus, s.proc.pid, v.server_cpus
-                )
-            )
-    return turns
+
+    def turn(s: Server) -> dict[str, Any]:
+        v = s.variant
+        return loadgen.wrk(
+            s.base + path, body, conns, turn_s, rows, headers, v.wrk_cpus, s.proc.pid, v.server_cpus
+        )
+
+    return alternate(lambda: turn(servers[0]), lambda: turn(servers[1]))
 
 
 def turn_seconds(step_seconds: float) -> float:
@@ -525,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         default="",
-        help="comma list of parts to run: gateway, off, peers, workers, examples, profile (default: all)",
+        help="comma list of parts to run: gateway, peers, bounds, off, workers, examples, profile (default: all)",
     )
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     a = ap.parse_args(argv)
@@ -554,6 +662,13 @@ def main(argv: list[str] | None = None) -> int:
     elif a.peers != "none":
         skipped["all peers"] = f"no peer harness at {HARNESS} (set PEERS_HARNESS)"
 
+    # the gateway against bare starlette and raw onnxruntime taking turns: the target ratios' own pairs
+    bounds = (
+        peers is not None
+        and a.peers != "none"
+        and all(peer_available(n, peers) is None for n in BOUNDS)
+        and (not only or "bounds" in only)
+    )
     log(f"work dir {BENCH_ROOT}; peers: {', '.join(names) or 'none'}; skipped: {skipped or 'none'}")
     samples = gateway.prepare_models(BENCH_ROOT)
     setup_error = None
@@ -566,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"gateway setup failed, measuring the peers only: {setup_error}")
     cases = gateway.bench_cases(BENCH_ROOT, samples, models)
     examples = [] if a.no_examples else gateway.example_cases(BENCH_ROOT, REPO / "bundles")
-    peer_samples = json.loads((PEERS_ROOT / "models" / "samples.json").read_text()) if names else {}
+    peer_samples = json.loads((PEERS_ROOT / "models" / "samples.json").read_text()) if names or bounds else {}
     same_models = (
         all(
             peer_samples.get(m, {}).get(k) == samples[m][k] for m in models for k in ("row", "batch_expected")
@@ -601,11 +716,19 @@ def main(argv: list[str] | None = None) -> int:
             key_ = f"{prefix}{r['model']}/{r['target']}"
             data["runs"].setdefault(key_, []).append({**r, "round": rnd})
             extra = ""
-            if r["target"] == "onnxruntime-raw" and "batch" in r:
+            if r["target"] == "bounds" and r["status"] == "ok":
+                (s16,), (b4,) = r["single"].values(), r["batch"].values()
+                extra = f"c16 {s16['gateway']['rps']:.0f} vs bare {s16['bound']['rps']:.0f} rps, "
+                extra += (
+                    f"batch {b4['gateway']['rows_per_s']:.0f} vs raw {b4['bound']['rows_per_s']:.0f} rows/s"
+                )
+            elif r["target"] == "bounds":
+                pass
+            elif r["target"] == "onnxruntime-raw" and "batch" in r:
                 extra = f"batch={r['batch']['rows_per_s']:.0f}rows/s"
             elif "single" in r:
                 extra = " ".join(f"{c}={v['rps']:.0f}rps" for c, v in r["single"].items())
-            if "batch" in r and "c4" in r["batch"]:
+            if "batch" in r and "c4" in r["batch"] and r["target"] != "bounds":
                 extra += f" batch={r['batch']['c4']['rows_per_s']:.0f}rows/s"
             log(f"    {r['target']} / {r['model']}: {r['status']} {r.get('reason', '')} {extra}")
         raw_path.write_text(json.dumps(data, indent=1))
@@ -616,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = ["gateway"] if "gateway" in only else []
         pairs = [p for p, part in zip(PAIRED, ("off", "workers"), strict=True) if part in only]
     if setup_error:
-        variants, pairs, examples = [], [], []
+        variants, pairs, examples, bounds = [], [], [], False
     for rnd in range(1, a.rounds + 1):
         for name in variants:
             log(f"round {rnd}: {name} ({', '.join(models)})")
@@ -626,6 +749,10 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"round {rnd}: {name} / {model}")
                 assert peers is not None
                 record([run_peer(name, model, peers, peer_samples, a.duration)], rnd)
+        if bounds:
+            assert peers is not None
+            log(f"round {rnd}: gateway and its bounds taking turns ({', '.join(models)})")
+            record(run_bounds(repo, cases, keys, key, a.duration, f"r{rnd}", peers, peer_samples), rnd)
         for pair in pairs:
             on = cases if pair == PAIRED[0] else cases[:1]  # --workers: M1 only
             log(f"round {rnd}: {pair[0]} and {pair[1]} taking turns ({', '.join(c.name for c in on)})")
