@@ -16,7 +16,7 @@ Anything else returns None and the caller takes the general path, which also wor
 other shape, a body simdjson refuses (malformed, invalid UTF-8, a number out of double range, an
 integer beyond 64 bits), ``true``/``null``/strings among the numbers. Measured on one core of the
 bench machine: 1000 iris rows (18 KB) ~0.2 ms here against ~0.65 ms through orjson lists and
-``np.fromiter``; 1000 rows of 20 long floats (390 KB) ~2.2 ms against ~3.8 ms.
+``np.fromiter``; 1000 rows of 20 long floats (390 KB) ~1.3-1.7 ms against ~3.8 ms.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import simdjson
 # JSON number characters and whitespace: what the shape check removes
 _NUMBER_OR_SPACE = b"0123456789.eE+- \t\r\n"
 # bodies up to this size are parsed by a parser each thread keeps (``_parser``)
-_KEPT_PARSER_MAX_BYTES = 4 * 1024 * 1024
+_KEPT_PARSER_MAX_BYTES = 2 * 1024 * 1024
 _local = threading.local()
 
 
@@ -66,10 +66,12 @@ def flat_rows(body: bytes, width: int, max_rows: int) -> FlatRows | None:
 def _parser(size: int) -> simdjson.Parser:
     """A parser for a document of ``size`` bytes. simdjson sizes a parser's buffers to the largest
     document it has parsed and keeps them, so each thread keeps one for bodies up to
-    ``_KEPT_PARSER_MAX_BYTES`` (it then holds up to ~7x that, ~28 MB, for a body of zeros; ~2.5x
-    for realistic floats) and larger bodies get a parser of their own that dies with the call. A
-    parser per call allocated ~1 MB afresh for a 0.4 MB batch: ~290 page faults and ~2 ms a call where
-    a kept one takes ~1.3 (the bench's random-forest batch, one core)."""
+    ``_KEPT_PARSER_MAX_BYTES`` and larger bodies get a parser of their own that dies with the call.
+    What a kept parser holds after a 4 MB body (measured): ~11 MB for 17-digit floats, ~54 MB for
+    ``0,0,0,...`` (every other byte a value); hence the 2 MiB bound (at most ~27 MB, one parser: only
+    the event loop's thread parses). A parser per call allocated ~1 MB afresh for a 0.4 MB batch:
+    ~290 page faults and ~2 ms a call where a kept one takes ~1.3 (the bench's random-forest batch,
+    one core)."""
     if size > _KEPT_PARSER_MAX_BYTES:
         return simdjson.Parser()
     parser: simdjson.Parser | None = getattr(_local, "parser", None)
@@ -82,7 +84,7 @@ def _parse(body: bytes) -> object:
     parser = _parser(len(body))
     try:
         return parser.parse(body)
-    except RuntimeError:  # a document of an earlier call is still alive: it keeps that parser
+    except RuntimeError:  # a document of an earlier call still holds the kept parser: let it have it
         _local.parser = parser = simdjson.Parser()
         return parser.parse(body)
 
