@@ -86,8 +86,13 @@ def _pair_ratios(a: Rounds | None, b: Rounds | None, c: str, k: str) -> list[flo
             ta, tb = ra["single"][c]["turns"], rb["single"][c]["turns"]
         except (KeyError, TypeError):
             continue
-        out += [x[k] / y[k] for x, y in zip(ta, tb, strict=False) if y.get(k)]
+        out += _turn_ratios(ta, tb, k)
     return out
+
+
+def _turn_ratios(a: list[dict[str, Any]], b: list[dict[str, Any]], k: str) -> list[float]:
+    """Figure ``k`` of side a over side b, turn by turn (turn i of a with turn i of b)."""
+    return [x[k] / y[k] for x, y in zip(a, b, strict=False) if y.get(k)]
 
 
 def _ratios_cell(ratios: list[float]) -> str:
@@ -116,7 +121,7 @@ def _bound_ratios(rs: Rounds | None, kind: str, k: str) -> list[float]:
             g, b = step["gateway"]["turns"], step["bound"]["turns"]
         except (KeyError, TypeError, ValueError):
             continue
-        out += [x[k] / y[k] for x, y in zip(g, b, strict=False) if y.get(k)]
+        out += _turn_ratios(g, b, k)
     return out
 
 
