@@ -263,6 +263,136 @@ def test_two_workers_serve_and_share_metrics(repo: Path, tmp_path: Path) -> None
         assert float(line.rsplit(" ", 1)[1]) == 10
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _server_connections(port: int) -> dict[int, str]:
+    """Socket inode → state of every TCP socket on local ``port`` (from /proc/net/tcp; 0A = listening,
+    01 = established)."""
+    found = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] != "0":
+            found[int(fields[9])] = fields[3]
+    return found
+
+
+def _sockets_of(pid: int) -> set[int]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _connections_per_worker(server: Server, workers: list[int], expected: int) -> list[int]:
+    """How many accepted connections each worker holds, once ``expected`` are accepted."""
+    deadline = time.monotonic() + 10
+    while True:
+        established = {i for i, state in _server_connections(server.port).items() if state == "01"}
+        counts = [len(established & _sockets_of(pid)) for pid in workers]
+        if sum(counts) >= expected or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc")
+def test_two_workers_share_a_burst_of_keep_alive_connections(repo: Path, tmp_path: Path) -> None:
+    """A client that opens its pool at once (wrk's 16 connections, a service's keep-alive pool) gets
+    both workers: with one shared listening socket, whichever worker woke first accepted every pending
+    connection and the other stayed idle for the life of the pool (16/0 in 1 of 8 wrk runs)."""
+    keys_file = tmp_path / "keys.json"
+    create_key(keys_file, "burst", ["*"])
+    with serve(tmp_path, str(repo), "--keys", str(keys_file), "--workers", "2") as server:
+        workers = _listening_workers(server, 2)
+        assert len(workers) == 2
+        for _ in range(40):
+            pool = [socket.socket() for _ in range(16)]
+            try:
+                for s in pool:
+                    s.setblocking(False)
+                    s.connect_ex(("127.0.0.1", server.port))
+                counts = _connections_per_worker(server, workers, len(pool))
+            finally:
+                for s in pool:
+                    s.close()
+            assert sum(counts) == len(pool), counts
+            assert min(counts) >= 1, f"one worker took the whole pool: {counts}"
+        # the server still answers after the bursts
+        assert httpx.get(server.url + "/readyz").status_code == 200
+
+
+def _listening_workers(server: Server, count: int) -> list[int]:
+    """The pids of the serve process's children that listen on its port, once ``count`` do."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        listening = {i for i, state in _server_connections(server.port).items() if state == "0A"}
+        found = [pid for pid in _children(server.process.pid) if _sockets_of(pid) & listening]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc")
+def test_a_dead_worker_is_replaced_and_sigterm_stops_cleanly(repo: Path, tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.json"
+    auth = {"Authorization": "Bearer " + create_key(keys_file, "restart", ["*"])}
+    with serve(tmp_path, str(repo), "--keys", str(keys_file), "--workers", "2") as server:
+        first = _listening_workers(server, 2)
+        assert len(first) == 2
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            now = _listening_workers(server, 2)
+            if len(now) == 2 and first[0] not in now:
+                break
+            time.sleep(0.1)
+        assert sorted(now) != sorted(first), (first, now)
+        assert first[1] in now, (first, now)
+        assert len(now) == 2, (first, now)
+        for _ in range(20):  # fresh connections: the kernel spreads them over both
+            r = httpx.post(
+                f"{server.url}/v1/models/iris/predict", json={"inputs": IRIS_ROWS[0].tolist()}, headers=auth
+            )
+            assert r.status_code == 200
+        assert server.stop() == 0  # uvicorn's own supervisor exited -15 here
+    log = server.stderr()
+    assert f"worker [{first[0]}] exited with -9; starting another" in log
+    assert "Traceback" not in log
+
+
+def test_workers_on_a_port_in_use_is_one_error(repo: Path, tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.json"
+    create_key(keys_file, "busy", ["*"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["serve", str(repo), "--keys", str(keys_file), "--workers", "2", "--port", str(port)]
+        result = subprocess.run(
+            [sys.executable, "-m", "bundlegate.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    assert f"cannot bind 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_uvicorn_factory_reads_bundlegate_environment(repo: Path, tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.json"
     auth = {"Authorization": "Bearer " + create_key(keys_file, "factory", ["iris"])}

@@ -7,14 +7,17 @@ command refuses to start without API keys unless ``--insecure-no-auth`` is given
 uvicorn runs the app factory ``bundlegate.http.app:create_app`` by import string, so ``--workers N``
 works: the final settings are handed to the workers as ``BUNDLEGATE_*`` variables, and with more than
 one worker the metrics live in a shared directory (``PROMETHEUS_MULTIPROC_DIR``) that ``/metrics``
-aggregates. uvicorn's own access log is off: the gateway writes its own, as JSON lines.
+aggregates. The workers are started by ``bundlegate.cli.workers``, one listening socket each. uvicorn's
+own access log is off: the gateway writes its own, as JSON lines.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging.config
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -79,6 +82,8 @@ def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT (blocking)."""
     import uvicorn
 
+    from bundlegate.cli import workers
+
     env = settings.to_env()
     os.environ.update(env)
     metrics_dir: Path | None = None
@@ -86,26 +91,43 @@ def run(settings: Settings) -> None:
         from bundlegate.metrics import prepare_multiprocess_dir
 
         metrics_dir = prepare_multiprocess_dir(tempfile.mkdtemp(prefix="bundlegate-metrics-"))
+    options = uvicorn_options(settings)
     try:
-        uvicorn.run(
-            APP_FACTORY,
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            log_config=_log_config(settings.log_level),
-            access_log=False,
-            server_header=False,
-            # clients are the peers that connect: no X-Forwarded-For rewriting (cheaper, and the
-            # insecure mode's loopback-only check sees the real peer)
-            proxy_headers=False,
-            timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
-        )
+        if settings.workers > 1 and workers.available():
+            logging.config.dictConfig(options["log_config"])
+            try:
+                supervisor = workers.Workers(
+                    settings.host, settings.port, settings.workers, options, settings.drain_timeout_s
+                )
+            except OSError as e:
+                raise click.ClickException(
+                    f"cannot bind {settings.host}:{settings.port}: {e.strerror}"
+                ) from e
+            code = supervisor.run()
+            if code:
+                sys.exit(code)
+        else:  # one worker; or no SO_REUSEPORT: uvicorn's supervisor with one shared socket
+            uvicorn.run(host=settings.host, port=settings.port, workers=settings.workers, **options)
     finally:
         if metrics_dir is not None:
             with contextlib.suppress(OSError):
                 shutil.rmtree(metrics_dir)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn configuration of every worker (without the address and the worker count)."""
+    return {
+        "app": APP_FACTORY,
+        "factory": True,
+        "log_level": settings.log_level,
+        "log_config": _log_config(settings.log_level),
+        "access_log": False,
+        "server_header": False,
+        # clients are the peers that connect: no X-Forwarded-For rewriting (cheaper, and the
+        # insecure mode's loopback-only check sees the real peer)
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": max(1, int(settings.drain_timeout_s)),
+    }
 
 
 def _log_config(level: str) -> dict[str, Any]:
