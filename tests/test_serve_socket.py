@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -468,3 +469,20 @@ def test_example_bundles_over_a_socket_equal_sklearn(tmp_path: Path) -> None:
                 assert np.allclose(np.ravel(body["predictions"]), np.ravel(expected["values"]), rtol=1e-4)
             checked += 1
         assert checked >= 3
+
+
+def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
+    """A worker that fails at startup is not restarted forever: the supervisor stops, exit 3."""
+    from bundlegate.cli import workers
+
+    options = {"app": "bundlegate_no_such_module:app", "log_level": "critical"}
+    supervisor = workers.Workers("127.0.0.1", 0, 2, options, drain_timeout_s=1)
+    handlers = [signal.getsignal(sig) for sig in workers.STOP_SIGNALS]
+    give_up = threading.Timer(STARTUP_TIMEOUT_S, supervisor.stopping.set)  # a restart loop ends too
+    give_up.start()
+    try:
+        assert supervisor.run() == workers.STARTUP_FAILURE
+    finally:
+        give_up.cancel()
+    assert all(not p.is_alive() for p in supervisor.processes)
+    assert [signal.getsignal(sig) for sig in workers.STOP_SIGNALS] == handlers  # the caller's again

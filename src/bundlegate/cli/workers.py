@@ -32,6 +32,7 @@ logger = logging.getLogger("bundlegate.workers")
 
 STARTUP_FAILURE = 3  # uvicorn's exit code for a server that could not start
 SUPERVISE_INTERVAL_S = 0.5
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_MARGIN_S = 10.0  # beyond the drain timeout, before a worker that has not exited is killed
 
 
@@ -57,14 +58,15 @@ def worker_main(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
     """One worker (in a spawned process): uvicorn on its own socket, listening once started."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(**uvicorn_options))
+    server = None
     try:
+        server = uvicorn.Server(uvicorn.Config(**uvicorn_options))
         server.run(sockets=[bound_socket(host, port)])
-    except Exception:
-        if server.started:
+    except Exception:  # uvicorn itself exits 3 for an app that does not import or start
+        if server is not None and server.started:
             raise
         logger.exception("worker [%s] failed to start", os.getpid())
-    if not server.started:  # also uvicorn's own exits (an app that does not import, a failed startup)
+    if server is None or not server.started:
         sys.exit(STARTUP_FAILURE)
 
 
@@ -84,8 +86,7 @@ class Workers:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT or a startup failure; the exit code for the command."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stopping.set())
+        previous = {sig: signal.signal(sig, lambda *_: self.stopping.set()) for sig in STOP_SIGNALS}
         try:
             self.processes = [self._start() for _ in range(self.count)]
             while not self.stopping.wait(SUPERVISE_INTERVAL_S):
@@ -93,6 +94,8 @@ class Workers:
         finally:
             self._stop_all()
             self.reservation.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return self.exit_code
 
     def _start(self) -> SpawnProcess:
