@@ -4,6 +4,7 @@ with the Open Inference Protocol client tritonclient.http, then stopped with SIG
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shlex
@@ -372,6 +373,62 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_cleanly(repo: Path, tmp_pat
     log = server.stderr()
     assert f"worker [{first[0]}] exited with -9; starting another" in log
     assert "Traceback" not in log
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc")
+def test_sighup_replaces_the_workers_while_the_server_keeps_answering(repo: Path, tmp_path: Path) -> None:
+    """SIGHUP (as with uvicorn's supervisor) replaces each worker in turn, the old one stopped only once
+    its replacement listens: requests on fresh connections keep being answered throughout."""
+    keys_file = tmp_path / "keys.json"
+    auth = {"Authorization": "Bearer " + create_key(keys_file, "hup", ["*"])}
+    with serve(tmp_path, str(repo), "--keys", str(keys_file), "--workers", "2") as server:
+        before = _listening_workers(server, 2)
+        assert len(before) == 2
+        answered: list[float] = []
+        failed: list[str] = []
+        done = threading.Event()
+
+        def hammer() -> None:
+            deadline = time.monotonic() + 120
+            while not done.is_set() and time.monotonic() < deadline:
+                try:  # a new connection each time: the kernel picks a listening worker for each
+                    r = httpx.post(
+                        f"{server.url}/v1/models/iris/predict",
+                        json={"inputs": IRIS_ROWS[0].tolist()},
+                        headers=auth,
+                        timeout=10,
+                    )
+                    (answered.append(time.monotonic()) if r.status_code == 200 else failed.append(r.text))
+                except httpx.HTTPError as e:
+                    failed.append(repr(e))
+                time.sleep(0.01)
+
+        client = threading.Thread(target=hammer)
+        client.start()
+        try:
+            time.sleep(0.5)
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGHUP)
+            after: list[int] = []
+            while time.monotonic() - started < STARTUP_TIMEOUT_S:
+                after = _listening_workers(server, 2)
+                if len(after) == 2 and not set(after) & set(before):
+                    break
+                time.sleep(0.1)
+            time.sleep(0.5)
+        finally:
+            done.set()
+            client.join()
+        assert len(after) == 2, after
+        assert not set(after) & set(before), (before, after)
+        assert server.process.poll() is None
+        during = [t for t in answered if t > started]
+        assert len(during) > 20
+        gaps = [b - a for a, b in itertools.pairwise(answered)]
+        assert max(gaps) < 1.0, f"no answer for {max(gaps):.1f} s during the restart"
+        # a connection queued at an old worker in the instant it closes is reset (see workers.py)
+        assert len(failed) <= 1, failed
+    assert "SIGHUP: replacing the workers one at a time" in server.stderr()
 
 
 def test_workers_on_a_port_in_use_is_one_error(repo: Path, tmp_path: Path) -> None:

@@ -13,7 +13,11 @@ error before any worker starts, and supervises: a worker that dies is started ag
 during startup (exit 3, like uvicorn's) stops the whole server, and SIGTERM/SIGINT are passed to the
 workers, which drain (``--drain-timeout-s``) and exit; the parent then exits 0. A worker listens only
 once its startup (every bundle loaded) is done, so a restarting worker gets no connections before it
-can answer them. Where the platform has no ``SO_REUSEPORT``, uvicorn's supervisor runs instead.
+can answer them. SIGHUP replaces the workers one at a time, as uvicorn's supervisor does, and each old
+worker is stopped only once its replacement listens, so the address always has a listener (a
+connection that reaches an old worker's queue in the instant it closes is still reset: Linux hands it
+to another socket only with ``net.ipv4.tcp_migrate_req``). Where the platform has no ``SO_REUSEPORT``,
+uvicorn's supervisor runs instead.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ import signal
 import socket
 import sys
 import threading
+import time
 from multiprocessing.context import SpawnProcess
-from typing import Any
+from multiprocessing.synchronize import Event
+from typing import Any, NamedTuple
 
 logger = logging.getLogger("bundlegate.workers")
 
@@ -34,6 +40,7 @@ STARTUP_FAILURE = 3  # uvicorn's exit code for a server that could not start
 SUPERVISE_INTERVAL_S = 0.5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_MARGIN_S = 10.0  # beyond the drain timeout, before a worker that has not exited is killed
+READY_TIMEOUT_S = 300.0  # longest wait for a replacement worker to listen (it loads every bundle)
 
 
 def available() -> bool:
@@ -54,13 +61,15 @@ def bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def worker_main(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
-    """One worker (in a spawned process): uvicorn on its own socket, listening once started."""
+def worker_main(host: str, port: int, uvicorn_options: dict[str, Any], ready: Event) -> None:
+    """One worker (in a spawned process): uvicorn on its own socket, listening once started; ``ready``
+    is set then."""
     import uvicorn
 
     server = None
     try:
         server = uvicorn.Server(uvicorn.Config(**uvicorn_options))
+        threading.Thread(target=_report_ready, args=(server, ready), daemon=True).start()
         server.run(sockets=[bound_socket(host, port)])
     except Exception:  # uvicorn itself exits 3 for an app that does not import or start
         if server is not None and server.started:
@@ -68,6 +77,18 @@ def worker_main(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
         logger.exception("worker [%s] failed to start", os.getpid())
     if server is None or not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def _report_ready(server: Any, ready: Event) -> None:
+    while not server.started and not server.should_exit:
+        time.sleep(0.05)
+    if server.started:
+        ready.set()
+
+
+class Worker(NamedTuple):
+    process: SpawnProcess
+    ready: Event
 
 
 class Workers:
@@ -80,34 +101,45 @@ class Workers:
         self.stop_timeout_s = drain_timeout_s + STOP_MARGIN_S
         self.reservation = bound_socket(host, port)  # an address in use fails here, once
         self.port: int = self.reservation.getsockname()[1]  # port 0: the one the kernel chose
-        self.processes: list[SpawnProcess] = []
+        self.workers: list[Worker] = []
         self.stopping = threading.Event()
+        self.restart_requested = threading.Event()
         self.exit_code = 0
+
+    @property
+    def processes(self) -> list[SpawnProcess]:
+        return [w.process for w in self.workers]
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT or a startup failure; the exit code for the command."""
         previous = {sig: signal.signal(sig, lambda *_: self.stopping.set()) for sig in STOP_SIGNALS}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: self.restart_requested.set())
         try:
-            self.processes = [self._start() for _ in range(self.count)]
+            self.workers = [self._start() for _ in range(self.count)]
             while not self.stopping.wait(SUPERVISE_INTERVAL_S):
+                if self.restart_requested.is_set():
+                    self.restart_requested.clear()
+                    self._restart_all()
                 self._replace_dead()
         finally:
-            self._stop_all()
+            self._stop([w.process for w in self.workers])
             self.reservation.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.exit_code
 
-    def _start(self) -> SpawnProcess:
-        process = multiprocessing.get_context("spawn").Process(
-            target=worker_main, args=(self.host, self.port, self.options), daemon=False
+    def _start(self) -> Worker:
+        context = multiprocessing.get_context("spawn")
+        ready = context.Event()
+        process = context.Process(
+            target=worker_main, args=(self.host, self.port, self.options, ready), daemon=False
         )
         process.start()
         logger.info("started worker [%s]", process.pid)
-        return process
+        return Worker(process, ready)
 
     def _replace_dead(self) -> None:
-        for i, process in enumerate(self.processes):
+        for i, (process, _) in enumerate(self.workers):
             if process.is_alive() or self.stopping.is_set():
                 continue
             process.join()
@@ -117,13 +149,38 @@ class Workers:
                 self.stopping.set()
                 return
             logger.warning("worker [%s] exited with %s; starting another", process.pid, process.exitcode)
-            self.processes[i] = self._start()
+            self.workers[i] = self._start()
 
-    def _stop_all(self) -> None:
-        for process in self.processes:
+    def _restart_all(self) -> None:
+        """SIGHUP: each worker in turn is replaced by a new one, stopped once the new one listens."""
+        logger.info("SIGHUP: replacing the workers one at a time")
+        for i, old in enumerate(self.workers):
+            new = self._start()
+            if not self._wait_ready(new):
+                if not self.stopping.is_set():
+                    logger.error(
+                        "worker [%s] was not ready; keeping worker [%s], restart abandoned",
+                        new.process.pid,
+                        old.process.pid,
+                    )
+                self._stop([new.process])
+                return
+            self._stop([old.process])
+            self.workers[i] = new
+
+    def _wait_ready(self, worker: Worker) -> bool:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline and not self.stopping.is_set() and worker.process.is_alive():
+            if worker.ready.wait(0.1):
+                return True
+        return False
+
+    def _stop(self, processes: list[SpawnProcess]) -> None:
+        """SIGTERM to each (they drain), then wait; one that outlives the drain is killed."""
+        for process in processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
-        for process in self.processes:
+        for process in processes:
             process.join(self.stop_timeout_s)
             if process.is_alive():
                 logger.error(
