@@ -2,11 +2,12 @@
 
 uvicorn's own supervisor binds one listening socket and hands it to every worker. A worker's event
 loop accepts every connection pending when it wakes, so a burst of new keep-alive connections (a
-client's pool, wrk's 16) often lands on one worker and leaves the other idle for the life of the pool:
-16/0 in 1 of 8 wrk runs at c=16 on a 2-vCPU host, 4/12 or 5/11 in most (and the requests/s of one
-worker when it happens). Here every worker binds its own socket to the address with ``SO_REUSEPORT``
-and the kernel spreads new connections across the listening sockets by their addresses, so a pool of
-16 splits about evenly whatever the workers are doing when it connects.
+client's pool, wrk's 16) can all land on one worker and leave the other idle for the life of the pool:
+16/0 in 1 of 20 wrk runs at c=16 on a 2-vCPU host, with one worker's requests/s that run, and in 3 of 3
+runs of the test that opens 16 connections at once 40 times. Here every worker binds its own socket
+to the address with ``SO_REUSEPORT`` and the kernel spreads new connections across the listening
+sockets by their addresses, so a pool of 16 splits about evenly whatever the workers are doing when it
+connects.
 
 The parent holds the address (bound, not listening: it takes no connections) so a port in use is one
 error before any worker starts, and supervises: a worker that dies is started again, one that fails
