@@ -310,6 +310,17 @@ def _connections_per_worker(server: Server, workers: list[int], expected: int) -
         time.sleep(0.02)
 
 
+def _listening_workers(server: Server, count: int) -> list[int]:
+    """The pids of the serve process's children that listen on its port, once ``count`` do."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        listening = {i for i, state in _server_connections(server.port).items() if state == "0A"}
+        found = [pid for pid in _children(server.process.pid) if _sockets_of(pid) & listening]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc")
 def test_two_workers_share_a_burst_of_keep_alive_connections(repo: Path, tmp_path: Path) -> None:
     """A client that opens its pool at once (wrk's 16 connections, a service's keep-alive pool) gets
@@ -334,17 +345,6 @@ def test_two_workers_share_a_burst_of_keep_alive_connections(repo: Path, tmp_pat
             assert min(counts) >= 1, f"one worker took the whole pool: {counts}"
         # the server still answers after the bursts
         assert httpx.get(server.url + "/readyz").status_code == 200
-
-
-def _listening_workers(server: Server, count: int) -> list[int]:
-    """The pids of the serve process's children that listen on its port, once ``count`` do."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        listening = {i for i, state in _server_connections(server.port).items() if state == "0A"}
-        found = [pid for pid in _children(server.process.pid) if _sockets_of(pid) & listening]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc")
