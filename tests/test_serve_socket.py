@@ -321,6 +321,16 @@ def _listening_workers(server: Server, count: int) -> list[int]:
         time.sleep(0.05)
 
 
+def _workers_replacing(server: Server, gone: list[int]) -> list[int]:
+    """The two listening workers once none of ``gone`` is among them (what there is at the deadline)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        now = _listening_workers(server, 2)
+        if (len(now) == 2 and not set(now) & set(gone)) or time.monotonic() > deadline:
+            return now
+        time.sleep(0.1)
+
+
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc")
 def test_two_workers_share_a_burst_of_keep_alive_connections(repo: Path, tmp_path: Path) -> None:
     """A client that opens its pool at once (wrk's 16 connections, a service's keep-alive pool) gets
@@ -355,12 +365,7 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_cleanly(repo: Path, tmp_pat
         first = _listening_workers(server, 2)
         assert len(first) == 2
         os.kill(first[0], signal.SIGKILL)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            now = _listening_workers(server, 2)
-            if len(now) == 2 and first[0] not in now:
-                break
-            time.sleep(0.1)
+        now = _workers_replacing(server, [first[0]])
         assert sorted(now) != sorted(first), (first, now)
         assert first[1] in now, (first, now)
         assert len(now) == 2, (first, now)
@@ -398,7 +403,10 @@ def test_sighup_replaces_the_workers_while_the_server_keeps_answering(repo: Path
                         headers=auth,
                         timeout=10,
                     )
-                    (answered.append(time.monotonic()) if r.status_code == 200 else failed.append(r.text))
+                    if r.status_code == 200:
+                        answered.append(time.monotonic())
+                    else:
+                        failed.append(r.text)
                 except httpx.HTTPError as e:
                     failed.append(repr(e))
                 time.sleep(0.01)
@@ -409,12 +417,7 @@ def test_sighup_replaces_the_workers_while_the_server_keeps_answering(repo: Path
             time.sleep(0.5)
             started = time.monotonic()
             server.process.send_signal(signal.SIGHUP)
-            after: list[int] = []
-            while time.monotonic() - started < STARTUP_TIMEOUT_S:
-                after = _listening_workers(server, 2)
-                if len(after) == 2 and not set(after) & set(before):
-                    break
-                time.sleep(0.1)
+            after = _workers_replacing(server, before)
             time.sleep(0.5)
         finally:
             done.set()

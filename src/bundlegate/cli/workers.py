@@ -156,6 +156,8 @@ class Workers:
         """SIGHUP: each worker in turn is replaced by a new one, stopped once the new one listens."""
         logger.info("SIGHUP: replacing the workers one at a time")
         for i, old in enumerate(self.workers):
+            if self.stopping.is_set():
+                return
             new = self._start()
             if not self._wait_ready(new):
                 if not self.stopping.is_set():
