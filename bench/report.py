@@ -258,6 +258,63 @@ def bounds_section(runs: dict[str, Rounds]) -> list[str]:
     return out if len(out) > 2 else []
 
 
+def batch_cost_section(runs: dict[str, Rounds]) -> list[str]:
+    """Where a 1000-row JSON batch's CPU goes, from the turns of ``run_bounds``: the gateway's CPU a
+    batch against raw onnxruntime's call, the bare starlette app's CPU to receive the same rows and
+    answer a constant, and ``flat_rows`` alone on the body; and the ratio to raw onnxruntime that a
+    server doing only those three would reach."""
+    out = [
+        "| model | gateway CPU µs a batch | raw onnxruntime µs a call | bare starlette CPU µs a batch "
+        "(receive, constant answer) | `flat_rows` µs (shape check + simdjson) | the rest of the gateway µs "
+        "| raw / gateway CPU | floor: raw / (raw + bare + parse) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for m in ("m1", "m2"):
+        rs = runs.get(f"{m}/{BOUNDS}")
+        gw = _bound_step(rs, "batch", "gateway", "server_cpu_us")
+        ort = _med(rs, lambda r: float(next(iter(r["batch"].values()))["bound"]["wrk"]["mean_us"]))
+        bare = _bound_step(rs, "batch", "bare", "server_cpu_us")
+        parse = _med(rs, lambda r: float(next(iter(r["batch"].values()))["parse_us"]))
+        if gw is None or ort is None or bare is None or parse is None:
+            continue
+        out.append(
+            f"| {m} | {_n(gw)} | {_n(ort)} | {_n(bare)} | {_n(parse)} | {_n(gw - ort - bare - parse)} | "
+            f"{ort / gw:.2f}x | {ort / (ort + bare + parse):.2f}x |"
+        )
+    return out if len(out) > 2 else []
+
+
+def worker_concurrency_line(runs: dict[str, Rounds]) -> str:
+    """One pinned worker at c=8 against c=16 (steps of the same server, seconds apart): with two
+    workers, wrk's 16 connections are split between them, so each serves about 8."""
+    gw = runs.get(f"m1/{GW}")
+    pairs = []
+    for r in _ok(gw):
+        try:
+            c8, c16 = float(r["single"]["c8"]["rps"]), float(r["single"]["c16"]["rps"])
+            cpu8, cpu16 = (
+                float(r["single"]["c8"]["server_cpu_us"]),
+                float(r["single"]["c16"]["server_cpu_us"]),
+            )
+        except (KeyError, TypeError):
+            continue
+        if c16:
+            pairs.append((c8 / c16, cpu8, cpu16))
+    if not pairs:
+        return ""
+    ratio = median(p[0] for p in pairs)
+    return (
+        "**Per-worker concurrency:** at c=16 each of two workers serves about 8 of wrk's connections "
+        "(the kernel spreads them by address: 8/8, 7/9, 5/11...). One worker, pinned and alone on its "
+        f"CPU, answers {ratio:.2f}x at c=8 what it answers at c=16 (median of {len(pairs)} round(s), "
+        f"range {min(p[0] for p in pairs):.2f}-{max(p[0] for p in pairs):.2f}; CPU a request "
+        f"{_n(median(p[1] for p in pairs))} µs at c=8 against {_n(median(p[2] for p in pairs))} µs at c=16: "
+        "fewer requests share each event-loop iteration and each onnxruntime call). So two workers at c=16 "
+        f"can make at most ~{2 * ratio:.2f}x one worker's requests/s even with a CPU each, before wrk "
+        "takes its share of the same two CPUs."
+    )
+
+
 # ---------------------------------------------------------------------- tables
 
 
@@ -568,6 +625,20 @@ def write(data: dict[str, Any], path: Path) -> None:
             *bounds,
             "",
         ]
+    costs = batch_cost_section(runs)
+    if costs:
+        lines += [
+            "**Where a 1000-row JSON batch's CPU goes** (the same turns): the gateway's CPU a batch (its "
+            "process, user + system) against raw onnxruntime's time a call; the bare starlette app's CPU "
+            'to receive the same 1000 rows (as `{"data": rows}`, taking its turn in the same '
+            "alternation) and answer a constant; `flat_rows` alone on the gateway's body (the shape "
+            "check and the simdjson parse into one buffer; median of a fresh process on CPU 1 after the "
+            "turns). *Floor* is the ratio to raw onnxruntime of a server that did nothing else: received "
+            "like the bare app, parsed like the gateway, ran the model at raw speed, and answered for free.",
+            "",
+            *costs,
+            "",
+        ]
     if data.get("gateway_error"):
         lines += [f"**The gateway was not measured:** {data['gateway_error']}", ""]
     if data.get("peers_skipped"):
@@ -602,6 +673,8 @@ def write(data: dict[str, Any], path: Path) -> None:
         ),
         "",
         *workers_section(runs),
+        "",
+        worker_concurrency_line(runs),
         "",
         "## Example bundles (bundles/)",
         "",

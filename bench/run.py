@@ -5,8 +5,9 @@
     .venv/bin/python bench/run.py --peers bare-starlette,mlserver,onnxruntime-raw --duration 5
 
 Server pinned to CPU 1 (``taskset``), wrk and this driver on CPU 0, everything on 127.0.0.1. Per round:
-the gateway (M1, M2: single rows at c=1/16/64, 1000-row batches at c=4), the chosen peers through the
-shared peer harness (when its virtualenvs exist), the gateway with batching off (c=1), ``--workers 1``
+the gateway (M1, M2: single rows at c=1/8/16/64, 1000-row batches at c=4), the chosen peers through the
+shared peer harness (when its virtualenvs exist), the gateway against its bounds taking turns (bare
+starlette and raw onnxruntime, ``run_bounds``), the gateway with batching off (c=1), ``--workers 1``
 vs ``--workers 2`` unpinned, and the example bundles; then an optional py-spy profile. The two
 comparisons between ways of starting the gateway (batching on vs off, 1 vs 2 workers) run both servers
 at once and take turns (``run_pair``). Every number in RESULTS.md is a median over rounds; raw results
@@ -52,7 +53,7 @@ BENCH_ROOT = Path(os.environ.get("BENCH_ROOT", TMP / "bundlegate-bench"))
 PEERS_ROOT = Path(os.environ.get("PEERS_ROOT", TMP / "peers"))
 HARNESS = Path(os.environ.get("PEERS_HARNESS", REPO.parent / "shared" / "bench" / "peers"))
 BOUNDS = ("bare-starlette", "onnxruntime-raw")
-SINGLE_CONNS, BATCH_CONNS = (1, 16, 64), 4
+SINGLE_CONNS, BATCH_CONNS = (1, 8, 16, 64), 4
 WARMUP_S = 3
 BATCHING_OFF = ["--batch-max-rows", "1", "--batch-max-delay-ms", "0"]
 # Two ways of starting the gateway that are compared with each other are measured taking turns, both
@@ -326,7 +327,7 @@ def run_bounds(
     apart see the same spell. One result per case, target ``bounds``."""
     headers = {"Authorization": f"Bearer {key}"}
     turn_s = turn_seconds(seconds)
-    results = [{"target": "bounds", "model": c.name, "status": "error"} for c in cases]
+    results: list[dict[str, Any]] = [{"target": "bounds", "model": c.name, "status": "error"} for c in cases]
     bare = next(t for t in peers.TARGETS if t.name == BOUNDS[0])
     bare_port = loadgen.free_port()
     uvicorn = str(PEERS_ROOT / f"venv-{bare.venv}" / "bin" / "uvicorn")  # the harness runs it from apps/
@@ -352,7 +353,11 @@ def run_bounds(
             gw_single = (server.base + case.single_path, case.single_body, 1)
             bare_single = (bare_base + bare.path, bare_body, 1)
             gw_batch = (server.base + case.batch_path, case.batch_body, case.batch_rows)
-            for url, body, rows in (gw_single, bare_single, gw_batch):  # warm-up, not recorded
+            bare_batch_body = gateway.write_body(
+                BENCH_ROOT / "run" / f"bare-{case.name}-batch.json", bare.body(samples[case.name]["batch"])
+            )
+            bare_batch = (bare_base + bare.path, bare_batch_body, case.batch_rows)
+            for url, body, rows in (gw_single, bare_single, gw_batch, bare_batch):  # warm-up, not recorded
                 loadgen.wrk(url, body, 16 if rows == 1 else BATCH_CONNS, WARMUP_S, rows, headers)
             single = alternate(
                 lambda u=gw_single: _wrk_turn(*u, 16, turn_s, headers, server.proc.pid),
@@ -361,9 +366,17 @@ def run_bounds(
             batch = alternate(
                 lambda u=gw_batch: _wrk_turn(*u, BATCH_CONNS, turn_s, headers, server.proc.pid),
                 lambda m=case.name: ort_turn(m, turn_s),
+                lambda u=bare_batch: _wrk_turn(*u, BATCH_CONNS, turn_s, headers, bare_proc.pid),
             )
             res["single"] = {"c16": {"gateway": combine(single[0]), "bound": combine(single[1])}}
-            res["batch"] = {f"c{BATCH_CONNS}": {"gateway": combine(batch[0]), "bound": combine(batch[1])}}
+            res["batch"] = {
+                f"c{BATCH_CONNS}": {
+                    "gateway": combine(batch[0]),
+                    "bound": combine(batch[1]),
+                    "bare": combine(batch[2]),
+                    "parse_us": parse_cost(case.batch_body, turn_s),
+                }
+            }
             res["status"] = "ok"
     except Failed as e:
         for res in results:
@@ -379,6 +392,31 @@ def _wrk_turn(
     url: str, body: Path, rows: int, conns: int, seconds: float, headers: dict[str, str], pid: int
 ) -> dict[str, Any]:
     return loadgen.wrk(url, body, conns, seconds, rows, headers, loadgen.LOAD_CPU, pid, loadgen.SERVER_CPU)
+
+
+# the gateway's parse of a positional-rows batch body, alone: median µs a call of ``flat_rows`` (the
+# shape check and simdjson into one buffer of doubles), on the body the load steps send
+_PARSE = (
+    "import json, sys, time\n"
+    "from bundlegate.http.flatrows import flat_rows\n"
+    "body = open(sys.argv[1], 'rb').read()\n"
+    "width, end, times = len(json.loads(body)['inputs'][0]), time.perf_counter() + float(sys.argv[2]), []\n"
+    "while time.perf_counter() < end:\n"
+    "    t = time.perf_counter()\n"
+    "    parsed = flat_rows(body, width, 1_000_000)\n"
+    "    times.append(time.perf_counter() - t)\n"
+    "assert parsed is not None, 'flat_rows refused the bench body'\n"
+    "print(sorted(times)[len(times) // 2] * 1e6)\n"
+)
+
+
+def parse_cost(body: Path, seconds: float) -> float:
+    """µs a call of ``flat_rows`` on ``body`` in a fresh process pinned to the server's CPU (median)."""
+    cmd = ["taskset", "-c", loadgen.SERVER_CPU, sys.executable, "-c", _PARSE, str(body), f"{seconds:g}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if out.returncode:
+        raise Failed(f"parse timing failed: {out.stderr.strip()[-300:]}")
+    return round(float(out.stdout), 1)
 
 
 def ort_turn(model: str, seconds: float) -> dict[str, Any]:
@@ -408,12 +446,13 @@ def ort_turn(model: str, seconds: float) -> dict[str, Any]:
     }
 
 
-def alternate(a: Callable[[], dict[str, Any]], b: Callable[[], dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """``PAIRS`` turns of ``a`` and of ``b`` in the order ABBAABBA...; each one's turns in order."""
-    turns: list[list[dict[str, Any]]] = [[], []]
+def alternate(*sides: Callable[[], dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``PAIRS`` turns of each side, in the order ABBA... (ABCCBA... for three); each side's turns in
+    order."""
+    turns: list[list[dict[str, Any]]] = [[] for _ in sides]
     for p in range(PAIRS):
-        for j in (0, 1) if p % 2 == 0 else (1, 0):
-            turns[j].append((a, b)[j]())
+        for j in range(len(sides)) if p % 2 == 0 else reversed(range(len(sides))):
+            turns[j].append(sides[j]())
     return turns
 
 
