@@ -25,11 +25,12 @@ import pytest
 
 from bundle_factory import iris_model, regressor_model
 from bundlegate.errors import InvalidInput, MalformedRequest
+from bundlegate.feed import Prediction
 from bundlegate.http import flatrows
 from bundlegate.http.flatrows import flat_rows
 from bundlegate.http.jsonbody import parse_json, parse_json_body
 from bundlegate.http.tensors import decode_binary_inputs, feed_from_tensors
-from bundlegate.schema import CompiledSchema, Prediction
+from bundlegate.schema import CompiledSchema
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""API keys: the keys file, authentication, hot reload, model patterns, rate limits, and the HTTP helper."""
+"""API keys: the keys file, authentication, hot reload, model patterns, and the HTTP helper."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from bundlegate.keys import (
     KeyRecord,
     KeysFileError,
     KeyStore,
-    RateLimiter,
     UnknownKeyId,
     create_key,
     generate_key,
@@ -36,6 +35,7 @@ from bundlegate.keys import (
     list_keys,
     revoke_key,
 )
+from bundlegate.ratelimit import RateLimiter
 
 
 class FakeClock:
@@ -328,46 +328,6 @@ def test_plaintext_keys_never_reach_a_log_line(
     assert caplog.records, "the reload and the broken file are logged"
     for secret in (key, other, key[3:20], other[3:20]):
         assert secret not in caplog.text
-
-
-# --- RateLimiter -----------------------------------------------------------------------------------------
-
-
-def test_rate_limiter_allows_a_burst_then_says_when_to_retry(clock: FakeClock) -> None:
-    limiter = RateLimiter(2.0, burst=3, clock=clock)
-    for _ in range(3):
-        limiter.check("web")
-    with pytest.raises(RateLimited) as exc:
-        limiter.check("web")
-    assert exc.value.code == "rate_limited"
-    assert exc.value.retry_after == 1
-    limiter.check("other")  # buckets are per key
-    clock.advance(0.5)
-    limiter.check("web")  # one token back after 1/rate seconds
-    with pytest.raises(RateLimited):
-        limiter.check("web")
-
-
-def test_slow_rates_give_a_longer_retry_after(clock: FakeClock) -> None:
-    limiter = RateLimiter(0.1, clock=clock)
-    limiter.check("web")
-    with pytest.raises(RateLimited) as exc:
-        limiter.check("web")
-    assert exc.value.retry_after == 10
-
-
-def test_rate_limit_zero_is_off(clock: FakeClock) -> None:
-    limiter = RateLimiter(0, clock=clock)
-    assert not limiter.enabled
-    for _ in range(1000):
-        limiter.check("web")
-
-
-def test_rate_limiter_rejects_nonsense() -> None:
-    with pytest.raises(ValueError):
-        RateLimiter(-1)
-    with pytest.raises(ValueError):
-        RateLimiter(float("nan"))
 
 
 # --- the HTTP helper ---------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import pytest
 
 from bundle_factory import iris_model, mixed_model, pickled_model, with_version, write
 from bundlegate.errors import ModelNotReady, NotFound, Overloaded
+from bundlegate.feed import Feed, Prediction
 from bundlegate.registry import ModelRegistry
-from bundlegate.schema import Feed, Prediction
 from bundlegate.settings import Settings
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]

@@ -11,7 +11,8 @@ import pytest
 
 from bundle_factory import IRIS_FEATURES, Built, iris_model, mixed_model, regressor_model
 from bundlegate.errors import InvalidInput
-from bundlegate.schema import MISSING_STRING, CompiledSchema, Feed, Prediction
+from bundlegate.feed import Feed, Prediction
+from bundlegate.schema import MISSING_STRING, CompiledSchema
 
 
 @cache

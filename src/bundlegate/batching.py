@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from bundlegate.errors import DeadlineExceeded, Overloaded
-from bundlegate.schema import Feed, Prediction
+from bundlegate.feed import Feed, Prediction
 
 T = TypeVar("T")
 

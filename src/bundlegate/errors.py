@@ -170,3 +170,11 @@ def problem(loc: Location, msg: str, kind: str = "invalid") -> dict[str, Any]:
     Messages must never echo long input values, keys or stack traces; callers pass short texts.
     """
     return {"loc": list(loc), "type": kind, "msg": msg}
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc`` as one bounded line for a model's state and the log: the message of a bundlegate error,
+    else ``Type: message``; whitespace collapsed, cut at ``limit`` characters."""
+    text = exc.message if isinstance(exc, BundlegateError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -13,8 +13,8 @@ version and ``ModelNotReady`` for one that is loading, failed or unloaded.
 
 Default version: ``default_version`` from the operator's optional ``<repo>/<name>/serving.json`` when
 that version exists, else the highest loaded version. ``serving.json`` also sets the model's
-``batch_max_rows`` and ``batch_max_delay_ms``; a broken ``serving.json`` is reported in the model's
-status (``error``) and the settings' defaults apply.
+``batch_max_rows`` and ``batch_max_delay_ms`` (``bundlegate.serving`` reads it); a broken ``serving.json``
+is reported in the model's status (``error``) and the settings' defaults apply.
 
 Switching is atomic: all state changes happen on the event loop thread by replacing entries, so a
 request sees either the old or the new version, and a removed version's queue drains its in-flight
@@ -24,7 +24,6 @@ requests before it is dropped.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -32,20 +31,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
 from bundlegate.batching import DEFAULT_INLINE_MAX_S, BatchObserver, BatchQueue, run_blocking
 from bundlegate.bundle import read_bundle, scan_repository
-from bundlegate.errors import BundleError, BundlegateError, ModelNotReady, NotFound
+from bundlegate.errors import BundleError, ModelNotReady, NotFound, one_line
 from bundlegate.manifest import Manifest
 from bundlegate.runtime import Model, load_model, warm_up
 from bundlegate.schema import CompiledSchema
+from bundlegate.serving import ServingConfig, read_serving
 
 log = logging.getLogger("bundlegate.registry")
 
 State = Literal["loading", "loaded", "failed", "unloaded"]
-SERVING_FILE = "serving.json"
-_REASON_LIMIT = 300
 
 
 class RegistrySettings(Protocol):
@@ -112,14 +110,6 @@ class ReloadReport:
 
 
 @dataclass(frozen=True, slots=True)
-class _Serving:
-    batch_max_rows: int | None = None
-    batch_max_delay_ms: float | None = None
-    default_version: int | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class _Entry:
     path: Path
     state: State
@@ -155,7 +145,7 @@ class ModelRegistry:
             max_workers=os.cpu_count() or 1, thread_name_prefix="bundlegate-infer"
         )
         self._models: dict[str, dict[int, _Entry]] = {}
-        self._serving: dict[str, _Serving] = {}
+        self._serving: dict[str, ServingConfig] = {}
         self._reload_lock = asyncio.Lock()
         self._draining = False
         self._started = False
@@ -292,7 +282,7 @@ class ModelRegistry:
         versions = self._models.get(name)
         if versions is None:
             raise NotFound(f"no model named {name[:64]!r}")
-        serving = self._serving.get(name, _Serving())
+        serving = self._serving.get(name, ServingConfig())
         return ModelStatus(
             name=name,
             versions=[
@@ -339,7 +329,7 @@ class ModelRegistry:
 
     async def _refresh_serving(self, name: str) -> None:
         """Re-read ``serving.json``; loaded versions take its batching settings at once."""
-        serving = await run_blocking(self._load_pool, _read_serving, self.repo / name)
+        serving = await run_blocking(self._load_pool, read_serving, self.repo / name)
         self._serving[name] = serving
         for entry in self._models.get(name, {}).values():
             if entry.loaded is not None:
@@ -347,10 +337,10 @@ class ModelRegistry:
                 queue.max_batch_rows = self._batch_max_rows(serving)
                 queue.max_delay_s = self._batch_max_delay_s(serving)
 
-    def _batch_max_rows(self, serving: _Serving) -> int:
+    def _batch_max_rows(self, serving: ServingConfig) -> int:
         return serving.batch_max_rows or self.settings.batch_max_rows
 
-    def _batch_max_delay_s(self, serving: _Serving) -> float:
+    def _batch_max_delay_s(self, serving: ServingConfig) -> float:
         delay_ms = serving.batch_max_delay_ms
         return (self.settings.batch_max_delay_ms if delay_ms is None else delay_ms) / 1000.0
 
@@ -364,7 +354,7 @@ class ModelRegistry:
         task.add_done_callback(self._background.discard)
 
     def _default(self, name: str, versions: dict[int, _Entry]) -> int | None:
-        pinned = self._serving.get(name, _Serving()).default_version
+        pinned = self._serving.get(name, ServingConfig()).default_version
         if pinned is not None and pinned in versions:
             return pinned if versions[pinned].loaded is not None else None
         loaded = [v for v, e in versions.items() if e.loaded is not None]
@@ -378,13 +368,13 @@ class ModelRegistry:
                 self._load_pool, self._load_blocking, name, version, path
             )
         except Exception as exc:  # any failure of one bundle only fails that bundle
-            reason = _reason(exc)
+            reason = one_line(exc)
             log.warning("bundle %s version %s failed to load: %s", name, version, reason)
             if self._still_loading(name, version):
                 self._set(name, version, _Entry(path, "failed", error=reason))
             return False
         seconds = time.monotonic() - started
-        serving = self._serving.get(name, _Serving())
+        serving = self._serving.get(name, ServingConfig())
         observer = self.observer_factory(name, version) if self.observer_factory else None
         queue = BatchQueue(
             model,
@@ -424,41 +414,3 @@ class ModelRegistry:
         )
         rows, seconds = warm_up(model, bundle, schema)
         return model, manifest, schema, (rows, seconds) if rows else None
-
-
-def _read_serving(model_dir: Path) -> _Serving:
-    """The operator's ``serving.json`` for one model; problems are reported, defaults apply."""
-    path = model_dir / SERVING_FILE
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        return _Serving()
-    except (OSError, ValueError) as exc:
-        return _Serving(error=f"{SERVING_FILE}: {_reason(exc)}")
-    if not isinstance(raw, dict):
-        return _Serving(error=f"{SERVING_FILE}: expected a JSON object")
-    problems: list[str] = []
-    values: dict[str, Any] = {}
-    for key, integer, minimum in (
-        ("batch_max_rows", True, 1),
-        ("batch_max_delay_ms", False, 0),
-        ("default_version", True, 1),
-    ):
-        value = raw.get(key)
-        if value is None:
-            continue
-        kinds: tuple[type, ...] = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or cast(float, value) < minimum:
-            problems.append(f"{key} must be {'an integer' if integer else 'a number'} >= {minimum}")
-        else:
-            values[key] = value
-    unknown = sorted(set(raw) - {"batch_max_rows", "batch_max_delay_ms", "default_version"})
-    if unknown:
-        problems.append(f"unknown keys {[k[:40] for k in unknown][:5]}")
-    return _Serving(**values, error=f"{SERVING_FILE}: " + "; ".join(problems) if problems else None)
-
-
-def _reason(exc: BaseException) -> str:
-    text = exc.message if isinstance(exc, BundlegateError) else f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
-    return text if len(text) <= _REASON_LIMIT else text[:_REASON_LIMIT] + "…"

@@ -29,8 +29,9 @@ import onnxruntime as ort
 
 from bundlegate.bundle import Bundle
 from bundlegate.errors import BundleError, UnsafePath
+from bundlegate.feed import Feed, Prediction
 from bundlegate.manifest import Manifest
-from bundlegate.schema import CompiledSchema, Feed, Prediction
+from bundlegate.schema import CompiledSchema
 
 __all__ = [
     "Model",

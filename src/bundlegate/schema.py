@@ -1,4 +1,4 @@
-"""Requests → numpy feeds, and model outputs → JSON-ready Python (DESIGN.md §3, §4).
+"""Requests → numpy feeds (DESIGN.md §3, §4).
 
 ``CompiledSchema(manifest)`` is built once per bundle version. It accepts the four request shapes of
 the ``/v1`` API and returns a ``Feed`` (one array per ONNX input, shape ``[n_rows, n_features]``):
@@ -13,6 +13,10 @@ when that path cannot explain the request does the slow path walk every value, c
 problems located as ``["inputs", 3, "age"]`` (records), ``["inputs", "age", 3]`` (columns) or
 ``["inputs", 3, 1]`` (rows), and raise ``InvalidInput``. The slow path is the authority: the fast path
 accepts a subset of what it accepts and produces the same arrays.
+
+The request shapes the slow path walks, and how it locates problems, are ``bundlegate.request_shapes``;
+``Feed`` and ``Prediction`` are ``bundlegate.feed``; predictions become JSON answers in
+``bundlegate.answers`` (``CompiledSchema`` is an ``Answers``).
 
 Encodings: a null for a nullable numeric feature becomes NaN; a null for a nullable string feature
 becomes ``MISSING_STRING`` (the empty string), which is what the packer's imputers treat as missing.
@@ -29,10 +33,27 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
-from bundlegate.errors import MAX_DETAILS, InvalidInput, problem
+from bundlegate.answers import Answers
+from bundlegate.errors import InvalidInput, problem
+from bundlegate.feed import Array, Feed
 from bundlegate.manifest import InputSpec, Manifest, OnnxInput
+from bundlegate.request_shapes import (
+    MISSING,
+    ColumnsSource,
+    Loc,
+    Problems,
+    RecordSource,
+    RecordsSource,
+    RowSource,
+    Source,
+    columns_loc,
+    json_type,
+    pos_loc,
+    record_loc,
+    records_loc,
+    rows_loc,
+)
 
 MISSING_STRING = ""
 DEFAULT_MAX_ROWS = 10_000
@@ -49,54 +70,10 @@ _NP_DTYPES: dict[str, npt.DTypeLike] = {
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _NUMBER_TYPES = frozenset({int, float})
 _NONE = type(None)
-_MISSING: Any = object()  # a feature absent from a record
-_MAX_KEY_ECHO = 64
 
-Array = npt.NDArray[Any]
-Loc = tuple[str | int, ...]
 # one feature of a one-tensor-per-feature model: tensor name, feature index, numpy dtype, manifest
 # dtype of the tensor, nullable, largest magnitude, int64 feature, categories when unknown ones are refused
 _Scalar = tuple[str, int, npt.DTypeLike, str, bool, float, bool, frozenset[Any] | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Feed:
-    """The model input: ONNX input name → array of shape ``[n_rows, k]``, and the row count."""
-
-    arrays: dict[str, Array]
-    n_rows: int
-
-    @staticmethod
-    def concat(feeds: Sequence[Feed]) -> Feed:
-        """One feed holding the rows of ``feeds`` in order (for a batch of several requests)."""
-        if len(feeds) == 1:
-            return feeds[0]
-        names = feeds[0].arrays.keys()
-        return Feed(
-            {n: np.concatenate([f.arrays[n] for f in feeds]) for n in names},
-            sum(f.n_rows for f in feeds),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """What a model returns for ``n`` rows; absent outputs are ``None``.
-
-    ``labels`` hold the original classes (shape ``[n]``), ``probabilities`` shape ``[n, n_classes]`` in
-    the manifest's class order, ``values`` shape ``[n]`` or ``[n, k]`` (regressors, transforms).
-    """
-
-    labels: Array | None = None
-    probabilities: Array | None = None
-    values: Array | None = None
-
-    def rows(self, start: int, stop: int) -> Prediction:
-        """The prediction of rows ``start:stop`` only (views, no copies)."""
-        return Prediction(
-            None if self.labels is None else self.labels[start:stop],
-            None if self.probabilities is None else self.probabilities[start:stop],
-            None if self.values is None else self.values[start:stop],
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,48 +118,9 @@ def _one_row(rows: Sequence[Any], t: _Tensor) -> Array | None:
     return np.array(rows, dtype=t.dtype)
 
 
-def _json_type(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list | tuple):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return "an unsupported value"
-
-
-def _key(k: object) -> str:
-    s = k if isinstance(k, str) else repr(k)
-    return s if len(s) <= _MAX_KEY_ECHO else s[:_MAX_KEY_ECHO] + "…"
-
-
-class _Problems:
-    """Collects at most ``MAX_DETAILS`` problems; ``full`` tells the slow path to stop looking."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-
-    def add(self, loc: Loc, msg: str, kind: str = "invalid") -> None:
-        if len(self.items) < MAX_DETAILS:
-            self.items.append(problem(["inputs", *loc], msg, kind))
-
-    @property
-    def full(self) -> bool:
-        return len(self.items) >= MAX_DETAILS
-
-    def raise_if_any(self, what: str = "the inputs do not match the model's schema") -> None:
-        if self.items:
-            raise InvalidInput(what, self.items)
-
-
-class CompiledSchema:
-    """The request schema of one bundle version, compiled for fast conversion (see module docstring)."""
+class CompiledSchema(Answers):
+    """The request schema of one bundle version, compiled for fast conversion (see module docstring);
+    it writes the answers of its version too (``Answers``)."""
 
     def __init__(
         self,
@@ -221,10 +159,7 @@ class CompiledSchema:
         flat = whole is not None and self._rows_direct and not whole.int_cols
         self.flat_width = whole.width if flat and whole is not None else None
         self._scalar_plan = self._scalars()
-        self._label_lookup = self._labels(manifest)
-        self._class_keys = (
-            [json_key(c) for c in manifest.outputs.label.classes] if manifest.outputs.label else []
-        )
+        Answers.__init__(self, manifest)
 
     def _plan(self, manifest: Manifest) -> Iterator[_Tensor]:
         index = {name: i for i, name in enumerate(self.names)}
@@ -254,13 +189,6 @@ class CompiledSchema:
             plan.append((t.name, i, t.dtype, t.kind, spec.nullable, limit, spec.dtype == "int64", cats))
         return plan
 
-    @staticmethod
-    def _labels(manifest: Manifest) -> dict[Any, Any] | None:
-        label = manifest.outputs.label
-        if label is None or not label.classes or not isinstance(label.classes[0], bool):
-            return None
-        return {0: False, 1: True, "False": False, "True": True}  # 0/1 also match False/True
-
     # ------------------------------------------------------------------ public conversions
 
     def from_record(self, obj: Any) -> Feed:
@@ -273,10 +201,10 @@ class CompiledSchema:
                     feed = None
                 if feed is not None:
                     return feed
-            return self._slow(_RecordSource(obj), _record_loc)
+            return self._slow(RecordSource(obj), record_loc)
         if isinstance(obj, list) and self.numeric:
             feed = self._rows_fast([obj])
-            return feed if feed is not None else self._slow(_RowSource([obj], len(self.names)), _pos_loc)
+            return feed if feed is not None else self._slow(RowSource([obj], len(self.names)), pos_loc)
         expected = "an object of features" + (" or an array of numbers" if self.numeric else "")
         raise InvalidInput("a record must be " + expected, [problem(["inputs"], "expected " + expected)])
 
@@ -290,7 +218,7 @@ class CompiledSchema:
         except (KeyError, TypeError):
             exact = False
         feed = self._from_tuples(tuples) if exact else None
-        return feed if feed is not None else self._slow(_RecordsSource(records), _records_loc)
+        return feed if feed is not None else self._slow(RecordsSource(records), records_loc)
 
     def from_columns(self, columns: Any) -> Feed:
         """Columns: an object mapping every feature to a list of values of equal length."""
@@ -307,10 +235,10 @@ class CompiledSchema:
                 feed = self._columns_fast(cols, n_rows)
                 if feed is not None:
                     return feed
-        source = _ColumnsSource(columns, self.names)
+        source = ColumnsSource(columns, self.names)
         if source.n_rows is not None:
             self._check_count(source.n_rows)
-        return self._slow(source, _columns_loc)
+        return self._slow(source, columns_loc)
 
     def from_rows(self, rows: Any) -> Feed:
         """Positional rows (numeric models only): a list of lists of numbers in feature order. (A
@@ -322,7 +250,7 @@ class CompiledSchema:
             )
         self._check_batch(rows)
         feed = self._rows_fast(rows)
-        return feed if feed is not None else self._slow(_RowSource(rows, len(self.names)), _rows_loc)
+        return feed if feed is not None else self._slow(RowSource(rows, len(self.names)), rows_loc)
 
     def from_batch(self, obj: Any) -> Feed:
         """A ``/v1`` batch body's ``inputs``: records, positional rows (list of lists) or columns."""
@@ -331,55 +259,6 @@ class CompiledSchema:
         if isinstance(obj, list) and obj and isinstance(obj[0], list):
             return self.from_rows(obj)
         return self.from_records(obj)
-
-    # ------------------------------------------------------------------ outputs
-
-    def decode_one(self, prediction: Prediction) -> dict[str, Any]:
-        """The first row as JSON-ready Python: ``{"prediction": ..., "probabilities": {class: p}}``."""
-        out = self.decode_batch(prediction)
-        result: dict[str, Any] = {"prediction": out["predictions"][0]}
-        if "probabilities" in out:
-            result["probabilities"] = dict(zip(self._class_keys, out["probabilities"][0], strict=True))
-        return result
-
-    def encode_batch(self, prediction: Prediction) -> dict[str, Any]:
-        """``decode_batch`` for ``orjson.dumps(..., option=orjson.OPT_SERIALIZE_NUMPY)``: numeric
-        labels, values and probabilities stay numpy arrays, which orjson writes in C (no Python list
-        of floats, no round trip through ``_shortest``); the JSON is exactly ``decode_batch``'s."""
-        labels, probabilities, values = prediction.labels, prediction.probabilities, prediction.values
-        if (
-            (labels is not None and (labels.dtype.kind not in "iuf" or self._label_lookup is not None))
-            or (probabilities is not None and probabilities.dtype.kind != "f")
-            or (values is not None and values.dtype.kind != "f")
-        ):
-            return self.decode_batch(prediction)
-        result: dict[str, Any] = {}
-        if labels is not None:
-            result["predictions"] = np.ascontiguousarray(labels.ravel())
-        elif values is not None:
-            if values.ndim == 2 and values.shape[1] == 1:
-                values = values[:, 0]
-            result["predictions"] = np.ascontiguousarray(values)
-        if probabilities is not None:
-            result["probabilities"] = np.ascontiguousarray(probabilities)
-        return result
-
-    def decode_batch(self, prediction: Prediction) -> dict[str, Any]:
-        """Every row: ``{"predictions": [...], "probabilities": [[p, ...], ...]}`` (classes order)."""
-        result: dict[str, Any] = {}
-        if prediction.labels is not None:
-            labels = prediction.labels.ravel().tolist()
-            if self._label_lookup is not None:
-                labels = [self._label_lookup.get(v, v) for v in labels]
-            result["predictions"] = labels
-        elif prediction.values is not None:
-            values = prediction.values
-            if values.ndim == 2 and values.shape[1] == 1:
-                values = values[:, 0]
-            result["predictions"] = _shortest(values)
-        if prediction.probabilities is not None:
-            result["probabilities"] = _shortest(prediction.probabilities)
-        return result
 
     # ------------------------------------------------------------------ fast paths
 
@@ -565,9 +444,9 @@ class CompiledSchema:
 
     # ------------------------------------------------------------------ slow path
 
-    def _slow(self, source: _Source, loc: Callable[[int, str, int], Loc]) -> Feed:
+    def _slow(self, source: Source, loc: Callable[[int, str, int], Loc]) -> Feed:
         """Walk every value: convert it or say exactly what is wrong with it."""
-        problems = _Problems()
+        problems = Problems()
         source.structure(self.names, problems)
         n_rows = source.n_rows or 0
         arrays: dict[str, Array] = {}
@@ -580,7 +459,7 @@ class CompiledSchema:
                     if problems.full:
                         break
                     value = source.value(r, i, spec.name)
-                    if value is _MISSING:
+                    if value is MISSING:
                         column.append(None)
                         continue
                     converted, msg = self._convert(value, i, t)
@@ -612,7 +491,7 @@ class CompiledSchema:
             return None, "null cannot be encoded for this feature"
         if spec.dtype == "string":
             if not isinstance(value, str):
-                return None, f"expected a string, got {_json_type(value)}"
+                return None, f"expected a string, got {json_type(value)}"
             if len(value) > self.max_string_length:
                 return None, f"string longer than {self.max_string_length} characters"
             cats = self._categories.get(i)
@@ -621,11 +500,11 @@ class CompiledSchema:
             return value, None
         if spec.dtype == "bool":
             if not isinstance(value, bool):
-                return None, f"expected a boolean, got {_json_type(value)}"
+                return None, f"expected a boolean, got {json_type(value)}"
             return value, None
         # numeric features
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return None, f"expected a number, got {_json_type(value)}"
+            return None, f"expected a number, got {json_type(value)}"
         if spec.dtype == "int64" or t.kind == "int64":
             if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
                 return None, "expected an integer"
@@ -643,147 +522,3 @@ class CompiledSchema:
                 value
             ) else "not a finite number"
         return cast.item(), None
-
-
-def json_key(c: object) -> str:
-    """A class as a JSON object key: strings as they are, booleans as ``true``/``false``."""
-    if isinstance(c, bool):
-        return "true" if c else "false"
-    return str(c)
-
-
-# ---------------------------------------------------------------------- request sources (slow path)
-
-
-class _Source:
-    """The values of one request shape, addressed by row and feature, with its structural problems."""
-
-    n_rows: int | None = None
-
-    def structure(self, names: Sequence[str], problems: _Problems) -> None:
-        raise NotImplementedError
-
-    def value(self, row: int, index: int, name: str) -> Any:
-        raise NotImplementedError
-
-
-def _check_keys(obj: dict[Any, Any], names: Sequence[str], where: Loc, problems: _Problems) -> None:
-    for name in names:
-        if name not in obj:
-            problems.add((*where, name), "missing feature", "missing")
-    known = set(names)
-    for key in obj:
-        if key not in known:
-            problems.add((*where, _key(key)), "unknown feature", "extra")
-
-
-class _RecordSource(_Source):
-    def __init__(self, record: dict[Any, Any]) -> None:
-        self.record = record
-        self.n_rows = 1
-
-    def structure(self, names: Sequence[str], problems: _Problems) -> None:
-        _check_keys(self.record, names, (), problems)
-
-    def value(self, row: int, index: int, name: str) -> Any:
-        return self.record.get(name, _MISSING)
-
-
-class _RecordsSource(_Source):
-    def __init__(self, records: list[Any]) -> None:
-        self.records = records
-        self.n_rows = len(records)
-
-    def structure(self, names: Sequence[str], problems: _Problems) -> None:
-        for r, record in enumerate(self.records):
-            if not isinstance(record, dict):
-                problems.add((r,), f"expected an object of features, got {_json_type(record)}", "type")
-            else:
-                _check_keys(record, names, (r,), problems)
-            if problems.full:
-                return
-
-    def value(self, row: int, index: int, name: str) -> Any:
-        record = self.records[row]
-        return record.get(name, _MISSING) if isinstance(record, dict) else _MISSING
-
-
-class _RowSource(_Source):
-    def __init__(self, rows: list[Any], width: int) -> None:
-        self.rows = rows
-        self.width = width
-        self.n_rows = len(rows)
-
-    def structure(self, names: Sequence[str], problems: _Problems) -> None:
-        single = len(self.rows) == 1
-        for r, row in enumerate(self.rows):
-            where: Loc = () if single else (r,)
-            if not isinstance(row, list):
-                problems.add(
-                    where, f"expected an array of {self.width} numbers, got {_json_type(row)}", "type"
-                )
-            elif len(row) != self.width:
-                problems.add(where, f"expected {self.width} values, got {len(row)}", "width")
-            if problems.full:
-                return
-
-    def value(self, row: int, index: int, name: str) -> Any:
-        values = self.rows[row]
-        if isinstance(values, list) and len(values) == self.width:
-            return values[index]
-        return _MISSING
-
-
-class _ColumnsSource(_Source):
-    def __init__(self, columns: dict[Any, Any], names: Sequence[str]) -> None:
-        self.columns = columns
-        lengths = [len(c) for n in names if isinstance(c := columns.get(n), list)]
-        self.n_rows = lengths[0] if lengths else None
-
-    def structure(self, names: Sequence[str], problems: _Problems) -> None:
-        _check_keys(self.columns, names, (), problems)
-        for name in names:
-            column = self.columns.get(name, _MISSING)
-            if column is _MISSING:
-                continue
-            if not isinstance(column, list):
-                problems.add((name,), f"expected an array, got {_json_type(column)}", "type")
-            elif len(column) != self.n_rows:
-                problems.add(
-                    (name,), f"expected {self.n_rows} values like the first column, got {len(column)}"
-                )
-
-    def value(self, row: int, index: int, name: str) -> Any:
-        column = self.columns.get(name)
-        if isinstance(column, list) and len(column) == self.n_rows:
-            return column[row]
-        return _MISSING
-
-
-def _record_loc(i: int, name: str, j: int) -> Loc:
-    return (name,)
-
-
-def _pos_loc(i: int, name: str, j: int) -> Loc:
-    return (j,)
-
-
-def _records_loc(i: int, name: str, j: int) -> Loc:
-    return (i, name)
-
-
-def _columns_loc(i: int, name: str, j: int) -> Loc:
-    return (name, i)
-
-
-def _rows_loc(i: int, name: str, j: int) -> Loc:
-    return (i, j)
-
-
-def _shortest(array: npt.NDArray[Any]) -> Any:
-    """``array.tolist()``, but float32 numbers keep their own shortest digits (0.98165685, not the
-    0.9816568493843079 that widening to a Python float prints): the model computed float32, and the
-    answer should not claim more precision than that. orjson writes numpy floats at their width."""
-    if array.dtype != np.float32:
-        return array.tolist()
-    return orjson.loads(orjson.dumps(np.ascontiguousarray(array), option=orjson.OPT_SERIALIZE_NUMPY))

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
+from bundlegate.feed import Feed, Prediction
 from bundlegate.http.app import Gateway
-from bundlegate.schema import Feed, Prediction
 
 # bundle_factory lives in tests/, one level up; pytest puts only this directory on sys.path.
 _TESTS = str(Path(__file__).resolve().parent.parent)

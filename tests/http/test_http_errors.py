@@ -14,7 +14,7 @@ import httpx
 import pytest
 from gateway_support import Keys, MakeApp, client_for, slow_down
 
-from bundlegate.schema import Feed, Prediction
+from bundlegate.feed import Feed, Prediction
 
 GOOD = {"inputs": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}}
 PREDICT = "/v1/models/iris/predict"

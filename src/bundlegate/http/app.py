@@ -31,8 +31,9 @@ from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.http.context import GatewayContext, GatewayState
 from bundlegate.http.middleware import AccessLog, GatewayMiddleware
 from bundlegate.http.routing import HotRoutes
-from bundlegate.keys import KeyStore, RateLimiter
+from bundlegate.keys import KeyStore
 from bundlegate.metrics import GatewayMetrics
+from bundlegate.ratelimit import RateLimiter
 from bundlegate.registry import ModelRegistry
 from bundlegate.settings import InvalidSetting, Settings
 

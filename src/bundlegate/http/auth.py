@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bundlegate.errors import NotFound
-from bundlegate.keys import KeyRecord, KeyStore, RateLimiter
+from bundlegate.keys import KeyRecord, KeyStore
+from bundlegate.ratelimit import RateLimiter
 
 Headers = Iterable[tuple[bytes, bytes]]
 

@@ -24,9 +24,10 @@ import numpy as np
 import numpy.typing as npt
 
 from bundlegate.errors import InvalidInput, problem
+from bundlegate.feed import Feed, Prediction
 from bundlegate.manifest import Manifest
 from bundlegate.registry import LoadedVersion
-from bundlegate.schema import CompiledSchema, Feed, Prediction
+from bundlegate.schema import CompiledSchema
 
 DATATYPE = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "bool": "BOOL", "string": "BYTES"}
 _NUMERIC_TYPES = frozenset(
