@@ -86,10 +86,14 @@ class Server:
 
 @contextlib.contextmanager
 def serve(
-    tmp_path: Path, *args: str, module: str = "bundlegate.cli serve", env: dict[str, str] | None = None
+    tmp_path: Path,
+    *args: str,
+    module: str = "bundlegate.cli serve",
+    env: dict[str, str] | None = None,
+    wait: bool = True,
 ) -> Iterator[Server]:
-    """Run ``python -m <module> <args> --port <free port>`` in ``tmp_path`` until it is ready; stdout
-    goes to ``stdout-<port>.log`` and stderr to ``serve-<port>.log`` there."""
+    """Run ``python -m <module> <args> --port <free port>`` in ``tmp_path`` until it is ready (at once
+    with ``wait=False``); stdout goes to ``stdout-<port>.log`` and stderr to ``serve-<port>.log``."""
     port = free_port()
     stderr_path = tmp_path / f"serve-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUNDLEGATE_")} | (env or {})
@@ -104,7 +108,8 @@ def serve(
         )
     server = Server(process, port, stderr_path)
     try:
-        server.wait_ready()
+        if wait:
+            server.wait_ready()
         yield server
     finally:
         server.stop()
@@ -432,6 +437,54 @@ def test_sighup_replaces_the_workers_while_the_server_keeps_answering(repo: Path
         # a connection queued at an old worker in the instant it closes is reset (see workers.py)
         assert len(failed) <= 1, failed
     assert "SIGHUP: replacing the workers one at a time" in server.stderr()
+
+
+def test_workers_take_connections_only_once_their_bundles_are_loaded(repo: Path, tmp_path: Path) -> None:
+    """With --workers the kernel hands each connection to any listening worker, and /readyz answers
+    for one worker only; so a worker listens only once its bundles are loaded. From the very first
+    connection the port accepts, predictions are answered, never ``503 model_not_ready`` (a worker
+    that listened while loading answered its first requests that way)."""
+    keys_file = tmp_path / "keys.json"
+    auth = {"Authorization": "Bearer " + create_key(keys_file, "early", ["*"])}
+    with serve(tmp_path, str(repo), "--keys", str(keys_file), "--workers", "2", wait=False) as server:
+        statuses: list[int] = []
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while len(statuses) < 30 and time.monotonic() < deadline:
+            assert server.process.poll() is None, server.stderr()[-3000:]
+            try:  # a fresh connection each time, from the moment anything listens
+                r = httpx.post(
+                    f"{server.url}/v1/models/iris/predict",
+                    json={"inputs": IRIS_ROWS[0].tolist()},
+                    headers=auth,
+                    timeout=10,
+                )
+            except httpx.ConnectError:  # nothing listens yet (the parent holds the port unlistened)
+                time.sleep(0.002)
+                continue
+            statuses.append(r.status_code)
+        assert statuses == [200] * 30, statuses
+
+
+def test_one_process_listens_at_once_and_says_when_it_has_loaded(repo: Path, tmp_path: Path) -> None:
+    """Without --workers the server listens at once: /healthz answers while the bundles load, and
+    /readyz says 503 until they have (what a Kubernetes readiness probe waits for)."""
+    keys_file = tmp_path / "keys.json"
+    create_key(keys_file, "probe", ["*"])
+    with serve(tmp_path, str(repo), "--keys", str(keys_file), wait=False) as server:
+        seen: list[tuple[int, int]] = []
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(server.url + "/healthz", timeout=5).status_code
+                ready = httpx.get(server.url + "/readyz", timeout=5).status_code
+            except httpx.ConnectError:
+                time.sleep(0.002)
+                continue
+            seen.append((health, ready))
+            if ready == 200:
+                break
+        assert seen[0] == (200, 503), seen  # listening while it loads
+        assert seen[-1] == (200, 200), seen
 
 
 def test_workers_on_a_port_in_use_is_one_error(repo: Path, tmp_path: Path) -> None:

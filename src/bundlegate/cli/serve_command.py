@@ -28,6 +28,7 @@ from bundlegate.keys import KeyStore
 from bundlegate.settings import LOG_LEVELS, InvalidSetting, Settings
 
 APP_FACTORY = "bundlegate.http.app:create_app"
+WORKER_APP_FACTORY = "bundlegate.http.app:create_worker_app"  # --workers N: listen once loaded
 LOOPBACK = "127.0.0.1"
 INSECURE_BANNER = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
@@ -115,9 +116,11 @@ def run(settings: Settings) -> None:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """The uvicorn configuration of every worker (without the address and the worker count)."""
+    """The uvicorn configuration of every worker (without the address and the worker count). With
+    several workers each one listens only once its bundles are loaded (``create_worker_app``); one
+    process alone listens at once and answers ``/readyz`` 503 while it loads."""
     return {
-        "app": APP_FACTORY,
+        "app": WORKER_APP_FACTORY if settings.workers > 1 else APP_FACTORY,
         "factory": True,
         "log_level": settings.log_level,
         "log_config": _log_config(settings.log_level),

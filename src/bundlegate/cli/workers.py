@@ -13,8 +13,9 @@ The parent holds the address (bound, not listening: it takes no connections) so 
 error before any worker starts, and supervises: a worker that dies is started again, one that fails
 during startup (exit 3, like uvicorn's) stops the whole server, and SIGTERM/SIGINT are passed to the
 workers, which drain (``--drain-timeout-s``) and exit; the parent then exits 0. A worker listens only
-once its startup (every bundle loaded) is done, so a restarting worker gets no connections before it
-can answer them. SIGHUP replaces the workers one at a time, as uvicorn's supervisor does, and each old
+once its startup is done, and a worker's startup waits for every bundle to load or fail
+(``http.app.create_worker_app``), so a starting or restarting worker gets no connections before it can
+answer them. SIGHUP replaces the workers one at a time, as uvicorn's supervisor does, and each old
 worker is stopped only once its replacement listens, so the address always has a listener (a
 connection that reaches an old worker's queue in the instant it closes is still reset: Linux hands it
 to another socket only with ``net.ipv4.tcp_migrate_req``). Where the platform has no ``SO_REUSEPORT``,

@@ -7,7 +7,10 @@ Lifecycle (ASGI lifespan, or ``await app.startup()`` / ``await app.shutdown()`` 
 it, as in-process tests):
 
 - startup starts loading every bundle in the background and returns at once, so ``/healthz``
-  answers immediately; ``/readyz`` turns 200 when every bundle has loaded or failed;
+  answers immediately; ``/readyz`` turns 200 when every bundle has loaded or failed. A worker of
+  ``bundle serve --workers N`` (``create_worker_app``) finishes its startup only once that load is
+  done, so uvicorn listens only then: the kernel hands a new connection to any listening worker,
+  and one worker's ``/readyz`` says nothing about another's;
 - with ``reload_interval_s`` the repository is re-scanned on that interval;
 - shutdown (SIGTERM under uvicorn) turns readiness false, answers new predictions 503, waits up to
   ``drain_timeout_s`` for requests in flight and the batching queues, then returns.
@@ -56,6 +59,7 @@ class Gateway:
         access_log = AccessLog() if ctx.settings.access_log else None
         self._http = GatewayMiddleware(HotRoutes(routes, router), ctx, access_log)
         self._reloader: asyncio.Task[None] | None = None
+        self.listen_after_load = False  # True in a worker of --workers N: startup waits for the load
 
     @property
     def settings(self) -> Settings:
@@ -78,6 +82,8 @@ class Gateway:
         await receive()  # lifespan.startup
         try:
             await self.startup()
+            if self.listen_after_load:
+                await self.loaded()
         except Exception as exc:
             logger.exception("gateway startup failed")
             await send({"type": "lifespan.startup.failed", "message": str(exc)[:200]})
@@ -160,6 +166,17 @@ class Gateway:
             logger.warning("shutting down with %d requests still in flight", state.in_flight)
         if self._http.access_log is not None:
             self._http.access_log.flush()
+
+
+def create_worker_app() -> Gateway:
+    """``create_app()`` for a worker of ``bundle serve --workers N``: its startup (ASGI lifespan) waits
+    until every bundle has loaded or failed, so uvicorn listens only then. Without it a worker that
+    had just started, or a replacement during a SIGHUP restart, would take connections from the
+    kernel while still loading and answer them ``503 model_not_ready``, while another worker's
+    ``/readyz`` said ready."""
+    app = create_app()
+    app.listen_after_load = True
+    return app
 
 
 def create_app(
