@@ -465,28 +465,6 @@ def test_workers_take_connections_only_once_their_bundles_are_loaded(repo: Path,
         assert statuses == [200] * 30, statuses
 
 
-def test_one_process_listens_at_once_and_says_when_it_has_loaded(repo: Path, tmp_path: Path) -> None:
-    """Without --workers the server listens at once: /healthz answers while the bundles load, and
-    /readyz says 503 until they have (what a Kubernetes readiness probe waits for)."""
-    keys_file = tmp_path / "keys.json"
-    create_key(keys_file, "probe", ["*"])
-    with serve(tmp_path, str(repo), "--keys", str(keys_file), wait=False) as server:
-        seen: list[tuple[int, int]] = []
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                health = httpx.get(server.url + "/healthz", timeout=5).status_code
-                ready = httpx.get(server.url + "/readyz", timeout=5).status_code
-            except httpx.ConnectError:
-                time.sleep(0.002)
-                continue
-            seen.append((health, ready))
-            if ready == 200:
-                break
-        assert seen[0] == (200, 503), seen  # listening while it loads
-        assert seen[-1] == (200, 200), seen
-
-
 def test_workers_on_a_port_in_use_is_one_error(repo: Path, tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.json"
     create_key(keys_file, "busy", ["*"])

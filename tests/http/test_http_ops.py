@@ -11,7 +11,7 @@ import httpx
 import pytest
 from gateway_support import Keys, MakeApp, client_for, slow_down
 
-from bundlegate.http.app import create_app
+from bundlegate.http.app import create_app, create_worker_app
 from bundlegate.settings import InvalidSetting, Settings
 
 GOOD = {"inputs": [5.1, 3.5, 1.4, 0.2]}
@@ -36,6 +36,38 @@ async def test_healthz_answers_at_once_and_readyz_turns_ready_when_loading_ends(
         # a bundle that failed does not hold readiness back
         models = (await client.get("/v1/models", headers=keys.auth())).json()["models"]
         assert {m["name"]: m["versions"][0]["state"] for m in models}["broken"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("factory", "loaded_when_listening"), [(create_app, False), (create_worker_app, True)]
+)
+async def test_a_workers_startup_ends_only_once_its_bundles_are_loaded(
+    factory: Any, loaded_when_listening: bool, repo: Any, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn listens once the ASGI lifespan startup completes. One process completes it at once
+    (``/healthz`` answers while the bundles load); a worker of ``--workers N`` (``create_worker_app``)
+    only once every bundle has loaded or failed, since the kernel may hand it any new connection."""
+    monkeypatch.setenv("BUNDLEGATE_REPOSITORY", str(repo))
+    monkeypatch.setenv("BUNDLEGATE_KEYS_FILE", str(keys.path))
+    app = factory()
+    messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: list[tuple[str, bool]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append((message["type"], app.state.loading_done))
+
+    await messages.put({"type": "lifespan.startup"})
+    lifespan = asyncio.create_task(app({"type": "lifespan"}, messages.get, send))
+    while not sent:
+        await asyncio.sleep(0.001)
+    assert sent == [("lifespan.startup.complete", loaded_when_listening)]
+    await app.loaded()
+    async with client_for(app) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await client.post(PREDICT, json=GOOD, headers=keys.auth())).status_code == 200
+    await messages.put({"type": "lifespan.shutdown"})
+    await lifespan
+    assert sent[-1] == ("lifespan.shutdown.complete", True)
 
 
 async def test_readyz_is_503_before_startup_and_after_shutdown(make_app: MakeApp, keys: Keys) -> None:
