@@ -25,11 +25,11 @@ PY_SPY = Path(sys.executable).parent / "py-spy"
 # (area, pattern on "function (file:line)"); the innermost matching frame names the area of a sample
 AREAS = [
     ("onnxruntime session.run", r"onnxruntime/"),
-    ("schema: JSON -> numpy", r"bundlegate/schema\.py"),
+    ("schema: JSON -> numpy, answers", r"bundlegate/(schema|request_shapes|answers|feed)\.py"),
     ("batching queue", r"bundlegate/batching\.py"),
     ("runtime (predict wrapper)", r"bundlegate/runtime\.py"),
     ("metrics", r"bundlegate/metrics\.py|prometheus_client/"),
-    ("auth / keys", r"bundlegate/keys\.py|bundlegate/http/auth\.py"),
+    ("auth / keys", r"bundlegate/(keys|ratelimit)\.py|bundlegate/http/auth\.py"),
     ("access log / logging", r"^AccessLog\.|^logging|/logging/"),
     ("JSON body / errors", r"bundlegate/http/(jsonbody|errors)\.py"),
     ("gateway HTTP (routing, endpoints)", r"bundlegate/http/"),
