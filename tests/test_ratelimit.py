@@ -6,17 +6,7 @@ import pytest
 
 from bundlegate.errors import RateLimited
 from bundlegate.ratelimit import RateLimiter
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from fake_clock import FakeClock
 
 
 @pytest.fixture

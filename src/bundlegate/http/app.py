@@ -51,15 +51,15 @@ INSECURE_WARNING = (
 class Gateway:
     """The ASGI app ``create_app`` returns: lifespan handling around the middleware and the router."""
 
-    def __init__(self, ctx: GatewayContext) -> None:
+    def __init__(self, ctx: GatewayContext, *, listen_after_load: bool = False) -> None:
         self.ctx = ctx
+        self.listen_after_load = listen_after_load  # a worker of --workers N: startup waits for the load
         # The POST model routes are matched by HotRoutes; Starlette's router answers the rest.
         routes = [*v1.routes(ctx), *v2.routes(ctx), *ops.routes(ctx)]
         router = Router(routes=routes, redirect_slashes=False)
         access_log = AccessLog() if ctx.settings.access_log else None
         self._http = GatewayMiddleware(HotRoutes(routes, router), ctx, access_log)
         self._reloader: asyncio.Task[None] | None = None
-        self.listen_after_load = False  # True in a worker of --workers N: startup waits for the load
 
     @property
     def settings(self) -> Settings:
@@ -174,9 +174,7 @@ def create_worker_app() -> Gateway:
     had just started, or a replacement during a SIGHUP restart, would take connections from the
     kernel while still loading and answer them ``503 model_not_ready``, while another worker's
     ``/readyz`` said ready."""
-    app = create_app()
-    app.listen_after_load = True
-    return app
+    return create_app(listen_after_load=True)
 
 
 def create_app(
@@ -185,8 +183,10 @@ def create_app(
     registry: ModelRegistry | None = None,
     metrics: GatewayMetrics | None = None,
     keys: KeyStore | None = None,
+    listen_after_load: bool = False,
 ) -> Gateway:
     """The gateway app. Without arguments everything comes from the ``BUNDLEGATE_*`` environment.
+    ``listen_after_load``: the lifespan startup waits for the initial load (``create_worker_app``).
 
     Raises ``InvalidSetting`` when there are no keys (no ``keys`` and no ``keys_file``) and
     ``insecure_no_auth`` is not set, and ``KeysFileError`` when the keys file is missing or broken."""
@@ -208,4 +208,4 @@ def create_app(
         registry = ModelRegistry(
             settings.repository, settings, metrics.observer_for, on_loaded=metrics.model_loaded
         )
-    return Gateway(GatewayContext(settings, registry, metrics, auth))
+    return Gateway(GatewayContext(settings, registry, metrics, auth), listen_after_load=listen_after_load)
