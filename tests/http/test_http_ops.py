@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from gateway_support import Keys, MakeApp, client_for, slow_down
 
-from bundlegate.http.app import create_app, create_worker_app
+from bundlegate.http.app import Gateway, create_app, create_worker_app
 from bundlegate.settings import InvalidSetting, Settings
 
 GOOD = {"inputs": [5.1, 3.5, 1.4, 0.2]}
@@ -42,7 +44,11 @@ async def test_healthz_answers_at_once_and_readyz_turns_ready_when_loading_ends(
     ("factory", "loaded_when_listening"), [(create_app, False), (create_worker_app, True)]
 )
 async def test_a_workers_startup_ends_only_once_its_bundles_are_loaded(
-    factory: Any, loaded_when_listening: bool, repo: Any, keys: Keys, monkeypatch: pytest.MonkeyPatch
+    factory: Callable[[], Gateway],
+    loaded_when_listening: bool,
+    repo: Path,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """uvicorn listens once the ASGI lifespan startup completes. One process completes it at once
     (``/healthz`` answers while the bundles load); a worker of ``--workers N`` (``create_worker_app``)
@@ -52,14 +58,15 @@ async def test_a_workers_startup_ends_only_once_its_bundles_are_loaded(
     app = factory()
     messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     sent: list[tuple[str, bool]] = []
+    answered = asyncio.Event()
 
     async def send(message: dict[str, Any]) -> None:
         sent.append((message["type"], app.state.loading_done))
+        answered.set()
 
     await messages.put({"type": "lifespan.startup"})
     lifespan = asyncio.create_task(app({"type": "lifespan"}, messages.get, send))
-    while not sent:
-        await asyncio.sleep(0.001)
+    await asyncio.wait_for(answered.wait(), timeout=60)
     assert sent == [("lifespan.startup.complete", loaded_when_listening)]
     await app.loaded()
     async with client_for(app) as client:
