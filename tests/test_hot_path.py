@@ -161,6 +161,13 @@ FLAT_REFUSED = [
     b'{"inputs": [[1, 2, 3, 4]]',
     b'{"inputs": [[1, 2, 3, 4]]}}',
     b'{"inputs": [[[1, 2, 3, 4]]]}',
+    b'{"inputs": [[1, 2, [3, 4], 5], [6, 7, [], 8]]}',  # 4 long rows, 4 numbers a row on average
+    b'{"inputs": [[1, [2, 3, 4]], [5, 6, 7, 8]]}',
+    b'{"inputs": ["abcd", [1, 2, 3, 4]]}',  # a string of len 4
+    b'{"inputs": ["a[cd", [1, 2, 3, 4]]}',  # ... holding the n + 1st "["
+    b'{"inputs": [{"a": 1, "b": 2, "c": 3, "d": [4]}, [1, 2, 3, 4]]}',  # 4 keys, an array inside
+    b'{"inputs": [[1, 2, 3, 4], [5, 6, 7, null]]}',
+    b'{"inputs": [[1, 2, 3, 4], 5]}',
     b'{"inputs": [1, 2, 3, 4]}',
     b'{"inputs": []}',
     b"[[1, 2, 3, 4]]",
