@@ -25,7 +25,10 @@ PY_SPY = Path(sys.executable).parent / "py-spy"
 # (area, pattern on "function (file:line)"); the innermost matching frame names the area of a sample
 AREAS = [
     ("onnxruntime session.run", r"onnxruntime/"),
-    ("schema: JSON -> numpy, answers", r"bundlegate/(schema|request_shapes|answers|feed)\.py"),
+    (
+        "schema: JSON -> numpy, answers",
+        r"bundlegate/(schema|tensor_plan|value_checks|request_shapes|answers|feed)\.py",
+    ),
     ("batching queue", r"bundlegate/batching\.py"),
     ("runtime (predict wrapper)", r"bundlegate/runtime\.py"),
     ("metrics", r"bundlegate/metrics\.py|prometheus_client/"),

@@ -23,6 +23,8 @@ FORBIDDEN: dict[str, set[str]] = {
     "feed": WEB | ML | ORT | PROM | {"pydantic"},
     "request_shapes": WEB | ML | ORT | PROM | {"numpy", "pydantic"},
     "answers": WEB | ML | ORT | PROM,
+    "tensor_plan": WEB | ML | ORT | PROM | {"pydantic"},
+    "value_checks": WEB | ML | ORT | PROM | {"pydantic"},
     "schema": WEB | ML | ORT | PROM,
     "runtime": WEB | PROM | {"skl2onnx", "onnx", "pandas"},
     "batching": WEB | ML | ORT | PROM,

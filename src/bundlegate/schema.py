@@ -14,9 +14,10 @@ problems located as ``["inputs", 3, "age"]`` (records), ``["inputs", "age", 3]``
 ``["inputs", 3, 1]`` (rows), and raise ``InvalidInput``. The slow path is the authority: the fast path
 accepts a subset of what it accepts and produces the same arrays.
 
-The request shapes the slow path walks, and how it locates problems, are ``bundlegate.request_shapes``;
-``Feed`` and ``Prediction`` are ``bundlegate.feed``; predictions become JSON answers in
-``bundlegate.answers`` (``CompiledSchema`` is an ``Answers``).
+The tensor plans and the numeric fast path are ``bundlegate.tensor_plan``; the slow path is
+``bundlegate.value_checks``, and the request shapes it walks, and how it locates problems, are
+``bundlegate.request_shapes``; ``Feed`` and ``Prediction`` are ``bundlegate.feed``; predictions
+become JSON answers in ``bundlegate.answers`` (``CompiledSchema`` is an ``Answers``).
 
 Encodings: a null for a nullable numeric feature becomes NaN; a null for a nullable string feature
 becomes ``MISSING_STRING`` (the empty string), which is what the packer's imputers treat as missing.
@@ -26,8 +27,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -39,83 +38,28 @@ from bundlegate.errors import InvalidInput, problem
 from bundlegate.feed import Array, Feed
 from bundlegate.manifest import InputSpec, Manifest, OnnxInput
 from bundlegate.request_shapes import (
-    MISSING,
     ColumnsSource,
     Loc,
-    Problems,
     RecordSource,
     RecordsSource,
     RowSource,
     Source,
     columns_loc,
-    json_type,
     pos_loc,
     record_loc,
     records_loc,
     rows_loc,
 )
+from bundlegate.tensor_plan import NONE_TYPE, NUMBER_TYPES, NUMERIC, TensorPlan, numeric_block, one_row
+from bundlegate.value_checks import MISSING_STRING, ValueRules, walk
 
-MISSING_STRING = ""
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_STRING_LENGTH = 1024
-
-_NUMERIC = frozenset({"float32", "float64", "int64"})
-_NP_DTYPES: dict[str, npt.DTypeLike] = {
-    "float32": np.float32,
-    "float64": np.float64,
-    "int64": np.int64,
-    "bool": np.bool_,
-    "string": object,
-}
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_NUMBER_TYPES = frozenset({int, float})
-_NONE = type(None)
+__all__ = ["DEFAULT_MAX_ROWS", "DEFAULT_MAX_STRING_LENGTH", "MISSING_STRING", "CompiledSchema"]
 
 # one feature of a one-tensor-per-feature model: tensor name, feature index, numpy dtype, manifest
 # dtype of the tensor, nullable, largest magnitude, int64 feature, categories when unknown ones are refused
 _Scalar = tuple[str, int, npt.DTypeLike, str, bool, float, bool, frozenset[Any] | None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Tensor:
-    """One ONNX input and what the fast path needs to know about it, computed once."""
-
-    name: str
-    dtype: npt.DTypeLike
-    kind: str  # the manifest dtype of the tensor
-    features: tuple[int, ...]  # indices into CompiledSchema.inputs
-    block: bool  # several numeric features converted as one 2-D array
-    nullable: npt.NDArray[np.bool_] | None  # per column; None when no feature is nullable
-    int_cols: list[int]  # columns of int64 features (floats there must be integral)
-    limit: float  # largest magnitude the dtype holds
-
-    @property
-    def width(self) -> int:
-        return len(self.features)
-
-    @staticmethod
-    def build(name: str, kind: str, features: tuple[int, ...], specs: Sequence[InputSpec]) -> _Tensor:
-        cols = [specs[i] for i in features]
-        block = len(cols) > 1 and kind in _NUMERIC and all(s.dtype in _NUMERIC for s in cols)
-        nullable = np.array([s.nullable for s in cols]) if any(s.nullable for s in cols) else None
-        ints = [j for j, s in enumerate(cols) if s.dtype == "int64"]
-        limit = float(np.finfo(np.float32).max) if kind == "float32" else float(np.finfo(np.float64).max)
-        return _Tensor(name, _NP_DTYPES[kind], kind, features, block, nullable, ints, limit)
-
-
-def _one_row(rows: Sequence[Any], t: _Tensor) -> Array | None:
-    """One row of plain numbers into a float tensor: plain Python is cheaper than numpy's bulk checks."""
-    row = rows[0]
-    if not isinstance(row, list | tuple) or len(row) != t.width:
-        return None
-    limit = t.limit
-    for v in row:
-        tv = type(v)
-        if (tv is not float and tv is not int) or not -limit <= v <= limit:
-            return None
-    if t.int_cols and any(type(row[j]) is float and not row[j].is_integer() for j in t.int_cols):
-        return None
-    return np.array(rows, dtype=t.dtype)
 
 
 class CompiledSchema(Answers):
@@ -134,7 +78,7 @@ class CompiledSchema(Answers):
         self.names: tuple[str, ...] = tuple(i.name for i in self.inputs)
         self.max_rows = max_rows
         self.max_string_length = max_string_length
-        self.numeric = all(i.dtype in _NUMERIC for i in self.inputs)
+        self.numeric = all(i.dtype in NUMERIC for i in self.inputs)
         n = len(self.names)
         if n == 1:
             only = self.names[0]
@@ -148,7 +92,7 @@ class CompiledSchema(Answers):
         }
         self._tensors = tuple(self._plan(manifest))
         self._singles = {
-            i: _Tensor.build(t.name, t.kind, (i,), self.inputs) for t in self._tensors for i in t.features
+            i: TensorPlan.build(t.name, t.kind, (i,), self.inputs) for t in self._tensors for i in t.features
         }
         whole = self._tensors[0] if len(self._tensors) == 1 else None
         # the common numeric model: one float tensor fed by every feature in order
@@ -159,9 +103,10 @@ class CompiledSchema(Answers):
         flat = whole is not None and self._rows_direct and not whole.int_cols
         self.flat_width = whole.width if flat and whole is not None else None
         self._scalar_plan = self._scalars()
+        self._rules = ValueRules(self.inputs, self._tensors, max_string_length, self._categories)
         Answers.__init__(self, manifest)
 
-    def _plan(self, manifest: Manifest) -> Iterator[_Tensor]:
+    def _plan(self, manifest: Manifest) -> Iterator[TensorPlan]:
         index = {name: i for i, name in enumerate(self.names)}
         specs: Sequence[OnnxInput] = manifest.onnx_inputs
         if not specs:  # runtime sklearn: one 2-D array (numeric) or one column per feature
@@ -170,7 +115,7 @@ class CompiledSchema(Answers):
             else:
                 specs = [OnnxInput(name=s.name, dtype=s.dtype, features=[s.name]) for s in self.inputs]
         for spec in specs:
-            yield _Tensor.build(spec.name, spec.dtype, tuple(index[f] for f in spec.features), self.inputs)
+            yield TensorPlan.build(spec.name, spec.dtype, tuple(index[f] for f in spec.features), self.inputs)
 
     def _scalars(self) -> list[_Scalar] | None:
         """The one-record plan when every tensor holds one string or number feature, else None."""
@@ -181,7 +126,7 @@ class CompiledSchema(Answers):
             i = t.features[0]
             spec = self.inputs[i]
             string = t.kind == "string" and spec.dtype == "string"
-            number = t.kind in ("float32", "float64") and spec.dtype in _NUMERIC
+            number = t.kind in ("float32", "float64") and spec.dtype in NUMERIC
             if not (string or number):
                 return None
             limit = self._singles[i].limit
@@ -201,10 +146,10 @@ class CompiledSchema(Answers):
                     feed = None
                 if feed is not None:
                     return feed
-            return self._slow(RecordSource(obj), record_loc)
+            return self._walk(RecordSource(obj), record_loc)
         if isinstance(obj, list) and self.numeric:
             feed = self._rows_fast([obj])
-            return feed if feed is not None else self._slow(RowSource([obj], len(self.names)), pos_loc)
+            return feed if feed is not None else self._walk(RowSource([obj], len(self.names)), pos_loc)
         expected = "an object of features" + (" or an array of numbers" if self.numeric else "")
         raise InvalidInput("a record must be " + expected, [problem(["inputs"], "expected " + expected)])
 
@@ -218,7 +163,7 @@ class CompiledSchema(Answers):
         except (KeyError, TypeError):
             exact = False
         feed = self._from_tuples(tuples) if exact else None
-        return feed if feed is not None else self._slow(RecordsSource(records), records_loc)
+        return feed if feed is not None else self._walk(RecordsSource(records), records_loc)
 
     def from_columns(self, columns: Any) -> Feed:
         """Columns: an object mapping every feature to a list of values of equal length."""
@@ -238,7 +183,7 @@ class CompiledSchema(Answers):
         source = ColumnsSource(columns, self.names)
         if source.n_rows is not None:
             self._check_count(source.n_rows)
-        return self._slow(source, columns_loc)
+        return self._walk(source, columns_loc)
 
     def from_rows(self, rows: Any) -> Feed:
         """Positional rows (numeric models only): a list of lists of numbers in feature order. (A
@@ -250,7 +195,7 @@ class CompiledSchema(Answers):
             )
         self._check_batch(rows)
         feed = self._rows_fast(rows)
-        return feed if feed is not None else self._slow(RowSource(rows, len(self.names)), rows_loc)
+        return feed if feed is not None else self._walk(RowSource(rows, len(self.names)), rows_loc)
 
     def from_batch(self, obj: Any) -> Feed:
         """A ``/v1`` batch body's ``inputs``: records, positional rows (list of lists) or columns."""
@@ -293,7 +238,7 @@ class CompiledSchema(Answers):
 
     def _rows_fast(self, rows: list[Any]) -> Feed | None:
         if self._rows_direct:
-            arr = self._block(rows, self._tensors[0], len(rows))
+            arr = numeric_block(rows, self._tensors[0], len(rows))
             return None if arr is None else Feed({self._tensors[0].name: arr}, len(rows))
         width = len(self.names)
         try:
@@ -307,7 +252,7 @@ class CompiledSchema(Answers):
         """Rows of values in feature order (tuples from records or positional lists); None → slow path."""
         n_rows = len(tuples)
         if self._rows_direct:
-            arr = self._block(tuples, self._tensors[0], n_rows)
+            arr = numeric_block(tuples, self._tensors[0], n_rows)
             return None if arr is None else Feed({self._tensors[0].name: arr}, n_rows)
         if n_rows == 1 and self._scalar_plan is not None:
             feed = self._one_record(tuples[0], self._scalar_plan)
@@ -344,7 +289,7 @@ class CompiledSchema(Answers):
         arrays: dict[str, Array] = {}
         for t in self._tensors:
             if t.block:
-                arr = self._block([cols[i] for i in t.features], t, n_rows, transposed=True)
+                arr = numeric_block([cols[i] for i in t.features], t, n_rows, transposed=True)
             else:
                 parts = [self._column(cols[i], i, t) for i in t.features]
                 if any(p is None for p in parts):
@@ -355,170 +300,42 @@ class CompiledSchema(Answers):
             arrays[t.name] = arr
         return Feed(arrays, n_rows)
 
-    def _block(self, rows: Sequence[Any], t: _Tensor, n: int, transposed: bool = False) -> Array | None:
-        """A 2-D numeric array from rows (or columns, ``transposed``) of numbers; None → slow path."""
-        if n == 1 and not transposed and t.kind != "int64":
-            arr = _one_row(rows, t)
-            if arr is not None:
-                return arr
-        try:
-            types = set(map(type, chain.from_iterable(rows)))
-        except TypeError:
-            return None
-        has_null = _NONE in types
-        if has_null:
-            types.discard(_NONE)
-            if t.nullable is None:
-                return None
-        if not types <= _NUMBER_TYPES:
-            return None
-        expected = (t.width, n) if transposed else (n, t.width)
-        if t.kind == "int64":
-            if has_null or float in types:
-                return None
-            try:
-                arr = np.asarray(rows, dtype=np.int64)
-            except (ValueError, OverflowError):
-                return None
-            if arr.shape != expected:
-                return None
-            return np.ascontiguousarray(arr.T) if transposed else arr
-        try:
-            arr = np.asarray(rows, dtype=np.float64)
-        except (ValueError, OverflowError):
-            return None
-        if arr.shape != expected:
-            return None
-        if transposed:
-            arr = arr.T
-        # in range for the tensor's dtype: also false for inf and NaN, so nulls are allowed back below
-        ok = np.abs(arr) <= t.limit
-        if has_null:
-            ok |= np.isnan(arr) & t.nullable
-        if not ok.all():
-            return None
-        if t.int_cols and float in types:
-            sub = arr[:, t.int_cols]
-            fractional = np.trunc(sub) != sub  # NaN (a null) compares unequal: masked next
-            if has_null:
-                fractional &= ~np.isnan(sub)
-            if fractional.any():
-                return None
-        return arr if t.kind == "float64" and not transposed else np.asarray(arr, dtype=t.dtype, order="C")
-
-    def _column(self, values: Sequence[Any], i: int, t: _Tensor) -> Array | None:
+    def _column(self, values: Sequence[Any], i: int, t: TensorPlan) -> Array | None:
         """One feature's values as an ``[n, 1]`` array of the tensor's dtype; None → slow path."""
         if len(values) == 1 and t.kind in ("float32", "float64") and self.inputs[i].dtype != "bool":
-            arr = _one_row((values,), self._singles[i])
+            arr = one_row((values,), self._singles[i])
             if arr is not None:
                 return arr
         spec = self.inputs[i]
         types = set(map(type, values))
-        if _NONE in types and not spec.nullable:
+        if NONE_TYPE in types and not spec.nullable:
             return None
         kind = t.kind
         if kind == "string":
-            if spec.dtype != "string" or not (types - {_NONE}) <= {str}:
+            if spec.dtype != "string" or not (types - {NONE_TYPE}) <= {str}:
                 return None
-            present = [v for v in values if v is not None] if _NONE in types else values
+            present = [v for v in values if v is not None] if NONE_TYPE in types else values
             if present and max(map(len, present)) > self.max_string_length:
                 return None
             cats = self._categories.get(i)
             if cats is not None and not set(present) <= cats:
                 return None
-            if _NONE in types:
+            if NONE_TYPE in types:
                 values = [MISSING_STRING if v is None else v for v in values]
             arr = np.empty((len(values), 1), dtype=object)
             arr[:, 0] = values
             return arr
         if kind == "bool":
             return np.asarray(values, dtype=np.bool_).reshape(-1, 1) if types == {bool} else None
-        allowed = {bool} if spec.dtype == "bool" else set(_NUMBER_TYPES)
-        if not (types - {_NONE}) <= allowed:
+        allowed = {bool} if spec.dtype == "bool" else set(NUMBER_TYPES)
+        if not (types - {NONE_TYPE}) <= allowed:
             return None
-        if kind == "int64" and _NONE in types:
+        if kind == "int64" and NONE_TYPE in types:
             return None
         if spec.dtype == "bool":
             return np.asarray(values, dtype=t.dtype).reshape(-1, 1)
-        return self._block([values], self._singles[i], len(values), transposed=True)
+        return numeric_block([values], self._singles[i], len(values), transposed=True)
 
-    # ------------------------------------------------------------------ slow path
-
-    def _slow(self, source: Source, loc: Callable[[int, str, int], Loc]) -> Feed:
-        """Walk every value: convert it or say exactly what is wrong with it."""
-        problems = Problems()
-        source.structure(self.names, problems)
-        n_rows = source.n_rows or 0
-        arrays: dict[str, Array] = {}
-        for t in self._tensors:
-            columns: list[list[Any]] = []
-            for i in t.features:
-                spec = self.inputs[i]
-                column: list[Any] = []
-                for r in range(n_rows):
-                    if problems.full:
-                        break
-                    value = source.value(r, i, spec.name)
-                    if value is MISSING:
-                        column.append(None)
-                        continue
-                    converted, msg = self._convert(value, i, t)
-                    if msg is not None:
-                        problems.add(
-                            loc(r, spec.name, i), msg, "type" if msg.startswith("expected") else "value"
-                        )
-                    column.append(converted)
-                columns.append(column)
-            if not problems.items:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    arr = np.empty((n_rows, len(columns)), dtype=t.dtype)
-                    for j, column in enumerate(columns):
-                        arr[:, j] = column
-                arrays[t.name] = arr
-        problems.raise_if_any()
-        return Feed(arrays, n_rows)
-
-    def _convert(self, value: Any, i: int, t: _Tensor) -> tuple[Any, str | None]:
-        """One value → (what goes into the tensor, None) or (None, what is wrong)."""
-        spec = self.inputs[i]
-        if value is None:
-            if not spec.nullable:
-                return None, "null is not allowed for this feature"
-            if t.kind == "string":
-                return MISSING_STRING, None
-            if t.kind in ("float32", "float64"):
-                return math.nan, None
-            return None, "null cannot be encoded for this feature"
-        if spec.dtype == "string":
-            if not isinstance(value, str):
-                return None, f"expected a string, got {json_type(value)}"
-            if len(value) > self.max_string_length:
-                return None, f"string longer than {self.max_string_length} characters"
-            cats = self._categories.get(i)
-            if cats is not None and value not in cats:
-                return None, "unknown category"
-            return value, None
-        if spec.dtype == "bool":
-            if not isinstance(value, bool):
-                return None, f"expected a boolean, got {json_type(value)}"
-            return value, None
-        # numeric features
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None, f"expected a number, got {json_type(value)}"
-        if spec.dtype == "int64" or t.kind == "int64":
-            if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
-                return None, "expected an integer"
-            if t.kind == "int64":
-                if not _INT64_MIN <= int(value) <= _INT64_MAX:
-                    return None, "integer out of the 64-bit range"
-                return int(value), None
-        try:
-            with np.errstate(over="ignore"):
-                cast = np.asarray(float(value), dtype=t.dtype)
-        except OverflowError:
-            return None, f"number out of range for {t.kind}"
-        if not np.isfinite(cast):
-            return None, f"number out of range for {t.kind}" if math.isfinite(
-                value
-            ) else "not a finite number"
-        return cast.item(), None
+    def _walk(self, source: Source, loc: Callable[[int, str, int], Loc]) -> Feed:
+        """The slow path (``bundlegate.value_checks``): every value converted or its problem located."""
+        return walk(source, loc, self._rules)
