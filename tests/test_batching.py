@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bundle_factory import iris_model, write
-from bundlegate.batching import BatchQueue
+from bundlegate.batching import BatchQueue, threads_help
 from bundlegate.bundle import read_bundle
 from bundlegate.errors import DeadlineExceeded, Overloaded
 from bundlegate.feed import Feed, Prediction
@@ -286,6 +286,40 @@ async def test_cheap_requests_are_not_sent_to_the_pool_after_a_cold_start(
         await queue.submit(schema.from_rows(_rows(3)))
         calls += 1
     assert queue.estimate_s(1) < queue.inline_max_s
+    assert queue.idle
+
+
+class Where:
+    """The real iris model, slow (2 ms a call), noting the thread each call runs on."""
+
+    def __init__(self, model: OnnxModel) -> None:
+        self.model = model
+        self.threads: list[int] = []
+
+    def predict(self, feed: Feed) -> Prediction:
+        self.threads.append(threading.get_ident())
+        time.sleep(0.002)
+        return self.model.predict(feed)
+
+
+@pytest.mark.parametrize(("cpus", "on_the_loop"), [(1, True), (2, False)])
+async def test_on_one_cpu_even_expensive_batches_run_on_the_event_loop(
+    iris: OnnxModel, schema: CompiledSchema, pool: ThreadPoolExecutor, cpus: int, on_the_loop: bool
+) -> None:
+    model = Where(iris)
+    queue = BatchQueue(model, executor=pool, run_in_threads=threads_help(cpus), max_queue_rows=12)  # type: ignore[arg-type]
+    queue.record_inference(1, 0.05)  # known to be expensive: 100x the default inline limit
+    results = await asyncio.gather(
+        *(queue.submit(schema.from_rows(_rows(i))) for i in range(12)), return_exceptions=True
+    )
+    answered = [r for r in results if isinstance(r, Prediction)]
+    assert answered
+    assert all(r.labels is not None for r in answered)
+    # still queued and bounded: what arrives behind a full queue is refused at once
+    assert any(isinstance(r, Overloaded) for r in results)
+    loop_thread = threading.get_ident()
+    assert model.threads
+    assert all((t == loop_thread) is on_the_loop for t in model.threads)
     assert queue.idle
 
 

@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from bundlegate.batching import DEFAULT_INLINE_MAX_S, BatchObserver, BatchQueue, run_blocking
+from bundlegate.batching import (
+    DEFAULT_INLINE_MAX_S,
+    BatchObserver,
+    BatchQueue,
+    run_blocking,
+    threads_help,
+    usable_cpus,
+)
 from bundlegate.bundle import read_bundle, scan_repository
 from bundlegate.errors import BundleError, ModelNotReady, NotFound, one_line
 from bundlegate.manifest import Manifest
@@ -131,12 +138,15 @@ class ModelRegistry:
         load_threads: int | None = None,
         inference_executor: ThreadPoolExecutor | None = None,
         inline_max_s: float = DEFAULT_INLINE_MAX_S,
+        run_in_threads: bool | None = None,
     ) -> None:
         self.repo = Path(repo)
         self.settings = settings
         self.observer_factory = observer_factory
         self.on_loaded = on_loaded
         self.inline_max_s = inline_max_s  # see bundlegate.batching: inline vs thread pool
+        # expensive batches to threads? (None: only if this process may use more than one CPU)
+        self.run_in_threads = threads_help(usable_cpus()) if run_in_threads is None else run_in_threads
         self._load_pool = ThreadPoolExecutor(
             max_workers=load_threads or min(4, os.cpu_count() or 1), thread_name_prefix="bundlegate-load"
         )
@@ -383,6 +393,7 @@ class ModelRegistry:
             max_queue_rows=self.settings.queue_max_rows,
             observer=observer,
             inline_max_s=self.inline_max_s,
+            run_in_threads=self.run_in_threads,
             executor=self._inference_pool,
         )
         if warm is not None:

@@ -124,9 +124,12 @@ class Gateway:
                 if v.error:
                     logger.error("model %s version %s failed to load: %s", status.name, v.version, v.error)
         logger.info(
-            "model repository loaded in %.2fs: %s",
+            "model repository loaded in %.2fs: %s; inference %s",
             time.monotonic() - started,
             ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no bundles",
+            f"in a thread pool for calls over {self.ctx.registry.inline_max_s * 1000:g} ms"
+            if self.ctx.registry.run_in_threads
+            else "on the event loop (this process may use one CPU)",
         )
 
     async def _reload_periodically(self) -> None:
