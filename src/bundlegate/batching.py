@@ -38,11 +38,12 @@ calls, seeded by the warm-up, see ``estimate_s``) is at most ``inline_max_s`` (d
 inline on the event loop; longer ones go to the thread pool through ``run_blocking``,
 where onnxruntime releases the GIL and the loop keeps serving. In a process that may run on one CPU
 only (its affinity: ``taskset``, a cpuset, Kubernetes' static CPU manager) the worker runs its
-batches on the loop too (``run_in_threads=False``, see ``threads_help``): there the thread cannot run
-beside the loop, only take turns with it, and the hand-off plus the loop preempting onnxruntime
-mid-call to read the next request cost a 1000-row random-forest batch ~4-5% more CPU (~0.4 ms of ~8;
-ABBA pairs on the bench box). Queueing, the 503 of a full queue and deadlines are unchanged; the
-price is that a request arriving during a long call waits for it instead of sharing the CPU with it.
+batches on the loop too (``run_in_threads=False``, which the registry sets from ``usable_cpus``):
+there the thread cannot run beside the loop, only take turns with it, and the hand-off plus the loop
+preempting onnxruntime mid-call to read the next request cost a 1000-row random-forest batch ~3-5%
+more CPU (~0.3-0.4 ms of ~8; ABBA pairs on the bench box). Queueing, the 503 of a full queue and
+deadlines are unchanged; the price is that a request arriving during a long call waits for it
+instead of sharing the CPU with it.
 """
 
 from __future__ import annotations
@@ -72,12 +73,6 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
-
-
-def threads_help(cpus: int) -> bool:
-    """Whether the worker should hand expensive batches to threads in a process that may use ``cpus``
-    CPUs: not on one (see the module docstring)."""
-    return cpus > 1
 
 
 class Predictor(Protocol):

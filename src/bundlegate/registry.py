@@ -38,7 +38,6 @@ from bundlegate.batching import (
     BatchObserver,
     BatchQueue,
     run_blocking,
-    threads_help,
     usable_cpus,
 )
 from bundlegate.bundle import read_bundle, scan_repository
@@ -146,7 +145,7 @@ class ModelRegistry:
         self.on_loaded = on_loaded
         self.inline_max_s = inline_max_s  # see bundlegate.batching: inline vs thread pool
         # expensive batches to threads? (None: only if this process may use more than one CPU)
-        self.run_in_threads = threads_help(usable_cpus()) if run_in_threads is None else run_in_threads
+        self.run_in_threads = usable_cpus() > 1 if run_in_threads is None else run_in_threads
         self._load_pool = ThreadPoolExecutor(
             max_workers=load_threads or min(4, os.cpu_count() or 1), thread_name_prefix="bundlegate-load"
         )
