@@ -33,6 +33,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "keys": WEB | ML | ORT | PROM | {"numpy"},
     "ratelimit": WEB | ML | ORT | PROM | {"numpy"},
     "settings": WEB | ML | ORT | PROM | {"numpy"},
+    "heap": WEB | ML | ORT | PROM | {"numpy", "pydantic"},
     "metrics": WEB | ML | ORT,
 }
 PACKER_ONLY = {"skl2onnx", "onnx", "pandas"}

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import os
+import platform
 import shlex
 import shutil
 import signal
@@ -577,3 +578,43 @@ def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
         give_up.cancel()
     assert all(not p.is_alive() for p in supervisor.processes)
     assert [signal.getsignal(sig) for sig in workers.STOP_SIGNALS] == handlers  # the caller's again
+
+
+def _minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far (field 10 of /proc/PID/stat; the name may hold spaces)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[7])
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc (and /proc) only")
+@pytest.mark.parametrize("tuned", [True, False], ids=["default", "user-tuned-malloc"])
+def test_large_batches_reuse_freed_memory_instead_of_faulting_it_back(
+    repo: Path, tmp_path: Path, tuned: bool
+) -> None:
+    """A ~0.8 MB batch body allocates several buffers of its size and frees them; the serving process
+    keeps that memory for the next request (``bundlegate.heap``) instead of handing it to the kernel and
+    taking it back one page fault at a time (glibc's defaults: ~200 faults a request for this body).
+    A user's own malloc settings win, and the log says which."""
+    keys_file = tmp_path / "keys.json"
+    auth = {"Authorization": "Bearer " + create_key(keys_file, "heap", ["*"])}
+    env = {} if tuned else {"MALLOC_TOP_PAD_": str(128 * 1024)}  # glibc's default, set by the user
+    rng = np.random.default_rng(7)
+    body = json.dumps({"inputs": (rng.random((10_000, 4)) * 8).tolist()}).encode()
+    assert len(body) > 700_000
+    with serve(tmp_path, str(repo), "--keys", str(keys_file), env=env) as server:
+        with httpx.Client(base_url=server.url, headers=auth | {"content-type": "application/json"}) as client:
+            for _ in range(5):  # the first requests grow the heap
+                assert client.post("/v1/models/iris/predict/batch", content=body).status_code == 200
+            before = _minor_faults(server.process.pid)
+            for _ in range(20):
+                r = client.post("/v1/models/iris/predict/batch", content=body)
+                assert r.status_code == 200
+                assert len(r.json()["predictions"]) == 10_000
+            per_request = (_minor_faults(server.process.pid) - before) / 20
+        log = server.stderr()
+    if tuned:
+        assert "malloc keeps freed memory for reuse" in log
+        assert per_request < 20, f"{per_request:.0f} page faults a request"
+    else:
+        assert "malloc left as MALLOC_TOP_PAD_ set it" in log
+        assert per_request > 50, f"only {per_request:.0f} page faults a request with glibc's defaults"

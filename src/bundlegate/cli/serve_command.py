@@ -4,11 +4,12 @@ Settings come from the defaults, then ``BUNDLEGATE_*`` variables, then these fla
 command refuses to start without API keys unless ``--insecure-no-auth`` is given, which binds to
 127.0.0.1 whatever ``--host`` says and prints a loud warning.
 
-uvicorn runs the app factory ``bundlegate.http.app:create_app`` by import string, so ``--workers N``
-works: the final settings are handed to the workers as ``BUNDLEGATE_*`` variables, and with more than
-one worker the metrics live in a shared directory (``PROMETHEUS_MULTIPROC_DIR``) that ``/metrics``
-aggregates. The workers are started by ``bundlegate.cli.workers``, one listening socket each. uvicorn's
-own access log is off: the gateway writes its own, as JSON lines.
+uvicorn runs the app factory ``serving_app`` (``create_app`` in a process tuned to serve, see
+``bundlegate.heap``) by import string, so ``--workers N`` works: the final settings are handed to the
+workers as ``BUNDLEGATE_*`` variables, and with more than one worker the metrics live in a shared
+directory (``PROMETHEUS_MULTIPROC_DIR``) that ``/metrics`` aggregates. The workers are started by
+``bundlegate.cli.workers``, one listening socket each. uvicorn's own access log is off: the gateway
+writes its own, as JSON lines.
 """
 
 from __future__ import annotations
@@ -20,15 +21,20 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from bundlegate import heap
 from bundlegate.keys import KeyStore
 from bundlegate.settings import LOG_LEVELS, InvalidSetting, Settings
 
-APP_FACTORY = "bundlegate.http.app:create_app"
-WORKER_APP_FACTORY = "bundlegate.http.app:create_worker_app"  # --workers N: listen once loaded
+if TYPE_CHECKING:
+    from bundlegate.http.app import Gateway
+
+logger = logging.getLogger("bundlegate")
+APP_FACTORY = "bundlegate.cli.serve_command:serving_app"
+WORKER_APP_FACTORY = "bundlegate.cli.serve_command:serving_worker_app"  # --workers N: listen once loaded
 LOOPBACK = "127.0.0.1"
 INSECURE_BANNER = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
@@ -113,6 +119,22 @@ def run(settings: Settings) -> None:
         if metrics_dir is not None:
             with contextlib.suppress(OSError):
                 shutil.rmtree(metrics_dir)
+
+
+def serving_app() -> Gateway:
+    """``create_app()`` in the process that will serve it (uvicorn's factory, in every worker)."""
+    from bundlegate.http.app import create_app  # the app's imports only where it is served
+
+    logger.info(heap.keep_freed_memory())
+    return create_app()
+
+
+def serving_worker_app() -> Gateway:
+    """``create_worker_app()`` likewise, for ``--workers N``."""
+    from bundlegate.http.app import create_worker_app
+
+    logger.info(heap.keep_freed_memory())
+    return create_worker_app()
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
