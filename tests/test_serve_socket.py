@@ -618,3 +618,59 @@ def test_large_batches_reuse_freed_memory_instead_of_faulting_it_back(
     else:
         assert "malloc left as MALLOC_TOP_PAD_ set it" in log
         assert per_request > 50, f"only {per_request:.0f} page faults a request with glibc's defaults"
+
+
+def _read_response(conn: socket.socket, buffer: bytes) -> tuple[int, bytes, bytes]:
+    """One HTTP/1.1 response (status, body) read from ``buffer`` then ``conn``; returns the rest."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = conn.recv(65536)
+        assert chunk, f"connection closed inside a response head: {buffer!r}"
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    length = int(fields.get(b"content-length", b"0"))
+    while len(rest) < length:
+        chunk = conn.recv(65536)
+        assert chunk, "connection closed inside a response body"
+        rest += chunk
+    return status, rest[:length], rest[length:]
+
+
+def test_raw_http_clients_get_whole_answers_pipelined_after_100_continue_and_before_close(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The server holds a connection's writes to the end of the loop's turn (``http.wire``): an
+    interim ``100 Continue`` still reaches a client that waits for it before sending its body, two
+    pipelined requests get both answers in order, and ``Connection: close`` gets its answer before
+    the close."""
+    keys_file = tmp_path / "keys.json"
+    key = create_key(keys_file, "raw", ["*"])
+    row = json.dumps({"inputs": IRIS_ROWS[0].tolist()}).encode()
+    post = (
+        b"POST /v1/models/iris/predict HTTP/1.1\r\nhost: x\r\nauthorization: Bearer " + key.encode() + b"\r\n"
+        b"content-type: application/json\r\ncontent-length: " + str(len(row)).encode() + b"\r\n"
+    )
+    with (
+        serve(tmp_path, str(repo), "--keys", str(keys_file)) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn,
+    ):
+        conn.sendall(post + b"expect: 100-continue\r\n\r\n")
+        status, _, rest = _read_response(conn, b"")
+        assert status == 100  # sent although nothing else is written on this connection
+        conn.sendall(row)
+        status, body, rest = _read_response(conn, rest)
+        assert status == 200
+        assert json.loads(body)["prediction"] == "setosa"
+
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n" + post + b"\r\n" + row)
+        first, _, rest = _read_response(conn, rest)
+        second, body, rest = _read_response(conn, rest)
+        assert (first, second, json.loads(body)["prediction"]) == (200, 200, "setosa")
+
+        conn.sendall(post + b"connection: close\r\n\r\n" + row)
+        status, body, rest = _read_response(conn, rest)
+        assert status == 200
+        assert json.loads(body)["prediction"] == "setosa"
+        assert rest == b""
+        assert conn.recv(65536) == b""  # then the server closed

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("bundlegate")
 APP_FACTORY = "bundlegate.cli.serve_command:serving_app"
 WORKER_APP_FACTORY = "bundlegate.cli.serve_command:serving_worker_app"  # --workers N: listen once loaded
+HTTP_PROTOCOL = "bundlegate.http.wire:GatewayHttpProtocol"
 LOOPBACK = "127.0.0.1"
 INSECURE_BANNER = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
@@ -148,6 +149,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_config": _log_config(settings.log_level),
         "access_log": False,
         "server_header": False,
+        "http": HTTP_PROTOCOL,  # uvicorn's httptools protocol, a connection's writes coalesced
         # clients are the peers that connect: no X-Forwarded-For rewriting (cheaper, and the
         # insecure mode's loopback-only check sees the real peer)
         "proxy_headers": False,
