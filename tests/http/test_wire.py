@@ -119,3 +119,28 @@ async def test_reading_is_the_real_transports(pair: Pair) -> None:
     assert pair.counted.transport.is_reading()
     assert pair.held.get_extra_info("socket") is not None
     assert pair.held.get_write_buffer_size() == 0  # the rest of the Transport API passes through
+
+
+def test_bundle_serve_runs_uvicorn_with_this_protocol_or_uvicorns_own_without_httptools(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    import uvicorn
+
+    from bundlegate.cli.serve_command import uvicorn_options
+    from bundlegate.http.wire import GatewayHttpProtocol
+    from bundlegate.settings import Settings
+
+    options = uvicorn_options(Settings())
+    config = uvicorn.Config(app=lambda *args: None, http=options["http"])
+    config.load()
+    assert config.http_protocol_class is GatewayHttpProtocol
+
+    real_find_spec = importlib.util.find_spec
+
+    def without_httptools(name: str, *args: Any) -> Any:
+        return None if name == "httptools" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_httptools)
+    assert uvicorn_options(Settings())["http"] == "auto"

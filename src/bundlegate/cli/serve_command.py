@@ -15,6 +15,7 @@ writes its own, as JSON lines.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging.config
 import os
 import shutil
@@ -149,7 +150,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_config": _log_config(settings.log_level),
         "access_log": False,
         "server_header": False,
-        "http": HTTP_PROTOCOL,  # uvicorn's httptools protocol, a connection's writes coalesced
+        # uvicorn's httptools protocol with a connection's writes coalesced; uvicorn's own choice
+        # where httptools is missing (uvicorn[standard] brings it, but not on every interpreter)
+        "http": HTTP_PROTOCOL if importlib.util.find_spec("httptools") else "auto",
         # clients are the peers that connect: no X-Forwarded-For rewriting (cheaper, and the
         # insecure mode's loopback-only check sees the real peer)
         "proxy_headers": False,
