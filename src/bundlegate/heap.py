@@ -2,17 +2,18 @@
 
 A 1000-row JSON batch is a ~0.4 MB body, and answering it allocates a few buffers of that size at once
 (uvicorn's body, its copy, the joined body, the parse's numbers) and frees them all at the end. With
-glibc's defaults the heap then holds more free memory at its top than the trim threshold (twice the
-dynamic mmap threshold, ~1 MB here), so ``free`` hands it back to the kernel, and the next request
-takes it back one page fault at a time: ~100-130 minor faults a request on the bench's random-forest
-batch (measured from ``/proc/PID/stat``), a few per cent of its CPU, on every request.
+glibc's defaults that memory goes back to the kernel after the request and the next request takes it
+back one page fault at a time: ~100-130 minor faults a request on the bench's random-forest batch,
+~1,900 on a 0.8 MB one (``/proc/PID/stat``), a few per cent of the request's CPU.
 
-``keep_freed_memory`` sets the two thresholds once per serving process (``mallopt``): blocks up to
-``MMAP_THRESHOLD_BYTES`` come from the heap, and up to ``TRIM_THRESHOLD_BYTES`` of free memory stay
-there for the next request (measured: ~0 faults a request). The process's memory does not grow past
-its peak: what is kept is what a request just used. It does nothing where malloc is not glibc's, or
-where the user tuned it (``MALLOC_*_`` variables, ``glibc.malloc`` tunables) or replaced it
-(``LD_PRELOAD`` of jemalloc or tcmalloc, where glibc's settings would not apply anyway).
+``keep_freed_memory`` sets two thresholds once per serving process (``mallopt``): blocks up to
+``MMAP_THRESHOLD_BYTES`` come from the heap instead of a mapping of their own, and up to
+``TRIM_THRESHOLD_BYTES`` of free memory stay in the heap for the next request (measured: ~0 faults a
+request). Both, because setting either one turns off glibc's own adjustment of the mmap threshold:
+the trim threshold alone made every 0.4 MB block a fresh mapping (~180 faults a request). The process
+does not grow past its peak: what is kept is what a request just used. Nothing is changed where malloc
+is not glibc's, where the user tuned it (``MALLOC_*_`` variables, ``glibc.malloc`` tunables) or
+replaced it (``LD_PRELOAD`` of jemalloc or tcmalloc, where glibc's settings would not apply anyway).
 """
 
 from __future__ import annotations
