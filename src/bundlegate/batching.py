@@ -10,10 +10,16 @@ The algorithm (no waiting for company that is not coming):
    per loop iteration (at concurrency 16, bursts of them), and one ``predict`` call for all their rows
    is far cheaper than one call each: ``session.run`` costs ~20-30 µs whatever the rows, one more iris
    row ~1 µs. So the queue counts the cheap requests of each loop iteration (a moving average): from
-   1.5 on, a cheap request waits for the end of the iteration and runs in one call with the others
-   (a future each and one ``call_soon`` callback; no task, no timer). Below that, as at concurrency 1,
-   it runs at once, right in ``submit``: a future and two loop iterations would cost ~20 µs and buy
-   nothing. With ``max_batch_rows=1`` (batching off) cheap requests always run at once.
+   1.5 on, a cheap request waits for the end of the *next* iteration and runs in one call with the
+   others (a future each and one ``call_soon`` callback, queued again once; no task, no timer): the
+   requests whose bytes the next poll reads join it. On a saturated core that doubles the rows of a
+   call (iris at c=8: ~3.6 → ~7 rows) and takes ~10-20% off the CPU a request at c=8, with lower p50
+   and p99 (bench/README.md, after run I), because a call's fixed cost in the server (~10 µs of
+   ``session.run`` in a hot loop, far more with the caches cold from the HTTP work) is shared by twice
+   as many requests; a request waits one more iteration, which under that load is shorter than what
+   it saves. Below that, as at concurrency 1, it runs at once, right in ``submit``: a future and
+   loop iterations would cost ~20 µs and buy nothing. With ``max_batch_rows=1`` (batching off)
+   cheap requests always run at once.
 1. Otherwise a request arriving at an idle queue starts a worker task. The worker first yields one
    event-loop tick, so requests whose handlers are ready in the same tick join the batch, then runs.
 2. Requests arriving while a batch runs accumulate and go together in the next batch.
@@ -129,7 +135,8 @@ class BatchQueue:
         self.executor = executor
         self.run_in_threads = run_in_threads
         self._pending: deque[_Request] = deque()
-        self._tick: list[_Request] = []  # cheap requests of this loop iteration (step 0)
+        self._tick: list[_Request] = []  # cheap requests of this loop iteration and the next (step 0)
+        self._tick_waited = False  # the tick has been queued again once (step 0)
         self._queued_rows = 0
         self._worker: asyncio.Task[None] | None = None
         self._arrived: asyncio.Event | None = None  # set when a request joins a waiting worker
@@ -323,7 +330,12 @@ class BatchQueue:
         self._arrivals = 0
 
     def _run_tick(self) -> None:
-        """Step 0: the cheap requests of one loop iteration, in calls of at most ``max_batch_rows``."""
+        """Step 0: the cheap requests of two loop iterations, in calls of at most ``max_batch_rows``."""
+        if not self._tick_waited:  # once: those the next poll reads join (see step 0)
+            self._tick_waited = True
+            asyncio.get_running_loop().call_soon(self._run_tick)
+            return
+        self._tick_waited = False
         requests, self._tick = self._tick, []
         self._company += _EWMA * (len(requests) - self._company)
         batches: list[list[_Request]] = []
