@@ -13,10 +13,11 @@ The algorithm (no waiting for company that is not coming):
    1.5 on, a cheap request waits for the end of the *next* iteration and runs in one call with the
    others (a future each and one ``call_soon`` callback, queued again once; no task, no timer): the
    requests whose bytes the next poll reads join it. On a saturated core that doubles the rows of a
-   call (iris at c=8: ~3.6 → ~7 rows) and takes ~10-20% off the CPU a request at c=8, with lower p50
-   and p99 (bench/README.md, after run I), because a call's fixed cost in the server (~10 µs of
-   ``session.run`` in a hot loop, far more with the caches cold from the HTTP work) is shared by twice
-   as many requests; a request waits one more iteration, which under that load is shorter than what
+   call (iris at c=8: ~3.6 → ~7 rows) and takes ~10% off the CPU a request at c=8 (bench/README.md,
+   run J: 163 µs against run I's 178; one worker at c=8 now answers 0.92 of what it does at c=16),
+   because a call's fixed cost in the server (~10 µs of ``session.run`` in a hot loop, far more with
+   the caches cold from the HTTP work) is shared by twice as many requests; a request waits one more
+   iteration, which under that load is shorter than what
    it saves. Below that, as at concurrency 1, it runs at once, right in ``submit``: a future and
    loop iterations would cost ~20 µs and buy nothing. With ``max_batch_rows=1`` (batching off)
    cheap requests always run at once.
