@@ -9,18 +9,18 @@ The algorithm (no waiting for company that is not coming):
    is cheap, and runs on the event loop, never in a thread. Under load a server reads many requests
    per loop iteration (at concurrency 16, bursts of them), and one ``predict`` call for all their rows
    is far cheaper than one call each: ``session.run`` costs ~20-30 µs whatever the rows, one more iris
-   row ~1 µs. So the queue counts the cheap requests of each loop iteration (a moving average): from
-   1.5 on, a cheap request waits for the end of the *next* iteration and runs in one call with the
-   others (a future each and one ``call_soon`` callback, queued again once; no task, no timer): the
-   requests whose bytes the next poll reads join it. On a saturated core that doubles the rows of a
-   call (iris at c=8: ~3.6 → ~7 rows) and takes ~10% off the CPU a request at c=8 (bench/README.md,
-   run J: 163 µs against run I's 178; one worker at c=8 now answers 0.92 of what it does at c=16),
-   because a call's fixed cost in the server (~10 µs of ``session.run`` in a hot loop, far more with
-   the caches cold from the HTTP work) is shared by twice as many requests; a request waits one more
-   iteration, which under that load is shorter than what
-   it saves. Below that, as at concurrency 1, it runs at once, right in ``submit``: a future and
-   loop iterations would cost ~20 µs and buy nothing. With ``max_batch_rows=1`` (batching off)
-   cheap requests always run at once.
+   row ~1 µs. So the queue keeps a moving average of its cheap requests per turn (per loop
+   iteration while they run at once, per tick while they wait): from 1.5 on, a cheap request waits
+   for the end of the *next* iteration and runs in one call with the others (a future each and one
+   ``call_soon`` callback, queued again once; no task, no timer), so the requests whose bytes the
+   next poll reads join it. On a saturated core that doubles the rows of a call (iris at c=8: ~3.6 →
+   ~7) and takes ~10% off the CPU a request at c=8 (bench/README.md, run J: 163 µs against run I's
+   178): a call's fixed cost in the server (~10 µs of ``session.run`` in a hot loop, far more with
+   the caches cold from the HTTP work) is shared by twice as many requests, and the one more
+   iteration a request waits is shorter, under that load, than what it saves. Below 1.5, as at
+   concurrency 1, a request runs at once, right in ``submit``: a future and two loop iterations would
+   cost ~20 µs and buy nothing. With ``max_batch_rows=1`` (batching off) cheap requests always run at
+   once.
 1. Otherwise a request arriving at an idle queue starts a worker task. The worker first yields one
    event-loop tick, so requests whose handlers are ready in the same tick join the batch, then runs.
 2. Requests arriving while a batch runs accumulate and go together in the next batch.
@@ -71,7 +71,7 @@ T = TypeVar("T")
 
 DEFAULT_INLINE_MAX_S = 0.0005
 _EWMA = 0.2  # weight of the newest call in the learnt cost
-_COMPANY = 1.5  # cheap requests per loop iteration from which they wait for the iteration's end
+_COMPANY = 1.5  # cheap requests per turn from which they wait for the next iteration's end (step 0)
 
 
 def usable_cpus() -> int:
@@ -145,7 +145,7 @@ class BatchQueue:
         self._call_s = 0.0  # moving average of a predict call's duration (0: nothing learnt yet)
         self._call_rows = 1.0  # moving average of its rows
         self._arrivals = 0  # cheap requests run alone in this loop iteration
-        self._company = 1.0  # moving average of cheap requests per loop iteration (step 0)
+        self._company = 1.0  # moving average of cheap requests per turn (step 0)
 
     @property
     def queued_rows(self) -> int:
