@@ -18,6 +18,8 @@ from typing import Any
 GW, BARE, ORT, MLSERVER = "gateway", "bare-starlette", "onnxruntime-raw", "mlserver"
 ON, OFF = "gateway-batching-on", "gateway-batching-off"
 W1, W2 = "gateway-w1-unpinned", "gateway-w2-unpinned"
+W2L2 = "gateway-w2-two-wrk-unpinned"  # --workers 2 under two wrk processes (run.py PAIRED)
+TWO = "gateway-two-w1-unpinned"  # two separate single-worker gateways, a wrk each, at once
 BOUNDS = "bounds"  # run.py run_bounds: the gateway and its bounds taking turns
 MODEL_TITLES = {
     "m1": "M1 = LogisticRegression on iris (4 features)",
@@ -223,6 +225,10 @@ def target_rows(runs: dict[str, Rounds], profile: dict[str, Any] | None) -> list
     r = w2 / w1 if w1 and w2 else None
     shown = f"{r:.2f}x ({_n(w2)} vs {_n(w1)} rps)" if r else ""
     turns = _pair_ratios(runs.get(f"m1/{W2}"), runs.get(f"m1/{W1}"), "c16", "rps")
+    two = _pair_ratios(runs.get(f"m1/{TWO}"), runs.get(f"m1/{W1}"), "c16", "rps")
+    w2l2 = _pair_ratios(runs.get(f"m1/{W2L2}"), runs.get(f"m1/{W1}"), "c16", "rps")
+    if shown and two and w2l2:
+        shown += f"; under two wrk processes {median(w2l2):.2f}x, two separate gateways {median(two):.2f}x"
     add("m1: `--workers 2` vs `--workers 1`, unpinned, c=16", r, shown, "≥ 1.6x", 1.6, True, turns)
     have = bool(profile) and any("areas" in p for p in (profile or {}).values())
     rows.append(
@@ -309,9 +315,10 @@ def worker_concurrency_line(runs: dict[str, Rounds]) -> str:
         f"CPU, answers {ratio:.2f}x at c=8 what it answers at c=16 (median of {len(pairs)} round(s), "
         f"range {min(p[0] for p in pairs):.2f}-{max(p[0] for p in pairs):.2f}; CPU a request "
         f"{_n(median(p[1] for p in pairs))} µs at c=8 against {_n(median(p[2] for p in pairs))} µs at c=16: "
-        "fewer requests share each event-loop iteration and each onnxruntime call). So two workers at c=16 "
-        f"can make at most ~{2 * ratio:.2f}x one worker's requests/s even with a CPU each, before wrk "
-        "takes its share of the same two CPUs."
+        "fewer requests share each event-loop iteration and each onnxruntime call). That split alone "
+        f"leaves two workers at c=16 ~{2 * ratio:.2f}x one worker's requests/s, with a CPU each; the rest "
+        "of the gap to 2x is sharing the two CPUs with each other and with the load generator (the rows "
+        "above)."
     )
 
 
@@ -470,7 +477,7 @@ def workers_section(runs: dict[str, Rounds]) -> list[str]:
         "| RSS MiB (PSS) | processes |",
         "|---|--:|--:|--:|--:|--:|--:|",
     ]
-    for name in (W1, W2):
+    for name in (W1, W2, W2L2, TWO):
         rs = runs.get(f"m1/{name}")
         if not _ok(rs):
             if rs:
@@ -483,13 +490,20 @@ def workers_section(runs: dict[str, Rounds]) -> list[str]:
             f"{_n(_med(rs, lambda r: r['rss_mib']))} ({_n(_med(rs, lambda r: r['pss_mib']))}) | "
             f"{_n(_med(rs, lambda r: r['processes']))} |"
         )
-    w1, w2 = runs.get(f"m1/{W1}"), runs.get(f"m1/{W2}")
-    for c in ("c16", "c64"):
-        ratios = _pair_ratios(w2, w1, c, "rps")
-        if ratios:
-            out.append(
-                f"| 2 workers / 1, turn by turn, {c.replace('c', 'c=')} | {_ratios_cell(ratios)} | | | | | |"
-            )
+    w1, w2, two = runs.get(f"m1/{W1}"), runs.get(f"m1/{W2}"), runs.get(f"m1/{TWO}")
+    w2l2 = runs.get(f"m1/{W2L2}")
+    for label, a, b in (
+        ("2 workers / 1 (the target: one wrk each)", w2, w1),
+        ("2 workers under two wrk / 1 under one", w2l2, w1),
+        ("two separate gateways (two wrk) / 1", two, w1),
+        ("2 workers / two separate gateways, both under two wrk", w2l2, two),
+    ):
+        for c in ("c16", "c64"):
+            ratios = _pair_ratios(a, b, c, "rps")
+            if ratios:
+                out.append(
+                    f"| {label}, turn by turn, {c.replace('c', 'c=')} | {_ratios_cell(ratios)} | | | | | |"
+                )
     return out
 
 
@@ -662,8 +676,13 @@ def write(data: dict[str, Any], path: Path) -> None:
         "",
         "## `--workers 2` vs `--workers 1` (M1, no pinning)",
         "",
-        "Neither the server nor wrk is pinned here: both workers and the load generator share the two CPUs. "
-        "Both servers are up and take turns. "
+        "Neither the servers nor wrk are pinned here: the workers and the load generator share the two CPUs. "
+        "Four sides are up and take turns (ABCDDCBA...): `--workers 1` and `--workers 2` under one wrk "
+        "(`-t1`, the target's measure), and, loaded by two wrk processes at once with half the connections "
+        "each, `--workers 2` again and two separate `--workers 1` gateways (a wrk each; requests/s and CPU "
+        "added up, latency the slower one's). One wrk thread shares the two CPUs with two busy workers, and "
+        "while it waits for a CPU all its connections wait; the two-wrk sides show what the servers do "
+        "without that, and whether `--workers 2` does as well as two separate processes. "
         + (
             f"**This machine's own ceiling:** two pure-Python busy processes get "
             f"{median(scaling):.2f}x the work of one done ({min(scaling):.2f}-{max(scaling):.2f}, "

@@ -21,6 +21,7 @@ harness's venvs and models, default ``<tmp>/peers``), ``PEERS_HARNESS`` (the har
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -30,6 +31,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -59,7 +61,14 @@ BATCHING_OFF = ["--batch-max-rows", "1", "--batch-max-delay-ms", "0"]
 # Two ways of starting the gateway that are compared with each other are measured taking turns, both
 # servers up, in PAIRS short steps per load step (order ABBA...): on this box a step run a minute later
 # can be 20-30% slower, which a single step each would read as a difference between the servers.
-PAIRED = (("gateway-batching-on", "gateway-batching-off"), ("gateway-w1-unpinned", "gateway-w2-unpinned"))
+# The --workers comparison (the target: one wrk thread against each) takes two more sides, both loaded
+# by two wrk processes with half the connections each: two separate single-worker gateways (what two
+# serving processes get done on this box's two CPUs) and ``--workers 2`` loaded the same way. A single
+# wrk thread shares the two CPUs with two busy workers; when it waits for a CPU every connection waits.
+PAIRED: tuple[tuple[str, ...], ...] = (
+    ("gateway-batching-on", "gateway-batching-off"),
+    ("gateway-w1-unpinned", "gateway-w2-unpinned", "gateway-w2-two-wrk-unpinned", "gateway-two-w1-unpinned"),
+)
 PAIRS = 4
 
 
@@ -72,6 +81,8 @@ class Variant:
     steps: tuple[tuple[str, int], ...]  # ("single", conns) / ("batch", conns)
     pinned: bool = True
     note: str = ""
+    processes: int = 1  # separate gateways started
+    loaders: int = 1  # wrk processes a step runs at once, a share of the connections each (one a gateway)
 
     @property
     def server_cpus(self) -> str:
@@ -110,6 +121,24 @@ VARIANTS = {
         (("single", 16), ("single", 64)),
         pinned=False,
         note="--workers 2, server and wrk not pinned",
+    ),
+    "gateway-w2-two-wrk-unpinned": Variant(
+        "gateway-w2-two-wrk-unpinned",
+        ["--workers", "2"],
+        (("single", 16), ("single", 64)),
+        pinned=False,
+        note="--workers 2 under two wrk processes at once, half the connections each; nothing pinned",
+        loaders=2,
+    ),
+    "gateway-two-w1-unpinned": Variant(
+        "gateway-two-w1-unpinned",
+        ["--workers", "1"],
+        (("single", 16), ("single", 64)),
+        pinned=False,
+        note="two separate --workers 1 gateways, each under its own wrk with half the connections, at once; "
+        "nothing pinned",
+        processes=2,
+        loaders=2,
     ),
 }
 
@@ -264,18 +293,24 @@ def run_gateway(
 
 
 def run_pair(
-    names: tuple[str, str], repo: Path, cases: list[ModelCase], keys: Path, key: str, seconds: float, tag: str
+    names: tuple[str, ...], repo: Path, cases: list[ModelCase], keys: Path, key: str, seconds: float, tag: str
 ) -> list[dict[str, Any]]:
-    """Two variants with the same steps, both servers up, each step measured on them taking turns:
-    ``PAIRS`` pairs of short runs in the order ABBA..., so a slow spell of the box hits both alike. A
-    step's figures are the medians of its turns; ``turns`` keeps each turn (pair i = turn i of each)."""
-    a, b = (VARIANTS[n] for n in names)
-    if a.steps != b.steps or a.pinned != b.pinned:
-        raise ValueError(f"{names}: a pair compares two servers under the same load")
+    """Two (or three) variants with the same steps, all servers up, each step measured on them taking
+    turns: ``PAIRS`` short runs each in the order ABBA... (ABCCBA...), so a slow spell of the box hits
+    them alike. A step's figures are the medians of its turns; ``turns`` keeps each turn (pair i = turn
+    i of each). A variant of ``processes`` > 1 is that many gateways, loaded at once in its turn
+    (``split_turn``); its results are its first gateway's records, with the memory of all."""
+    variants = [VARIANTS[n] for n in names]
+    if any(v.steps != variants[0].steps or v.pinned != variants[0].pinned for v in variants):
+        raise ValueError(f"{names}: a pair compares servers under the same load")
     headers = {"Authorization": f"Bearer {key}"}
     turn_s = turn_seconds(seconds)
     t0 = time.time()
-    servers = [start_gateway(v, repo, cases, keys, key, tag) for v in (a, b)]
+    sides = [
+        [start_gateway(v, repo, cases, keys, key, f"{tag}-{j}" if j else tag) for j in range(v.processes)]
+        for v in variants
+    ]
+    servers = [s for side in sides for s in side]
     try:
         for server in servers:
             ready(server, cases, headers, t0)
@@ -292,10 +327,10 @@ def run_pair(
                 loadgen.wrk(
                     server.base + case.single_path, case.single_body, 16, WARMUP_S, 1, headers, v.wrk_cpus
                 )
-            for kind, conns in a.steps:
-                turns = take_turns(servers, case, kind, conns, headers, turn_s)
-                for server, measured in zip(servers, turns, strict=True):
-                    server.results[i].setdefault(kind, {})[f"c{conns}"] = combine(measured)
+            for kind, conns in variants[0].steps:
+                turns = take_turns(sides, case, kind, conns, headers, turn_s)
+                for side, measured in zip(sides, turns, strict=True):
+                    side[0].results[i].setdefault(kind, {})[f"c{conns}"] = combine(measured)
             for server in servers:
                 server.results[i]["status"] = "ok"
     except Failed as e:
@@ -306,7 +341,13 @@ def run_pair(
     finally:
         for server in servers:
             finish(server)
-    return [res for server in servers for res in server.results]
+        for side in sides:
+            for i, res in enumerate(side[0].results):
+                for other in side[1:]:
+                    for k in ("rss_mib", "pss_mib", "processes"):
+                        if k in res and k in other.results[i]:
+                            res[k] += other.results[i][k]
+    return [res for side in sides for res in side[0].results]
 
 
 def run_bounds(
@@ -457,23 +498,61 @@ def alternate(*sides: Callable[[], dict[str, Any]]) -> list[list[dict[str, Any]]
 
 
 def take_turns(
-    servers: list[Server], case: ModelCase, kind: str, conns: int, headers: dict[str, str], turn_s: float
+    sides: list[list[Server]], case: ModelCase, kind: str, conns: int, headers: dict[str, str], turn_s: float
 ) -> list[list[dict[str, Any]]]:
-    """``PAIRS`` runs of one load step on each of two servers (``alternate``); each server's runs in
-    order."""
+    """``PAIRS`` runs of one load step on each side (``alternate``); each side's runs in order. A side
+    of one server and one loader gets one wrk; others get ``split_turn`` (a wrk a loader, each against
+    the side's gateways in turn)."""
     path, body, rows = (
         (case.single_path, case.single_body, 1)
         if kind == "single"
         else (case.batch_path, case.batch_body, case.batch_rows)
     )
 
-    def turn(s: Server) -> dict[str, Any]:
+    def turn(s: Server, c: int, count_cpu: bool = True) -> dict[str, Any]:
         v = s.variant
-        return loadgen.wrk(
-            s.base + path, body, conns, turn_s, rows, headers, v.wrk_cpus, s.proc.pid, v.server_cpus
-        )
+        pid = s.proc.pid if count_cpu else None  # a server loaded by two wrk counts its CPU once
+        return loadgen.wrk(s.base + path, body, c, turn_s, rows, headers, v.wrk_cpus, pid, v.server_cpus)
 
-    return alternate(lambda: turn(servers[0]), lambda: turn(servers[1]))
+    def side_turn(side: list[Server]) -> Callable[[], dict[str, Any]]:
+        loaders = max(len(side), side[0].variant.loaders)
+        if loaders == 1:
+            return lambda: turn(side[0], conns)
+        targets = [side[j % len(side)] for j in range(loaders)]
+        loads = [
+            functools.partial(turn, s, conns // loaders, all(s is not t for t in targets[:j]))
+            for j, s in enumerate(targets)
+        ]
+        return lambda: split_turn(loads)
+
+    return alternate(*(side_turn(side) for side in sides))
+
+
+def split_turn(loads: list[Callable[[], dict[str, Any]]]) -> dict[str, Any]:
+    """Run wrk steps at once (one a server) and add them up, as one step of all their connections:
+    requests/s and rows/s summed, the servers' CPU summed (µs a request over all answered; a part
+    without a server's CPU measures a server another part measures), latency
+    the slowest server's (its p50 and p99; their requests are not pooled), steal the mean."""
+    with ThreadPoolExecutor(len(loads)) as pool:
+        parts = list(pool.map(lambda load: load(), loads))
+    out: dict[str, Any] = {
+        "conns": sum(p["conns"] for p in parts),
+        "rps": round(sum(p["rps"] for p in parts), 1),
+        "rows_per_s": round(sum(p["rows_per_s"] for p in parts), 1),
+        "p50_ms": max(p["p50_ms"] for p in parts),
+        "p99_ms": max(p["p99_ms"] for p in parts),
+        "errors": sum(p["errors"] for p in parts),
+        "wrk": {"mean_us": max(p["wrk"]["mean_us"] for p in parts)},
+        "parts": parts,
+    }
+    if any("server_cpu_pct" in p for p in parts):  # the parts that measured a server (each server once)
+        cpu_pct = sum(p.get("server_cpu_pct", 0.0) for p in parts)
+        out["server_cpu_pct"] = round(cpu_pct, 1)
+        out["server_cpu_us"] = round(cpu_pct / 100 / out["rps"] * 1e6, 1) if out["rps"] else 0.0
+    for key in ("steal_pct", "load_steal_pct"):
+        if all(key in p for p in parts):
+            out[key] = round(sum(p[key] for p in parts) / len(parts), 1)
+    return out
 
 
 def turn_seconds(step_seconds: float) -> float:
@@ -793,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
             record(run_bounds(repo, cases, keys, key, a.duration, f"r{rnd}", peers, peer_samples), rnd)
         for pair in pairs:
             on = cases if pair == PAIRED[0] else cases[:1]  # --workers: M1 only
-            log(f"round {rnd}: {pair[0]} and {pair[1]} taking turns ({', '.join(c.name for c in on)})")
+            log(f"round {rnd}: {', '.join(pair)} taking turns ({', '.join(c.name for c in on)})")
             record(run_pair(pair, repo, on, keys, key, a.duration, f"r{rnd}"), rnd)
             if pair == PAIRED[1]:
                 log(f"round {rnd}: the machine's own scaling, 2 busy processes vs 1")
