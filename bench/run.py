@@ -8,9 +8,10 @@ Server pinned to CPU 1 (``taskset``), wrk and this driver on CPU 0, everything o
 the gateway (M1, M2: single rows at c=1/8/16/64, 1000-row batches at c=4), the chosen peers through the
 shared peer harness (when its virtualenvs exist), the gateway against its bounds taking turns (bare
 starlette and raw onnxruntime, ``run_bounds``), the gateway with batching off (c=1), ``--workers 1``
-vs ``--workers 2`` unpinned, and the example bundles; then an optional py-spy profile. The two
-comparisons between ways of starting the gateway (batching on vs off, 1 vs 2 workers) run both servers
-at once and take turns (``run_pair``). Every number in RESULTS.md is a median over rounds; raw results
+vs ``--workers 2`` unpinned (with ``--workers 2`` and two separate single-worker gateways also under two
+wrk processes, see ``PAIRED``), and the example bundles; then an optional py-spy profile. The
+comparisons between ways of starting the gateway (batching on vs off, 1 vs 2 workers) run all their
+servers at once and take turns (``run_pair``). Every number in RESULTS.md is a median over rounds; raw results
 go to ``BENCH_ROOT/results.json``.
 
 Environment: ``BENCH_ROOT`` (work dir, default ``<tmp>/bundlegate-bench``), ``PEERS_ROOT`` (the peer
