@@ -56,6 +56,7 @@ class Observer:
 # of the requests took the worker's path (a wait of 0.1-3.5 ms each), failing a test about company.
 _ANY_COST = 1.0
 
+
 @pytest.fixture(scope="module")
 def iris(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
     model = load_model(read_bundle(write(tmp_path_factory.mktemp("repo"), iris_model())))
