@@ -296,9 +296,9 @@ def run_gateway(
 def run_pair(
     names: tuple[str, ...], repo: Path, cases: list[ModelCase], keys: Path, key: str, seconds: float, tag: str
 ) -> list[dict[str, Any]]:
-    """Two (or three) variants with the same steps, all servers up, each step measured on them taking
-    turns: ``PAIRS`` short runs each in the order ABBA... (ABCCBA...), so a slow spell of the box hits
-    them alike. A step's figures are the medians of its turns; ``turns`` keeps each turn (pair i = turn
+    """Two or more variants with the same steps, all servers up, each step measured on them taking
+    turns: ``PAIRS`` short runs each in the order ABBA... (ABCDDCBA... for four), so a slow spell of the
+    box hits them alike. A step's figures are the medians of its turns; ``turns`` keeps each turn (pair i = turn
     i of each). A variant of ``processes`` > 1 is that many gateways, loaded at once in its turn
     (``split_turn``); its results are its first gateway's records, with the memory of all."""
     variants = [VARIANTS[n] for n in names]
@@ -530,10 +530,10 @@ def take_turns(
 
 
 def split_turn(loads: list[Callable[[], dict[str, Any]]]) -> dict[str, Any]:
-    """Run wrk steps at once (one a server) and add them up, as one step of all their connections:
+    """Run wrk steps at once (one a loader) and add them up, as one step of all their connections:
     requests/s and rows/s summed, the servers' CPU summed (µs a request over all answered; a part
-    without a server's CPU measures a server another part measures), latency
-    the slowest server's (its p50 and p99; their requests are not pooled), steal the mean."""
+    without a server's CPU loads a server another part measures), latency the slowest part's (its p50
+    and p99; their requests are not pooled), steal the mean."""
     with ThreadPoolExecutor(len(loads)) as pool:
         parts = list(pool.map(lambda load: load(), loads))
     out: dict[str, Any] = {
