@@ -681,9 +681,9 @@ def write(data: dict[str, Any], path: Path) -> None:
         "Four sides are up and take turns (ABCDDCBA...): `--workers 1` and `--workers 2` under one wrk "
         "(`-t1`, the target's measure), and, loaded by two wrk processes at once with half the connections "
         "each, `--workers 2` again and two separate `--workers 1` gateways (a wrk each; requests/s and CPU "
-        "added up, latency the slower one's). One wrk thread shares the two CPUs with two busy workers, and "
-        "while it waits for a CPU all its connections wait; the two-wrk sides show what the servers do "
-        "without that, and whether `--workers 2` does as well as two separate processes. "
+        "added up, latency the slower one's). The two-wrk sides show whether one wrk thread is what holds "
+        "two workers back, what two separate serving processes get done on these two CPUs, and whether "
+        "`--workers 2` does as well as they do. "
         + (
             f"**This machine's own ceiling:** two pure-Python busy processes get "
             f"{median(scaling):.2f}x the work of one done ({min(scaling):.2f}-{max(scaling):.2f}, "

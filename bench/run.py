@@ -64,8 +64,8 @@ BATCHING_OFF = ["--batch-max-rows", "1", "--batch-max-delay-ms", "0"]
 # can be 20-30% slower, which a single step each would read as a difference between the servers.
 # The --workers comparison (the target: one wrk thread against each) takes two more sides, both loaded
 # by two wrk processes with half the connections each: two separate single-worker gateways (what two
-# serving processes get done on this box's two CPUs) and ``--workers 2`` loaded the same way. A single
-# wrk thread shares the two CPUs with two busy workers; when it waits for a CPU every connection waits.
+# serving processes get done on this box's two CPUs) and ``--workers 2`` loaded the same way (whether
+# one wrk thread, sharing the two CPUs with two busy workers, is what holds them back).
 PAIRED: tuple[tuple[str, ...], ...] = (
     ("gateway-batching-on", "gateway-batching-off"),
     ("gateway-w1-unpinned", "gateway-w2-unpinned", "gateway-w2-two-wrk-unpinned", "gateway-two-w1-unpinned"),
