@@ -57,6 +57,8 @@ ENDPOINTS = frozenset(
         "v1_predict_batch",
         "v1_models",
         "v1_model",
+        "v1_drift",
+        "v1_feedback",
         "v2_infer",
         "v2_model",
         "v2_model_ready",

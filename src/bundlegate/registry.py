@@ -65,6 +65,7 @@ class RegistrySettings(LoaderSettings, Protocol):
 
 
 ObserverFactory = Callable[[str, int], BatchObserver]
+_NO_SERVING = ServingConfig()
 LoadListener = Callable[[str, int, float], None]
 
 
@@ -252,6 +253,10 @@ class ModelRegistry:
         if entry.loaded is None:
             raise ModelNotReady(f"model {name!r} version {version} is {entry.state}")
         return entry.loaded
+
+    def serving(self, name: str) -> ServingConfig:
+        """The operator's ``serving.json`` for ``name`` as last read (a new object after each read)."""
+        return self._serving.get(name, _NO_SERVING)
 
     def models(self) -> list[ModelStatus]:
         """Every model in name order, each with its versions (ascending), states and default."""

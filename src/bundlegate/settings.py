@@ -59,6 +59,19 @@ class Settings:
     # logging
     access_log: bool = True
     log_level: str = "info"
+    # monitoring (bundlegate.monitoring); all off by default
+    payload_log: str | None = None  # a file, or "-" for stdout
+    payload_sample_rate: float = 1.0
+    payload_log_max_bytes: int = 100 * 1024 * 1024
+    payload_log_queue: int = 10_000
+    drift: bool = False
+    drift_window_rows: int = 10_000
+    drift_window_s: float = 3600.0
+    feedback: bool = False
+    feedback_ttl_s: float = 3600.0
+    feedback_max_rows: int = 1_000_000
+    feedback_window: int = 1000
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         _check_range(self)
@@ -133,6 +146,26 @@ FLAGS: tuple[Flag, ...] = (
     Flag("ort_threads", "--ort-threads", "onnxruntime intra-op threads per session (default 1)."),
     Flag("access_log", "--access-log/--no-access-log", "JSON lines access log on stderr (default on)."),
     Flag("log_level", "--log-level", "Log level (default info)."),
+    Flag("payload_log", "--payload-log", "Log sampled requests as JSON lines to this file, - for stdout."),
+    Flag(
+        "payload_sample_rate", "--payload-sample-rate", "Share of requests the payload log keeps (default 1)."
+    ),
+    Flag(
+        "payload_log_max_bytes", "--payload-log-max-bytes", "Rotate the payload log at this size (100 MiB)."
+    ),
+    Flag(
+        "payload_log_queue",
+        "--payload-log-queue",
+        "Requests waiting for the log writer, then dropped (10000).",
+    ),
+    Flag("drift", "--drift/--no-drift", "Drift of inputs and predictions against the bundles' reference."),
+    Flag("drift_window_rows", "--drift-window-rows", "Rows in the drift window (default 10000)."),
+    Flag("drift_window_s", "--drift-window-s", "Oldest rows in the drift window, seconds (default 3600)."),
+    Flag("feedback", "--feedback/--no-feedback", "Keep predictions for POST .../feedback (live accuracy)."),
+    Flag("feedback_ttl_s", "--feedback-ttl-s", "How long predictions wait for feedback (default 3600 s)."),
+    Flag("feedback_max_rows", "--feedback-max-rows", "Most predicted rows kept for feedback (1000000)."),
+    Flag("feedback_window", "--feedback-window", "Rows with feedback live accuracy is over (1000)."),
+    Flag("tracing", "--tracing/--no-tracing", "OpenTelemetry spans (needs the tracing extra)."),
 )
 
 
@@ -150,10 +183,26 @@ _INTS = frozenset(
         "queue_max_rows",
         "request_timeout_ms",
         "ort_threads",
+        "payload_log_max_bytes",
+        "payload_log_queue",
+        "drift_window_rows",
+        "feedback_max_rows",
+        "feedback_window",
     }
 )
-_FLOATS = frozenset({"rate_limit_rps", "batch_max_delay_ms", "reload_interval_s", "drain_timeout_s"})
-_BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log"})
+_FLOATS = frozenset(
+    {
+        "rate_limit_rps",
+        "batch_max_delay_ms",
+        "reload_interval_s",
+        "drain_timeout_s",
+        "payload_sample_rate",
+        "drift_window_s",
+        "feedback_ttl_s",
+    }
+)
+_BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log", "drift", "feedback", "tracing"})
+_OPTIONAL_STRS = frozenset({"payload_log"})
 _PATHS = frozenset({"repository"})
 _OPTIONAL_PATHS = frozenset({"keys_file"})
 
@@ -173,6 +222,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "reload_interval_s": (0, 86_400),
     "drain_timeout_s": (0, 3600),
     "ort_threads": (0, 1024),
+    "payload_sample_rate": (0, 1),
+    "payload_log_max_bytes": (1024, 2**50),
+    "payload_log_queue": (1, 10_000_000),
+    "drift_window_rows": (1, 100_000_000),
+    "drift_window_s": (1, 30 * 86_400),
+    "feedback_ttl_s": (1, 30 * 86_400),
+    "feedback_max_rows": (1, 1_000_000_000),
+    "feedback_window": (1, 10_000_000),
 }
 
 
@@ -201,6 +258,8 @@ def _parse(env_name: str, field_name: str, raw: str) -> Any:
         return Path(text) if text else None
     if field_name == "log_level":
         return text.lower()
+    if field_name in _OPTIONAL_STRS:
+        return text or None
     return text
 
 

@@ -36,8 +36,10 @@ from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.http.context import GatewayContext, GatewayState
 from bundlegate.http.middleware import AccessLog, GatewayMiddleware
 from bundlegate.http.routing import HotRoutes
+from bundlegate.http.v1 import monitoring as v1_monitoring
 from bundlegate.keys import KeyStore
 from bundlegate.metrics import GatewayMetrics
+from bundlegate.monitoring import build_monitor
 from bundlegate.ratelimit import RateLimiter
 from bundlegate.registry import ModelRegistry
 from bundlegate.settings import Settings
@@ -57,7 +59,7 @@ class Gateway:
         self.ctx = ctx
         self.listen_after_load = listen_after_load  # a worker of --workers N: startup waits for the load
         # The POST model routes are matched by HotRoutes; Starlette's router answers the rest.
-        routes = [*v1.routes(ctx), *v2.routes(ctx), *ops.routes(ctx)]
+        routes = [*v1.routes(ctx), *v1_monitoring.routes(ctx), *v2.routes(ctx), *ops.routes(ctx)]
         router = Router(routes=routes, redirect_slashes=False)
         access_log = AccessLog() if ctx.settings.access_log else None
         self._http = GatewayMiddleware(HotRoutes(routes, router), ctx, access_log)
@@ -171,6 +173,8 @@ class Gateway:
             logger.warning("shutting down with %d requests still in flight", state.in_flight)
         if self._http.access_log is not None:
             self._http.access_log.flush()
+        if self.ctx.monitor is not None:
+            self.ctx.monitor.close()
 
 
 def create_app(
@@ -204,4 +208,6 @@ def create_app(
         registry = ModelRegistry(
             settings.repository, settings, metrics.observer_for, on_loaded=metrics.model_loaded
         )
-    return Gateway(GatewayContext(settings, registry, metrics, auth), listen_after_load=listen_after_load)
+    monitor = build_monitor(settings, registry.serving, metrics.registry)
+    ctx = GatewayContext(settings, registry, metrics, auth, monitor=monitor)
+    return Gateway(ctx, listen_after_load=listen_after_load)

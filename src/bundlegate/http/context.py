@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.metrics import GatewayMetrics
+from bundlegate.monitoring import Monitor
 from bundlegate.registry import ModelRegistry
 from bundlegate.settings import Settings
 
@@ -40,6 +41,7 @@ class GatewayContext:
     metrics: GatewayMetrics
     auth: ApiKeyAuth
     state: GatewayState = field(default_factory=GatewayState)
+    monitor: Monitor | None = None  # payload log, drift, feedback; None when all are off
 
 
 class Reply:

@@ -42,6 +42,11 @@ def refresh_model_gauges(ctx: GatewayContext) -> None:
 
 async def metrics(call: Call) -> Reply:
     refresh_model_gauges(call.ctx)
+    if call.ctx.monitor is not None:
+        registry = call.ctx.registry
+        call.ctx.monitor.refresh(
+            (s.name, v.version) for s in registry.models() for v in s.versions if v.state == "loaded"
+        )
     body, content_type = call.ctx.metrics.exposition()
     return Reply(200, body, content_type.encode())
 

@@ -1,0 +1,58 @@
+"""Where each input feature sits in a model's feed: ``FeatureColumns``.
+
+A feed holds one array per ONNX input, ``[n_rows, k]``; a numeric model has one float tensor fed by
+every feature, a mixed pipeline one tensor per feature. Monitoring reads features by name, so it keeps
+the (tensor, column) of each, laid out as ``decoding`` lays them (``manifest.onnx_inputs``, or for
+runtime sklearn one ``X`` tensor when every feature is a number and one tensor per feature otherwise).
+"""
+
+from __future__ import annotations
+
+from bundlegate.dtypes import NUMERIC
+from bundlegate.feed import Array, Feed, Prediction
+from bundlegate.manifest import InputSpec, Manifest
+
+
+class FeatureColumns:
+    """The feature → (tensor, column) map of one bundle version."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.specs: tuple[InputSpec, ...] = tuple(manifest.inputs)
+        by_name = {s.name: s for s in self.specs}
+        places: dict[str, tuple[str, int]] = {}
+        if manifest.onnx_inputs:
+            for tensor in manifest.onnx_inputs:
+                for column, feature in enumerate(tensor.features):
+                    places[feature] = (tensor.name, column)
+        elif all(s.dtype in NUMERIC for s in self.specs):
+            places = {s.name: ("X", i) for i, s in enumerate(self.specs)}
+        else:
+            places = {s.name: (s.name, 0) for s in self.specs}
+        self.places = tuple((name, *places[name]) for name in by_name if name in places)
+        # numeric models: every feature in one tensor, in manifest order (one slice gives them all)
+        tensors = {tensor for _, tensor, _ in self.places}
+        self.block = next(iter(tensors)) if len(tensors) == 1 and len(self.places) > 1 else None
+
+    def columns(self, feed: Feed) -> dict[str, Array]:
+        """Each feature's values for the feed's rows (views, no copies)."""
+        arrays = feed.arrays
+        return {name: arrays[tensor][:, column] for name, tensor, column in self.places}
+
+
+def concat_predictions(predictions: list[Prediction]) -> Prediction:
+    """One prediction holding the rows of ``predictions`` in order."""
+    import numpy as np
+
+    if len(predictions) == 1:
+        return predictions[0]
+    first = predictions[0]
+
+    def joined(arrays: list[Array | None]) -> Array | None:
+        present = [a for a in arrays if a is not None]
+        return np.concatenate(present) if len(present) == len(arrays) else None
+
+    return Prediction(
+        joined([p.labels for p in predictions]),
+        joined([p.probabilities for p in predictions]) if first.probabilities is not None else None,
+        joined([p.values for p in predictions]),
+    )

@@ -1,0 +1,193 @@
+"""Drift of one served model version against its bundle's reference: ``VersionDrift``.
+
+``add(feed, prediction)`` only keeps the arrays (constant work on the request path). Once
+``flush_rows`` rows are pending, or when someone reads the drift, the pending rows are counted into
+buckets in one go (``buckets``: array operations over the whole chunk) and the chunk joins a sliding
+window: whole chunks, the newest first, while the others hold at least ``window_rows`` rows and none
+is older than ``window_s``. ``report()`` gives each feature's PSI against the reference and both
+histograms, and the PSI of the predictions against the reference the packer stored for the original
+model's answers on the sample (bundles without one have no prediction drift).
+
+Features the reference says nothing about (no bins, no frequencies) are left out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bundlegate.feed import Array, Feed, Prediction
+from bundlegate.manifest import Manifest
+from bundlegate.monitoring.buckets import CategoryBuckets, NumericBins, psi
+from bundlegate.monitoring.columns import FeatureColumns, concat_predictions
+
+FLUSH_ROWS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """What ``/drift`` shows for one feature or the predictions."""
+
+    name: str
+    kind: str
+    psi: float | None
+    buckets: list[str]
+    reference: list[float]
+    live: list[int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "psi": None if self.psi is None else round(self.psi, 6),
+            "buckets": self.buckets,
+            "reference": [round(x, 6) for x in self.reference],
+            "live": self.live,
+        }
+
+
+class VersionDrift:
+    """The sliding window of one model version (see the module docstring)."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        columns: FeatureColumns,
+        window_rows: int,
+        window_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window_rows = window_rows
+        self.window_s = window_s
+        self.flush_rows = max(1, min(FLUSH_ROWS, window_rows // 8))
+        self._clock = clock
+        self._columns = columns
+        ref = manifest.reference
+        specs = {s.name: s for s in manifest.inputs}
+        features = ref.features if ref is not None else []
+        numeric = [f for f in features if f.kind == "numeric" and f.bins and f.counts and f.name in specs]
+        self._numeric_names = [f.name for f in numeric]
+        self._numeric = (
+            NumericBins(
+                [f.bins or [] for f in numeric], [f.null_rate for f in numeric], [f.counts for f in numeric]
+            )
+            if numeric
+            else None
+        )
+        self._categories = [
+            (f.name, CategoryBuckets(f.frequencies, f.null_rate, empty_is_null=specs[f.name].nullable))
+            for f in features
+            if f.kind == "categorical" and f.frequencies and f.name in specs
+        ]
+        predicted = ref.predictions if ref is not None else None
+        self._pred_classes: CategoryBuckets | None = None
+        self._pred_values: NumericBins | None = None
+        if predicted is not None and predicted.kind == "classes" and predicted.frequencies:
+            self._pred_classes = CategoryBuckets(predicted.frequencies, 0.0, empty_is_null=False)
+        elif predicted is not None and predicted.kind == "values" and predicted.bins and predicted.counts:
+            self._pred_values = NumericBins([predicted.bins], [0.0], [predicted.counts])
+        # one flat count vector: the numeric features, each category feature, then the predictions
+        sizes = [self._numeric.total if self._numeric else 0] + [c.size for _, c in self._categories]
+        sizes.append(self._pred_classes.size if self._pred_classes else 0)
+        sizes.append(self._pred_values.total if self._pred_values else 0)
+        self._bounds = np.cumsum([0, *sizes]).tolist()
+        self._totals = np.zeros(self._bounds[-1], dtype=np.int64)
+        self._rows = 0
+        self._chunks: deque[tuple[float, int, Array]] = deque()
+        self._pending: list[tuple[Feed, Prediction]] = []
+        self._pending_rows = 0
+
+    @property
+    def monitored(self) -> bool:
+        """Whether the reference gives anything to compare with."""
+        return bool(self._bounds[-1])
+
+    def add(self, feed: Feed, prediction: Prediction) -> None:
+        """Keep one request's rows for the next chunk (counted once ``flush_rows`` are pending)."""
+        self._pending.append((feed, prediction))
+        self._pending_rows += feed.n_rows
+        if self._pending_rows >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Count the pending rows into a chunk of the window; drop chunks that left the window."""
+        if self._pending:
+            pending, self._pending, n = self._pending, [], self._pending_rows
+            self._pending_rows = 0
+            feed = Feed.concat([f for f, _ in pending])
+            prediction = concat_predictions([p for _, p in pending])
+            counts = self._count(feed, prediction)
+            self._chunks.append((self._clock(), n, counts))
+            self._totals += counts
+            self._rows += n
+        self._evict()
+
+    def _count(self, feed: Feed, prediction: Prediction) -> Array:
+        lo, parts = self._bounds, []
+        cols = self._columns.columns(feed)
+        if self._numeric is not None:
+            parts.append(self._numeric.counts(self._numeric_block(feed, cols)))
+        parts += [buckets.counts(cols[name]) for name, buckets in self._categories]
+        if self._pred_classes is not None and prediction.labels is not None:
+            parts.append(self._pred_classes.counts(prediction.labels.ravel()))
+        elif self._pred_classes is not None:
+            parts.append(np.zeros(lo[-2] - lo[-3], dtype=np.int64))
+        if self._pred_values is not None:
+            values = prediction.values
+            if values is not None:
+                parts.append(self._pred_values.counts(values.reshape(len(values), -1)[:, :1]))
+            else:
+                parts.append(np.zeros(self._pred_values.total, dtype=np.int64))
+        return np.concatenate(parts).astype(np.int64) if parts else self._totals[:0]
+
+    def _numeric_block(self, feed: Feed, cols: dict[str, Array]) -> Array:
+        block = self._columns.block
+        names = self._numeric_names
+        if block is not None and names == [p[0] for p in self._columns.places]:
+            return feed.arrays[block]  # the model's one float tensor is the block itself
+        return np.column_stack([cols[name] for name in names])
+
+    def _evict(self) -> None:
+        chunks = self._chunks
+        oldest = self._clock() - self.window_s
+        while chunks and (chunks[0][0] < oldest or self._rows - chunks[0][1] >= self.window_rows):
+            _, n, counts = chunks.popleft()
+            self._totals -= counts
+            self._rows -= n
+
+    def report(self) -> tuple[int, list[Histogram], Histogram | None]:
+        """(rows in the window, each feature's histogram and PSI, the predictions' or None)."""
+        self.flush()
+        b, totals = self._bounds, self._totals
+        out: list[Histogram] = []
+        if self._numeric is not None:
+            per_feature = self._numeric.split(totals[b[0] : b[1]])
+            for i, name in enumerate(self._numeric_names):
+                out.append(
+                    _histogram(
+                        name, "numeric", self._numeric.labels[i], self._numeric.expected[i], per_feature[i]
+                    )
+                )
+        for j, (name, buckets) in enumerate(self._categories):
+            out.append(
+                _histogram(name, "categorical", buckets.labels, buckets.expected, totals[b[1 + j] : b[2 + j]])
+            )
+        prediction = None
+        if self._pred_classes is not None:
+            c = self._pred_classes
+            prediction = _histogram("prediction", "classes", c.labels, c.expected, totals[b[-3] : b[-2]])
+        elif self._pred_values is not None:
+            v = self._pred_values
+            prediction = _histogram("prediction", "values", v.labels[0], v.expected[0], totals[b[-2] : b[-1]])
+        order = {s.name: i for i, s in enumerate(self._columns.specs)}
+        out.sort(key=lambda h: order.get(h.name, 0))
+        return self._rows, out, prediction
+
+
+def _histogram(name: str, kind: str, labels: list[str], expected: Array, counts: Array) -> Histogram:
+    return Histogram(name, kind, psi(counts, expected), labels, expected.tolist(), counts.tolist())

@@ -1,0 +1,138 @@
+"""The payload log: sampled requests as JSON lines, written off the request path (``PayloadLog``).
+
+``put(entry)`` on the event loop appends to a bounded queue and returns; a writer thread turns
+entries into lines (``payload_lines``) and writes them to the file, or to stdout for ``-``. When the
+queue is full the entry is dropped and counted (``dropped``): a slow disk costs log lines, never a
+slower answer. Size-based rotation: once the file passes ``max_bytes`` it becomes ``PATH.1`` (the
+older ones ``PATH.2`` ... ``PATH.<backups>``, the oldest deleted) and a new file starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from bundlegate.monitoring.payload_lines import PayloadEntry, lines_of
+
+log = logging.getLogger("bundlegate.payload")
+BACKUPS = 5
+
+
+class PayloadLog:
+    """See the module docstring. ``on_drop`` is told each dropped entry (the metrics counter)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        max_bytes: int,
+        max_queue: int,
+        backups: int = BACKUPS,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.max_bytes = max_bytes
+        self.max_queue = max_queue
+        self.backups = backups
+        self.dropped = 0
+        self._on_drop = on_drop
+        self._queue: deque[PayloadEntry] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._file: IO[bytes] | None = None
+        self._size = 0
+        self._thread = threading.Thread(target=self._run, name="bundlegate-payload-log", daemon=True)
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread.start()
+
+    def put(self, entry: PayloadEntry) -> None:
+        """Queue one request's entry, or drop it when ``max_queue`` entries wait already."""
+        if len(self._queue) >= self.max_queue:
+            self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop()
+            return
+        self._idle.clear()
+        self._queue.append(entry)
+        if len(self._queue) == 1:
+            self._wake.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued entry is written (False on timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._wake.set()
+            if self._idle.wait(max(0.0, deadline - time.monotonic())) and not self._queue:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop the writer and close the file."""
+        self.flush(timeout)
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            while queue:
+                batch: list[PayloadEntry] = []
+                while queue and len(batch) < 256:
+                    batch.append(queue.popleft())
+                try:
+                    self._write(b"".join(lines_of(e) for e in batch))
+                except Exception:  # a broken entry or a full disk must not stop the writer
+                    log.exception("writing the payload log failed")
+            if not queue:
+                self._idle.set()
+                if self._stop:
+                    break
+        if self._file is not None and self.target != "-":
+            with contextlib.suppress(OSError):
+                self._file.close()
+
+    def _write(self, data: bytes) -> None:
+        if self.target == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return
+        if self._file is None:
+            self._open()
+        elif self._size + len(data) > self.max_bytes and self._size > 0:
+            self._rotate()
+        assert self._file is not None
+        self._file.write(data)
+        self._file.flush()
+        self._size += len(data)
+
+    def _open(self) -> None:
+        path = Path(self.target)
+        self._file = path.open("ab")
+        self._size = path.stat().st_size
+
+    def _rotate(self) -> None:
+        assert self._file is not None
+        self._file.close()
+        base = self.target
+        for i in range(self.backups - 1, 0, -1):
+            if os.path.exists(f"{base}.{i}"):
+                os.replace(f"{base}.{i}", f"{base}.{i + 1}")
+        if self.backups > 0:
+            os.replace(base, f"{base}.1")
+        else:
+            os.remove(base)
+        self._open()
