@@ -3,8 +3,9 @@
 ``put(entry)`` on the event loop appends to a bounded queue and returns; a writer thread turns
 entries into lines (``payload_lines``) and writes them to the file, or to stdout for ``-``. When the
 queue is full the entry is dropped and counted (``dropped``): a slow disk costs log lines, never a
-slower answer. Size-based rotation: once the file passes ``max_bytes`` it becomes ``PATH.1`` (the
-older ones ``PATH.2`` ... ``PATH.<backups>``, the oldest deleted) and a new file starts.
+slower answer. Size-based rotation: when a request's lines would take the file past ``max_bytes``, it
+becomes ``PATH.1`` (the older ones ``PATH.2`` ... ``PATH.<backups>``, the oldest deleted) and a new file
+starts (a file is larger only when one request's lines are).
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ class PayloadLog:
                 while queue and len(batch) < 256:
                     batch.append(queue.popleft())
                 try:
-                    self._write(b"".join(lines_of(e) for e in batch))
+                    for entry in batch:
+                        self._write(lines_of(entry))
+                    self._flush()
                 except Exception:  # a broken entry or a full disk must not stop the writer
                     log.exception("writing the payload log failed")
             if not queue:
@@ -106,9 +109,9 @@ class PayloadLog:
                 self._file.close()
 
     def _write(self, data: bytes) -> None:
+        """One request's lines; the file rotates first if they would take it past ``max_bytes``."""
         if self.target == "-":
             sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
             return
         if self._file is None:
             self._open()
@@ -116,8 +119,13 @@ class PayloadLog:
             self._rotate()
         assert self._file is not None
         self._file.write(data)
-        self._file.flush()
         self._size += len(data)
+
+    def _flush(self) -> None:
+        if self.target == "-":
+            sys.stdout.buffer.flush()
+        elif self._file is not None:
+            self._file.flush()
 
     def _open(self) -> None:
         path = Path(self.target)
