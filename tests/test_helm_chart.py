@@ -48,6 +48,7 @@ ALL_OPTIONS: dict[str, Any] = {
         "reloadIntervalSeconds": 60,
         "ortThreads": 2,
         "allowPickle": True,
+        "monitoring": {"drift": True, "feedback": True, "payloadLog": "-", "payloadSampleRate": 0.1},
         "extraEnv": [{"name": "BUNDLEGATE_MAX_STRING_LENGTH", "value": "2048"}],
     },
     "keys": {
@@ -78,6 +79,11 @@ ALL_OPTIONS: dict[str, Any] = {
             "enabled": True,
             "interval": "30s",
             "labels": {"release": "kube-prometheus-stack"},
+        },
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {"release": "kube-prometheus-stack"},
+            "errorRatio": 0.02,
         },
     },
     "networkPolicy": {
@@ -161,6 +167,60 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
 }
 
 
+# PrometheusRule (monitoring.coreos.com/v1): the fields the chart sets; promtool checks the rules
+# themselves (tests/test_alert_rules.py).
+PROMETHEUS_RULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["alert", "expr"],
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "expr": {"type": "string"},
+                                        "for": {"type": "string", "pattern": _DURATION},
+                                        "labels": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                        "annotations": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        },
+    },
+}
+CRD_SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR_SCHEMA, "PrometheusRule": PROMETHEUS_RULE_SCHEMA}
+
+
 def render(values: dict[str, Any]) -> dict[str, str]:
     with helm.Chart.load(CHART) as chart:
         return chart.render(values, name=RELEASE, namespace=NAMESPACE)
@@ -207,10 +267,10 @@ def test_every_rendered_document_validates_against_kubernetes(values_name: str) 
     docs = documents(VALUE_SETS[values_name])
     assert docs
     for doc in docs:
-        if doc["kind"] == "ServiceMonitor":
+        if doc["kind"] in CRD_SCHEMAS:
             import jsonschema
 
-            jsonschema.validate(doc, SERVICE_MONITOR_SCHEMA)
+            jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
             continue
         validated = kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         assert validated == kv_utils.major_minor(KUBE_VERSION)
@@ -239,6 +299,7 @@ def test_all_options_render_every_object() -> None:
         "Service",
         "ServiceAccount",
         "ServiceMonitor",
+        "PrometheusRule",
     }
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_clock import FakeClock
 from gateway_support import Keys, MakeApp, client_for
 from prometheus_client.parser import text_string_to_metric_families
 
 import bundle_factory as bf
 from bundlegate.manifest import FeatureReference, PredictionReference, Reference
+from fake_clock import FakeClock
 
 IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
@@ -26,10 +26,20 @@ def credit_with_reference() -> bf.Built:
         rows=200,
         features=[
             FeatureReference(
-                name="age", kind="numeric", count=200, null_rate=0.15, bins=[18.0, 49.0, 80.0], counts=[90, 80]
+                name="age",
+                kind="numeric",
+                count=200,
+                null_rate=0.15,
+                bins=[18.0, 49.0, 80.0],
+                counts=[90, 80],
             ),
             FeatureReference(
-                name="income", kind="numeric", count=200, null_rate=0.0, bins=[20.0, 50.0, 80.0], counts=[100, 100]
+                name="income",
+                kind="numeric",
+                count=200,
+                null_rate=0.0,
+                bins=[20.0, 50.0, 80.0],
+                counts=[100, 100],
             ),
             FeatureReference(
                 name="city",
@@ -41,7 +51,9 @@ def credit_with_reference() -> bf.Built:
         ],
         predictions=PredictionReference(kind="classes", frequencies={"approve": 0.4, "reject": 0.6}),
     )
-    return bf.Built(built.manifest.model_copy(update={"reference": reference}), built.files, built.estimator, built.X)
+    return bf.Built(
+        built.manifest.model_copy(update={"reference": reference}), built.files, built.estimator, built.X
+    )
 
 
 @pytest.fixture
@@ -87,7 +99,9 @@ async def test_drift_counts_unseen_categories_and_nulls_in_their_own_buckets(
         + [{"age": 90, "income": 70.0, "city": None}] * 2
     )
     async with client_for(app) as client:
-        r = await client.post("/v1/models/credit/predict/batch", json={"inputs": records}, headers=keys.auth())
+        r = await client.post(
+            "/v1/models/credit/predict/batch", json={"inputs": records}, headers=keys.auth()
+        )
         assert r.status_code == 200, r.text
         r = await client.get("/v1/models/credit/drift", headers=keys.auth(keys.iris))
         assert r.status_code == 404  # a key that may not see the model
@@ -107,7 +121,8 @@ async def test_drift_counts_unseen_categories_and_nulls_in_their_own_buckets(
         # models whose bundle has no reference have nothing to compare with, and say so
         iris = (await client.get("/v1/models/iris/drift", headers=keys.auth())).json()
         assert iris["reference"] is False
-        assert iris["features"] == [] and iris["prediction"] is None
+        assert iris["features"] == []
+        assert iris["prediction"] is None
         exposition = (await client.get("/metrics")).text
         assert metric(exposition, "bundlegate_feature_drift_psi", model="credit", feature="city") is not None
         assert metric(exposition, "bundlegate_drift_window_rows", model="credit", version="1") == 10
@@ -139,17 +154,37 @@ async def test_bad_feedback_is_answered_and_predictions_go_on(make_app: MakeApp,
             ({"feedback": []}, ["feedback"], "type"),
             ({"feedback": [{"request_id": rid, "label": "setosa"}] * 6}, ["feedback"], "too_many_rows"),
             ({"feedback": ["x"]}, ["feedback", 0], "type"),
-            ({"feedback": [{"request_id": rid, "label": "setosa", "why": 1}]}, ["feedback", 0, "why"], "extra"),
+            (
+                {"feedback": [{"request_id": rid, "label": "setosa", "why": 1}]},
+                ["feedback", 0, "why"],
+                "extra",
+            ),
             ({"feedback": [{"label": "setosa"}]}, ["feedback", 0, "request_id"], "type"),
-            ({"feedback": [{"request_id": rid, "row": True, "label": "setosa"}]}, ["feedback", 0, "row"], "type"),
-            ({"feedback": [{"request_id": rid, "row": -1, "label": "setosa"}]}, ["feedback", 0, "row"], "type"),
+            (
+                {"feedback": [{"request_id": rid, "row": True, "label": "setosa"}]},
+                ["feedback", 0, "row"],
+                "type",
+            ),
+            (
+                {"feedback": [{"request_id": rid, "row": -1, "label": "setosa"}]},
+                ["feedback", 0, "row"],
+                "type",
+            ),
             ({"feedback": [{"request_id": rid}]}, ["feedback", 0], "missing"),
             ({"feedback": [{"request_id": rid, "label": "setosa", "value": 1}]}, ["feedback", 0], "missing"),
             ({"feedback": [{"request_id": rid, "label": 2}]}, ["feedback", 0, "label"], "type"),
             ({"feedback": [{"request_id": rid, "label": "rose"}]}, ["feedback", 0, "label"], "value"),
             ({"feedback": [{"request_id": rid, "value": 1.5}]}, ["feedback", 0, "label"], "missing"),
-            ({"feedback": [{"request_id": rid, "row": 1, "label": "setosa"}]}, ["feedback", 0, "row"], "value"),
-            ({"feedback": [{"request_id": "nope", "label": "setosa"}]}, ["feedback", 0, "request_id"], "unknown_request_id"),
+            (
+                {"feedback": [{"request_id": rid, "row": 1, "label": "setosa"}]},
+                ["feedback", 0, "row"],
+                "value",
+            ),
+            (
+                {"feedback": [{"request_id": "nope", "label": "setosa"}]},
+                ["feedback", 0, "request_id"],
+                "unknown_request_id",
+            ),
         ]
         for body, loc, kind in cases:
             r = await post(body)
@@ -161,12 +196,16 @@ async def test_bad_feedback_is_answered_and_predictions_go_on(make_app: MakeApp,
         assert r.status_code == 200
         assert r.json() == {"matched": 1}
         r = await client.post(
-            "/v1/models/credit/feedback", json={"feedback": [{"request_id": rid, "label": "x"}]}, headers=keys.auth(keys.iris)
+            "/v1/models/credit/feedback",
+            json={"feedback": [{"request_id": rid, "label": "x"}]},
+            headers=keys.auth(keys.iris),
         )
         assert r.status_code == 404
         # the request id of another model's prediction is unknown to this one
         r = await client.post(
-            "/v1/models/credit/feedback", json={"feedback": [{"request_id": rid, "label": "approve"}]}, headers=keys.auth()
+            "/v1/models/credit/feedback",
+            json={"feedback": [{"request_id": rid, "label": "approve"}]},
+            headers=keys.auth(),
         )
         assert r.status_code == 422
         assert r.json()["error"]["details"][0]["type"] == "unknown_request_id"
@@ -194,17 +233,22 @@ async def test_regressor_feedback_gives_the_live_mean_absolute_error(
         rid, predictions = r.json()["request_id"], r.json()["predictions"]
         errors = [2.0, -4.0, 0.0]
         feedback = [
-            {"request_id": rid, "row": i, "value": p + e} for i, (p, e) in enumerate(zip(predictions, errors, strict=True))
+            {"request_id": rid, "row": i, "value": p + e}
+            for i, (p, e) in enumerate(zip(predictions, errors, strict=True))
         ]
         r = await client.post("/v1/models/price/feedback", json={"feedback": feedback}, headers=keys.auth())
         assert r.status_code == 200, r.text
         r = await client.post(
-            "/v1/models/price/feedback", json={"feedback": [{"request_id": rid, "value": "9"}]}, headers=keys.auth()
+            "/v1/models/price/feedback",
+            json={"feedback": [{"request_id": rid, "value": "9"}]},
+            headers=keys.auth(),
         )
         assert r.status_code == 422
         assert r.json()["error"]["details"][0]["loc"] == ["feedback", 0, "value"]
         exposition = (await client.get("/metrics")).text
-    assert metric(exposition, "bundlegate_live_mae", model="price", version="1") == pytest.approx(2.0, abs=1e-3)
+    assert metric(exposition, "bundlegate_live_mae", model="price", version="1") == pytest.approx(
+        2.0, abs=1e-3
+    )
 
 
 async def test_payload_log_masks_samples_per_model_and_rotates(
@@ -213,17 +257,23 @@ async def test_payload_log_masks_samples_per_model_and_rotates(
     (own_repo / "iris" / "serving.json").write_text(json.dumps({"payload_mask": ["sepal_length"]}))
     (own_repo / "credit" / "serving.json").write_text(json.dumps({"payload_sample_rate": 0}))
     log = tmp_path / "payload.log"
-    app = await make_app(repository=own_repo, payload_log=str(log), payload_sample_rate=1.0, payload_log_max_bytes=2048)
+    app = await make_app(
+        repository=own_repo, payload_log=str(log), payload_sample_rate=1.0, payload_log_max_bytes=2048
+    )
     async with client_for(app) as client:
         await _predict_iris(client, keys, 20)
         r = await client.post(
-            "/v1/models/iris/predict/batch", json={"inputs": [IRIS_ROW, {**IRIS_ROW, "petal_length": 5.0}]}, headers=keys.auth()
+            "/v1/models/iris/predict/batch",
+            json={"inputs": [IRIS_ROW, {**IRIS_ROW, "petal_length": 5.0}]},
+            headers=keys.auth(),
         )
         assert r.status_code == 200
         batch_id = r.json()["request_id"]
         for _ in range(10):
             r = await client.post(
-                "/v1/models/credit/predict", json={"inputs": {"age": 30, "income": 50.0, "city": "Rome"}}, headers=keys.auth()
+                "/v1/models/credit/predict",
+                json={"inputs": {"age": 30, "income": 50.0, "city": "Rome"}},
+                headers=keys.auth(),
             )
             assert r.status_code == 200
     await app.shutdown()  # writes what is queued

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fake_clock import FakeClock
 
 import bundle_factory as bf
 from bundlegate.feed import Feed, Prediction
@@ -13,6 +12,7 @@ from bundlegate.manifest import FeatureReference, Reference
 from bundlegate.monitoring.buckets import CategoryBuckets, NumericBins, psi
 from bundlegate.monitoring.columns import FeatureColumns
 from bundlegate.monitoring.drift import VersionDrift
+from fake_clock import FakeClock
 
 
 def test_numeric_bins_count_as_numpy_histogram_and_keep_outliers_and_nulls_apart() -> None:
@@ -44,10 +44,16 @@ def test_category_buckets_fold_rare_values_into_other_when_the_reference_did() -
     plain = CategoryBuckets({"a": 1.0}, 0.2, empty_is_null=True)
     values = np.array(["a", "b", "", "c"], dtype=object)
     assert dict(zip(folded.labels, folded.counts(values).tolist())) == {
-        "a": 1, "__other__": 3, "__unseen__": 0, "__null__": 0
+        "a": 1,
+        "__other__": 3,
+        "__unseen__": 0,
+        "__null__": 0,
     }
     assert dict(zip(plain.labels, plain.counts(values).tolist())) == {
-        "a": 1, "__other__": 0, "__unseen__": 2, "__null__": 1
+        "a": 1,
+        "__other__": 0,
+        "__unseen__": 2,
+        "__null__": 1,
     }
     assert plain.expected.tolist() == pytest.approx([0.8, 0.0, 0.0, 0.2])
 
@@ -55,7 +61,9 @@ def test_category_buckets_fold_rare_values_into_other_when_the_reference_did() -
 def _drift(window_rows: int, window_s: float, clock: FakeClock) -> VersionDrift:
     built = bf.iris_model()
     features = [
-        FeatureReference(name=n, kind="numeric", count=150, null_rate=0.0, bins=[0.0, 5.0, 10.0], counts=[75, 75])
+        FeatureReference(
+            name=n, kind="numeric", count=150, null_rate=0.0, bins=[0.0, 5.0, 10.0], counts=[75, 75]
+        )
         for n in bf.IRIS_FEATURES
     ]
     manifest = built.manifest.model_copy(update={"reference": Reference(rows=150, features=features)})
@@ -63,7 +71,9 @@ def _drift(window_rows: int, window_s: float, clock: FakeClock) -> VersionDrift:
 
 
 def _rows(n: int, value: float) -> tuple[Feed, Prediction]:
-    return Feed({"input": np.full((n, 4), value, dtype=np.float32)}, n), Prediction(labels=np.array(["setosa"] * n))
+    return Feed({"input": np.full((n, 4), value, dtype=np.float32)}, n), Prediction(
+        labels=np.array(["setosa"] * n)
+    )
 
 
 def test_the_window_keeps_the_newest_rows_within_its_size_and_time() -> None:
@@ -79,10 +89,12 @@ def test_the_window_keeps_the_newest_rows_within_its_size_and_time() -> None:
     clock.advance(30)
     drift.add(*_rows(50, 7.0))
     rows, features, _ = drift.report()
-    assert rows == 110 and features[0].live[1:3] == [60, 50]
+    assert rows == 110
+    assert features[0].live[1:3] == [60, 50]
     clock.advance(31)  # the first ten chunks are now over a minute old
     rows, features, _ = drift.report()
-    assert rows == 50 and features[0].live[1:3] == [0, 50]
+    assert rows == 50
+    assert features[0].live[1:3] == [0, 50]
     clock.advance(61)
     assert drift.report()[0] == 0
     assert drift.report()[1][0].psi is None

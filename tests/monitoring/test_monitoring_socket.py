@@ -80,7 +80,10 @@ def gateway(repo: Path, tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
     ]
     with (tmp_path / "serve.log").open("w") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bundlegate.cli", "serve", str(repo), *args], stderr=err, env=env, cwd=tmp_path
+            [sys.executable, "-m", "bundlegate.cli", "serve", str(repo), *args],
+            stderr=err,
+            env=env,
+            cwd=tmp_path,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -186,7 +189,11 @@ def test_drift_feedback_and_payload_log_over_a_socket(repo: Path, tmp_path: Path
     # the gateway has stopped: the payload log is complete. 10% of 2,000 single-row requests, plus
     # 10% of 20 batches of 100 rows (a line per row)
     lines = [json.loads(line) for line in log.read_text().splitlines()]
-    singles = [line for line in lines if line["row"] == 0 and line["request_id"] in {a["request_id"] for a in answers}]
+    singles = [
+        line
+        for line in lines
+        if line["row"] == 0 and line["request_id"] in {a["request_id"] for a in answers}
+    ]
     assert 150 <= len(singles) <= 250, len(singles)  # binomial(2000, 0.1): 200 +- 3.7 sd
     assert len(lines) - len(singles) in range(0, 2001, 100)
     first = singles[0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +41,11 @@ def test_a_stuck_writer_drops_and_counts_instead_of_waiting(tmp_path: Path) -> N
     os.mkfifo(fifo)
     drops: list[int] = []
     log = PayloadLog(str(fifo), max_bytes=1 << 20, max_queue=3, on_drop=lambda: drops.append(1))
-    started = time.monotonic()
-    for i in range(10):
+    for i in range(10):  # the writer is stuck until a reader opens the FIFO: put must not wait for it
         log.put(entry(i))
-    assert time.monotonic() - started < 1.0  # put never waits for the writer
     # three wait at most; the writer took none or the first few before it blocked
-    assert 1 <= log.dropped <= 7 and len(drops) == log.dropped
+    assert 1 <= log.dropped <= 7
+    assert len(drops) == log.dropped
     received: list[bytes] = []
     reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
     reader.start()
