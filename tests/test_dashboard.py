@@ -123,6 +123,12 @@ def running_gateway(tmp_path: Path) -> Iterator[tuple[str, str]]:
                 "--no-access-log",
                 "--drain-timeout-s",
                 "2",
+                "--drift",
+                "--feedback",
+                "--payload-log",
+                "payload.log",
+                "--payload-sample-rate",
+                "0.1",
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -150,12 +156,23 @@ def running_gateway(tmp_path: Path) -> Iterator[tuple[str, str]]:
             process.wait()
 
 
+def feedback_for(answer: dict[str, Any]) -> dict[str, Any]:
+    """Ground truth for a single prediction: the predicted label (classifiers), or the predicted value
+    plus one (regressors), so live accuracy and live MAE both have a value."""
+    prediction = answer["prediction"]
+    if isinstance(prediction, float):
+        return {"request_id": answer["request_id"], "value": prediction + 1.0}
+    return {"request_id": answer["request_id"], "label": prediction}
+
+
 def send_traffic(client: httpx.Client, models: dict[str, list[dict[str, Any]]], rounds: int = 10) -> None:
-    """Singles, batches and a few 4xx per model: every panel has something to show."""
+    """Singles, batches, feedback and a few 4xx per model: every panel has something to show."""
     for i in range(rounds):
         for name, inputs in models.items():
             single = client.post(f"/v1/models/{name}/predict", json={"inputs": record_for(inputs, i)})
             assert single.status_code == 200, single.text
+            feedback = client.post(f"/v1/models/{name}/feedback", json={"feedback": [feedback_for(single.json())]})
+            assert feedback.status_code == 200, feedback.text
             batch = [record_for(inputs, i + j) for j in range(1 + i % 5)]
             batched = client.post(f"/v1/models/{name}/predict/batch", json={"inputs": batch})
             assert batched.status_code == 200, batched.text
@@ -175,6 +192,11 @@ def test_dashboard_has_the_panels_the_issue_asks_for() -> None:
         "bundlegate_batch_size_rows_bucket",
         "bundlegate_models",
         "bundlegate_model_info",
+        "bundlegate_feature_drift_psi",
+        "bundlegate_prediction_drift_psi",
+        "bundlegate_live_accuracy",
+        "bundlegate_live_mae",
+        "bundlegate_feedback_total",
     ):
         assert metric in exprs
     for quantile in ("0.5", "0.95", "0.99"):
