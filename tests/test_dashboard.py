@@ -171,7 +171,9 @@ def send_traffic(client: httpx.Client, models: dict[str, list[dict[str, Any]]], 
         for name, inputs in models.items():
             single = client.post(f"/v1/models/{name}/predict", json={"inputs": record_for(inputs, i)})
             assert single.status_code == 200, single.text
-            feedback = client.post(f"/v1/models/{name}/feedback", json={"feedback": [feedback_for(single.json())]})
+            feedback = client.post(
+                f"/v1/models/{name}/feedback", json={"feedback": [feedback_for(single.json())]}
+            )
             assert feedback.status_code == 200, feedback.text
             batch = [record_for(inputs, i + j) for j in range(1 + i % 5)]
             batched = client.post(f"/v1/models/{name}/predict/batch", json={"inputs": batch})

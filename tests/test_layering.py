@@ -38,6 +38,16 @@ FORBIDDEN: dict[str, set[str]] = {
     "ratelimit": WEB | ML | ORT | PROM | {"numpy"},
     "settings": WEB | ML | ORT | PROM | {"numpy"},
     "metrics": WEB | ML | ORT,
+    "monitoring/__init__": WEB | ML | ORT,
+    "monitoring/monitor": WEB | ML | ORT,
+    "monitoring/columns": WEB | ML | ORT | PROM | {"pydantic"},
+    "monitoring/buckets": WEB | ML | ORT | PROM | {"pydantic"},
+    "monitoring/drift": WEB | ML | ORT | PROM,
+    "monitoring/feedback": WEB | ML | ORT | PROM | {"numpy", "pydantic"},
+    "monitoring/payload_log": WEB | ML | ORT | PROM | {"numpy", "pydantic"},
+    "monitoring/payload_lines": WEB | ML | ORT | PROM | {"pydantic"},
+    "monitoring/metrics": WEB | ML | ORT,
+    "monitoring/tracing": WEB | ML | ORT | PROM | {"numpy"},
     "server/heap": WEB | ML | ORT | PROM | {"numpy", "pydantic"},
     "server/workers": ML | ORT | PROM | {"starlette", "numpy"},
 }
@@ -112,8 +122,9 @@ def test_nothing_outside_the_packer_imports_it_at_module_level() -> None:
 
 
 def _core_files() -> list[Path]:
-    """The core: the top-level modules and request decoding (not http/, server/, cli/, packer/)."""
-    return [*SRC.glob("*.py"), *(SRC / "decoding").glob("*.py")]
+    """The core: the top-level modules, request decoding and monitoring (not http/, server/, cli/,
+    packer/)."""
+    return [*SRC.glob("*.py"), *(SRC / "decoding").glob("*.py"), *(SRC / "monitoring").glob("*.py")]
 
 
 def test_core_does_not_import_the_outer_layers() -> None:

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import time
+from typing import Any
 
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
@@ -40,6 +41,7 @@ from bundlegate.http.v1 import monitoring as v1_monitoring
 from bundlegate.keys import KeyStore
 from bundlegate.metrics import GatewayMetrics
 from bundlegate.monitoring import build_monitor
+from bundlegate.monitoring.tracing import build_tracing
 from bundlegate.ratelimit import RateLimiter
 from bundlegate.registry import ModelRegistry
 from bundlegate.settings import Settings
@@ -184,9 +186,11 @@ def create_app(
     metrics: GatewayMetrics | None = None,
     keys: KeyStore | None = None,
     listen_after_load: bool = False,
+    tracer_provider: Any = None,
 ) -> Gateway:
     """The gateway app. Without arguments everything comes from the ``BUNDLEGATE_*`` environment.
     ``listen_after_load``: the lifespan startup waits for the initial load (a ``--workers N`` worker).
+    ``tracer_provider``: where ``--tracing`` spans go (default: the process's OpenTelemetry provider).
 
     Raises ``InvalidSetting`` when there are no keys (no ``keys`` and no ``keys_file``) and
     ``insecure_no_auth`` is not set, and ``KeysFileError`` when the keys file is missing or broken."""
@@ -204,10 +208,12 @@ def create_app(
     if keys is None:
         logger.warning(INSECURE_WARNING)
     auth = ApiKeyAuth(keys, RateLimiter(settings.rate_limit_rps))
+    tracing = build_tracing(settings.tracing, tracer_provider)
     if registry is None:
-        registry = ModelRegistry(
-            settings.repository, settings, metrics.observer_for, on_loaded=metrics.model_loaded
+        observers = (
+            metrics.observer_for if tracing is None else tracing.observer_factory(metrics.observer_for)
         )
+        registry = ModelRegistry(settings.repository, settings, observers, on_loaded=metrics.model_loaded)
     monitor = build_monitor(settings, registry.serving, metrics.registry)
-    ctx = GatewayContext(settings, registry, metrics, auth, monitor=monitor)
+    ctx = GatewayContext(settings, registry, metrics, auth, monitor=monitor, tracing=tracing)
     return Gateway(ctx, listen_after_load=listen_after_load)

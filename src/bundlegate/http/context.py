@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.metrics import GatewayMetrics
 from bundlegate.monitoring import Monitor
+from bundlegate.monitoring.tracing import Tracing
 from bundlegate.registry import ModelRegistry
 from bundlegate.settings import Settings
 
@@ -42,6 +43,7 @@ class GatewayContext:
     auth: ApiKeyAuth
     state: GatewayState = field(default_factory=GatewayState)
     monitor: Monitor | None = None  # payload log, drift, feedback; None when all are off
+    tracing: Tracing | None = None  # OpenTelemetry spans; None unless --tracing
 
 
 class Reply:

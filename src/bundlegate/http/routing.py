@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bundlegate.errors import ModelNotReady, NotFound, Overloaded, Unauthenticated
+from bundlegate.feed import Feed, Prediction
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
 from bundlegate.http.body import (
     check_content_type,
@@ -116,6 +117,20 @@ class Call:
         self._body = body if encoding is None else decode_content(body, encoding, limit)
         return self._body
 
+    async def predict(self, loaded: LoadedVersion, feed: Feed) -> Prediction:
+        """``feed`` through the version's batching queue, within the request's deadline; the answer
+        goes to monitoring and tracing when they are on."""
+        ctx = self.ctx
+        if ctx.tracing is None:
+            prediction = await loaded.queue.submit(feed, self.deadline())
+        else:
+            submitted = time.monotonic()
+            prediction = await loaded.queue.submit(feed, self.deadline())
+            ctx.tracing.stages(loaded.queue.observer, submitted, feed.n_rows)
+        if ctx.monitor is not None:
+            ctx.monitor.observe(loaded, self.info.request_id, feed, prediction)
+        return prediction
+
     def deadline(self) -> float:
         """When this request's inference must be done (``time.monotonic`` clock)."""
         return time.monotonic() + self.ctx.settings.request_timeout_s
@@ -157,7 +172,12 @@ class _Endpoint:
         info: RequestInfo = scope["bundlegate"]
         info.route = self.path
         info.endpoint = self.name
-        info.reply = await self.handler(Call(self.ctx, scope, receive, info))
+        tracing = self.ctx.tracing
+        if tracing is None:
+            info.reply = await self.handler(Call(self.ctx, scope, receive, info))
+            return
+        with tracing.request(scope["method"], self.path, scope["headers"], info):
+            info.reply = await self.handler(Call(self.ctx, scope, receive, info))
 
 
 class HotRoutes:

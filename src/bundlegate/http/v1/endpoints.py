@@ -25,9 +25,7 @@ from bundlegate.registry import LoadedVersion
 
 async def _run(call: Call, loaded: LoadedVersion, batch: bool) -> Reply:
     feed = codec.decode(await call.json_body(), loaded.schema, batch, call.ctx.settings)
-    prediction = await loaded.queue.submit(feed, call.deadline())
-    if call.ctx.monitor is not None:
-        call.ctx.monitor.observe(loaded, call.info.request_id, feed, prediction)
+    prediction = await call.predict(loaded, feed)
     return Reply(200, codec.encode(call.info, loaded.answers, prediction, batch))
 
 

@@ -101,9 +101,7 @@ async def infer(call: Call) -> Reply:
         )
     requested = requested_outputs(doc.get("outputs"), loaded.manifest)
     feed = feed_from_tensors(loaded, tensors)
-    prediction = await loaded.queue.submit(feed, call.deadline())
-    if call.ctx.monitor is not None:
-        call.ctx.monitor.observe(loaded, call.info.request_id, feed, prediction)
+    prediction = await call.predict(loaded, feed)
     body: dict[str, Any] = {"model_name": loaded.manifest.name, "model_version": str(loaded.version)}
     if "id" in doc:
         body["id"] = doc["id"]
