@@ -6,9 +6,9 @@
 #
 # Two steps: M1 single rows at c=16 (requests/s), then 1000-row batches at c=4 (rows/s; BATCH_MODEL,
 # m1 or m2, default m1). Each step: a 2 s warm-up of each side, then PAIRS pairs of 3 s wrk runs in the
-# order ABBA (old new, new old, ...); it prints every pair, its ratio new/old and each side's CPU a
-# request, then the median ratio, the median p99 of each side and wrk's errors (non-2xx answers,
-# socket errors and timeouts).
+# order ABBA (old new, new old, ...); it prints every pair, its ratio new/old and each server's CPU a
+# request and CPU use, then the median ratio, the median CPU ratio, each side's median p99 and wrk's
+# errors (non-2xx answers, socket errors and timeouts). See bench/README.md for how to read it.
 #
 # REV is checked out in a temporary `git worktree`; both sides run from this tree's .venv, the old one
 # with PYTHONPATH=<that worktree>/src and the new one with PYTHONPATH=src (each side's `bundlegate` file
@@ -95,7 +95,7 @@ done
 
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; } # utime + stime, all threads
 
-run() { # side path body connections seconds rows -> "per_s p99_us errors cpu_us_a_request"
+run() { # side path body connections seconds rows -> "per_s p99_us errors cpu_us_a_request busy_%"
   local before out
   before=$(cpu_ticks "${pid[$1]}")
   out=$(BODY_FILE="$3" EXTRA_HEADERS="Authorization: Bearer $key" \
@@ -105,13 +105,13 @@ run() { # side path body connections seconds rows -> "per_s p99_us errors cpu_us
 import json, os, sys
 rows, before, after, text = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 if not text:  # wrk failed or timed out
-    print(0, 0, "failed", 0)
+    print(0, 0, "failed", 0, 0)
     raise SystemExit
 r = json.loads(text)
 answered = max(r["requests"] - r["err_status"], 1)
 errors = sum(r[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
-cpu_us = (after - before) / os.sysconf("SC_CLK_TCK") * 1e6 / answered
-print(round(answered / (r["duration_us"] / 1e6) * rows), r["p99_us"], errors, round(cpu_us))
+seconds, cpu_s = r["duration_us"] / 1e6, (after - before) / os.sysconf("SC_CLK_TCK")
+print(round(answered / seconds * rows), r["p99_us"], errors, round(cpu_s * 1e6 / answered), round(cpu_s / seconds * 100))
 ' "$6" "$before" "$(cpu_ticks "${pid[$1]}")" "$out"
 }
 
@@ -125,12 +125,12 @@ step() { # title path body connections rows
   done | python3 -c '
 import statistics, sys
 title, min_ratio = sys.argv[1], float(sys.argv[2])
-print(f"{title} (in brackets: the CPU time of the server a request)", flush=True)
-rate, cpu, ratios, cpu_ratios, failed = {}, {"old": 0, "new": 0}, [], [], 0
+print(f"{title} (in brackets: CPU time a request and CPU use of the server)", flush=True)
+rate, cpu, busy, ratios, cpu_ratios, failed = {}, {"old": 0, "new": 0}, {}, [], [], 0
 p99, errors = {"old": [], "new": []}, {"old": 0, "new": 0}
 for line in sys.stdin:
-    i, side, per_s, p99_us, err, cpu_us = line.split()
-    rate[side], cpu[side] = int(per_s), int(cpu_us)
+    i, side, per_s, p99_us, err, cpu_us, busy_pct = line.split()
+    rate[side], cpu[side], busy[side] = int(per_s), int(cpu_us), int(busy_pct)
     p99[side].append(int(p99_us) / 1000)
     failed += err == "failed"
     errors[side] += 0 if err == "failed" else int(err)
@@ -140,8 +140,9 @@ for line in sys.stdin:
         ratios += [ratio] if old and new else []
         co, cn = cpu.values()
         cpu_ratios += [cn / co] if co and cn else []
-        print(f"  pair {i:>2} ({first} first)  old {old:>10,} ({co:>5} us)  new {new:>10,} ({cn:>5} us)"
-              f"  new/old {ratio:.3f}", flush=True)
+        bo, bn = busy["old"], busy["new"]
+        print(f"  pair {i:>2} ({first} first)  old {old:>9,} ({co:>4} us, {bo:>3}%)  new {new:>9,} "
+              f"({cn:>4} us, {bn:>3}%)  new/old {ratio:.3f}", flush=True)
 med = statistics.median(ratios) if ratios else float("nan")
 verdict = "pass" if med >= min_ratio else "FAIL"
 lo, hi = min(ratios, default=0), max(ratios, default=0)
