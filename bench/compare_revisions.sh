@@ -3,6 +3,10 @@
 # alternation like alternate.sh, so a slow spell of this shared box hits both alike:
 #
 #   bench/compare_revisions.sh [REV] [PAIRS]    # defaults: HEAD~1 12
+#   OLD_ARGS=... NEW_ARGS=... MIN_RATIO=0.9 bench/compare_revisions.sh HEAD   # one revision, two setups
+#
+# OLD_ARGS / NEW_ARGS are extra `bundle serve` arguments for each side (e.g. NEW_ARGS="--drift" with
+# REV=HEAD measures what drift monitoring costs); MIN_RATIO is the pass mark (default 0.95).
 #
 # Two steps: M1 single rows at c=16 (requests/s), then 1000-row batches at c=4 (rows/s; BATCH_MODEL,
 # m1 or m2, default m1). Each step: a 2 s warm-up of each side, then PAIRS pairs of 3 s wrk runs in the
@@ -22,7 +26,8 @@ cd "$(dirname "$0")/.."
 rev=${1:-HEAD~1}
 pairs=${2:-12}
 batch_model=${BATCH_MODEL:-m1}
-min_ratio=0.95 # what the median ratio must reach to call the new side as fast
+min_ratio=${MIN_RATIO:-0.95} # what the median ratio must reach to call the new side as fast
+declare -A extra=([old]=${OLD_ARGS:-} [new]=${NEW_ARGS:-})
 py=$PWD/.venv/bin/python
 old_hash=$(git rev-parse --verify "$rev^{commit}")
 command -v wrk >/dev/null || { echo "wrk is missing (apt-get install -y wrk)" >&2; exit 1; }
@@ -41,6 +46,7 @@ git worktree add --quiet --detach "$work/old" "$old_hash"
 declare -A src=([old]="$work/old/src" [new]="$PWD/src") port=([old]=${PORT_OLD:-18571} [new]=${PORT_NEW:-18572})
 
 echo "old: $rev = $(git log -1 --format='%h %s' "$old_hash" | cut -c1-72)"
+[ -n "${extra[old]}${extra[new]}" ] && echo "serve arguments: old '${extra[old]}', new '${extra[new]}'"
 echo "new: work tree at $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + uncommitted src changes')"
 for side in old new; do # the interpreter and path each server gets: which bundlegate does it import?
   file=$(PYTHONPATH=${src[$side]} "$py" -c 'import bundlegate.cli as c; print(c.__file__)')
@@ -66,7 +72,7 @@ EOF
 
 for side in old new; do
   PYTHONPATH=${src[$side]} setsid taskset -c 1 "$py" -m bundlegate.cli serve "$work/repo" \
-    --host 127.0.0.1 --port "${port[$side]}" --keys "$work/keys.json" >"$work/$side.log" 2>&1 &
+    --host 127.0.0.1 --port "${port[$side]}" --keys "$work/keys.json" ${extra[$side]} >"$work/$side.log" 2>&1 &
   pid[$side]=$!
 done
 for side in old new; do # ready within 60 s, and still ours (a server that lost its port has exited)
