@@ -11,7 +11,7 @@ from bundlegate.feed import Feed, Prediction
 from bundlegate.manifest import FeatureReference, Reference
 from bundlegate.monitoring.buckets import CategoryBuckets, NumericBins, psi
 from bundlegate.monitoring.columns import FeatureColumns
-from bundlegate.monitoring.drift import VersionDrift
+from bundlegate.monitoring.drift import ROWS_PER_REQUEST, VersionDrift
 from fake_clock import FakeClock
 
 
@@ -87,14 +87,24 @@ def test_the_window_keeps_the_newest_rows_within_its_size_and_time() -> None:
     assert rows == 108  # whole chunks, the oldest dropped once the others hold 100 rows
     assert features[0].live[1] == 108
     clock.advance(30)
-    drift.add(*_rows(50, 7.0))
+    drift.add(*_rows(30, 7.0))
     rows, features, _ = drift.report()
-    assert rows == 110
-    assert features[0].live[1:3] == [60, 50]
+    assert rows == 102
+    assert features[0].live[1:3] == [72, 30]
     clock.advance(31)  # the first ten chunks are now over a minute old
     rows, features, _ = drift.report()
-    assert rows == 50
-    assert features[0].live[1:3] == [0, 50]
+    assert rows == 30
+    assert features[0].live[1:3] == [0, 30]
     clock.advance(61)
     assert drift.report()[0] == 0
     assert drift.report()[1][0].psi is None
+
+
+def test_a_large_request_adds_an_evenly_spaced_sample_of_its_rows() -> None:
+    drift = _drift(window_rows=10_000, window_s=60, clock=FakeClock())
+    feed, prediction = _rows(1000, 1.0)
+    feed.arrays["input"][500:] = 7.0  # the second half in the other bin
+    drift.add(feed, prediction)
+    rows, features, _ = drift.report()
+    assert rows == ROWS_PER_REQUEST
+    assert features[0].live[1:3] == [ROWS_PER_REQUEST // 2, ROWS_PER_REQUEST // 2]

@@ -29,9 +29,10 @@ class FeatureColumns:
         else:
             places = {s.name: (s.name, 0) for s in self.specs}
         self.places = tuple((name, *places[name]) for name in by_name if name in places)
-        # numeric models: every feature in one tensor, in manifest order (one slice gives them all)
+        # numeric models: every feature in one tensor, column i holding feature i (the tensor is the rows)
         tensors = {tensor for _, tensor, _ in self.places}
-        self.block = next(iter(tensors)) if len(tensors) == 1 and len(self.places) > 1 else None
+        in_order = [column for _, _, column in self.places] == list(range(len(self.specs)))
+        self.block = next(iter(tensors)) if len(tensors) == 1 and in_order else None
 
     def columns(self, feed: Feed) -> dict[str, Array]:
         """Each feature's values for the feed's rows (views, no copies)."""
@@ -39,13 +40,14 @@ class FeatureColumns:
         return {name: arrays[tensor][:, column] for name, tensor, column in self.places}
 
 
-def concat_predictions(predictions: list[Prediction]) -> Prediction:
-    """One prediction holding the rows of ``predictions`` in order."""
+def concat_predictions(predictions: list[Prediction], *, probabilities: bool = True) -> Prediction:
+    """One prediction holding the rows of ``predictions`` in order (without probabilities when
+    ``probabilities`` is False)."""
     import numpy as np
 
-    if len(predictions) == 1:
-        return predictions[0]
     first = predictions[0]
+    if len(predictions) == 1:
+        return first if probabilities else Prediction(first.labels, None, first.values)
 
     def joined(arrays: list[Array | None]) -> Array | None:
         present = [a for a in arrays if a is not None]
@@ -53,6 +55,6 @@ def concat_predictions(predictions: list[Prediction]) -> Prediction:
 
     return Prediction(
         joined([p.labels for p in predictions]),
-        joined([p.probabilities for p in predictions]) if first.probabilities is not None else None,
+        joined([p.probabilities for p in predictions]) if probabilities else None,
         joined([p.values for p in predictions]),
     )

@@ -1,6 +1,8 @@
 """Drift of one served model version against its bundle's reference: ``VersionDrift``.
 
-``add(feed, prediction)`` only keeps the arrays (constant work on the request path). Once
+``add(feed, prediction)`` only keeps the arrays (constant work on the request path; of a request
+with more than ``ROWS_PER_REQUEST`` rows, an evenly spaced sample of that many, so the window weighs
+a large batch like a few single rows). Once
 ``flush_rows`` rows are pending, or when someone reads the drift, the pending rows are counted into
 buckets in one go (``buckets``: array operations over the whole chunk) and the chunk joins a sliding
 window: whole chunks, the newest first, while the others hold at least ``window_rows`` rows and none
@@ -27,6 +29,9 @@ from bundlegate.monitoring.buckets import CategoryBuckets, NumericBins, psi
 from bundlegate.monitoring.columns import FeatureColumns, concat_predictions
 
 FLUSH_ROWS = 1024
+# rows of one request that drift counts: a large batch costs no more than a few small ones, and an
+# evenly spaced sample of it (its start moving from request to request) stands for the rest
+ROWS_PER_REQUEST = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,7 @@ class VersionDrift:
         self._chunks: deque[tuple[float, int, Array]] = deque()
         self._pending: list[tuple[Feed, Prediction]] = []
         self._pending_rows = 0
+        self._requests = 0
 
     @property
     def monitored(self) -> bool:
@@ -108,7 +114,18 @@ class VersionDrift:
         return bool(self._bounds[-1])
 
     def add(self, feed: Feed, prediction: Prediction) -> None:
-        """Keep one request's rows for the next chunk (counted once ``flush_rows`` are pending)."""
+        """Keep one request's rows for the next chunk (counted once ``flush_rows`` are pending); of
+        a request over ``ROWS_PER_REQUEST`` rows, an evenly spaced sample of that many."""
+        n = feed.n_rows
+        if n > ROWS_PER_REQUEST:
+            step = -(-n // ROWS_PER_REQUEST)
+            self._requests += 1
+            rows = slice(self._requests % step, None, step)  # the start moves from request to request
+            feed = Feed({k: a[rows] for k, a in feed.arrays.items()}, len(range(n)[rows]))
+            labels, values = prediction.labels, prediction.values
+            prediction = Prediction(
+                None if labels is None else labels[rows], None, None if values is None else values[rows]
+            )
         self._pending.append((feed, prediction))
         self._pending_rows += feed.n_rows
         if self._pending_rows >= self.flush_rows:
@@ -120,7 +137,7 @@ class VersionDrift:
             pending, self._pending, n = self._pending, [], self._pending_rows
             self._pending_rows = 0
             feed = Feed.concat([f for f, _ in pending])
-            prediction = concat_predictions([p for _, p in pending])
+            prediction = concat_predictions([p for _, p in pending], probabilities=False)
             counts = self._count(feed, prediction)
             self._chunks.append((self._clock(), n, counts))
             self._totals += counts
@@ -148,7 +165,7 @@ class VersionDrift:
     def _numeric_block(self, feed: Feed, cols: dict[str, Array]) -> Array:
         block = self._columns.block
         names = self._numeric_names
-        if block is not None and names == [p[0] for p in self._columns.places]:
+        if block is not None and len(names) == len(self._columns.places):
             return feed.arrays[block]  # the model's one float tensor is the block itself
         return np.column_stack([cols[name] for name in names])
 

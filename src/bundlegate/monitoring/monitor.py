@@ -103,6 +103,8 @@ class _Version:
         self.serving: ServingConfig | None = None
         self.sample_rate = 0.0
         self.mask: frozenset[str] = frozenset()
+        self.names = [s.name for s in manifest.inputs]
+        self.block: str | None = None  # the payload log's rows: this tensor, when nothing is masked
 
 
 def build_monitor(
@@ -159,15 +161,19 @@ class Monitor:
             if serving is not state.serving:
                 self._apply_serving(state, serving)
             if state.sample_rate >= 1.0 or self._random() < state.sample_rate:
+                if state.block is not None:
+                    inputs: Any = feed.arrays[state.block]
+                else:
+                    columns = state.columns.columns(feed)
+                    inputs = [None if name in state.mask else columns[name] for name in state.names]
                 self.payload.put(
                     PayloadEntry(
                         time.time(),
                         request_id,
                         loaded.name,
                         loaded.version,
-                        state.columns.columns(feed),
+                        inputs,
                         prediction,
-                        state.mask,
                         state.bool_classes,
                     )
                 )
@@ -177,6 +183,7 @@ class Monitor:
         rate = serving.payload_sample_rate
         state.sample_rate = self.settings.payload_sample_rate if rate is None else rate
         state.mask = frozenset(serving.payload_mask or ())
+        state.block = None if state.mask & set(state.names) else state.columns.block
 
     # ------------------------------------------------------------------ drift
 
