@@ -443,6 +443,17 @@ def test_service_monitor_keeps_the_gateways_endpoint_label() -> None:
     assert endpoint["honorLabels"] is True
 
 
+def test_feedback_keeps_a_client_on_the_pod_that_answered_it() -> None:
+    assert the(documents(ALL_OPTIONS), "Service")["spec"]["sessionAffinity"] == "ClientIP"
+    assert "sessionAffinity" not in the(documents({}), "Service")["spec"]
+    env = env_of(gateway_container(documents(ALL_OPTIONS)))
+    assert (env["BUNDLEGATE_DRIFT"], env["BUNDLEGATE_FEEDBACK"], env["BUNDLEGATE_PAYLOAD_LOG"]) == (
+        "true",
+        "true",
+        "-",
+    )
+
+
 def test_network_policy_admits_only_the_gateway_port() -> None:
     policy = the(documents(ALL_OPTIONS), "NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]

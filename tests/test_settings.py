@@ -122,3 +122,29 @@ def test_serve_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert (s.port, s.workers, s.access_log, s.request_max_rows) == (9001, 3, False, 7)
     assert s.repository == Path("from-env")
     assert s.batch_max_rows == Settings().batch_max_rows  # neither given: the default
+
+
+def test_monitoring_settings_come_from_the_environment_and_are_checked() -> None:
+    s = Settings.from_env(
+        {
+            "BUNDLEGATE_DRIFT": "true",
+            "BUNDLEGATE_DRIFT_WINDOW_ROWS": "5000",
+            "BUNDLEGATE_PAYLOAD_LOG": "-",
+            "BUNDLEGATE_PAYLOAD_SAMPLE_RATE": "0.25",
+            "BUNDLEGATE_FEEDBACK_TTL_S": "60",
+        }
+    )
+    assert (s.drift, s.drift_window_rows, s.payload_log, s.payload_sample_rate, s.feedback_ttl_s) == (
+        True,
+        5000,
+        "-",
+        0.25,
+        60.0,
+    )
+    assert Settings.from_env({"BUNDLEGATE_PAYLOAD_LOG": ""}).payload_log is None
+    with pytest.raises(InvalidSetting, match="BUNDLEGATE_PAYLOAD_SAMPLE_RATE"):
+        Settings(payload_sample_rate=1.5)
+    # a process keeps its own window, predictions and log file: one worker only
+    for monitoring in ({"drift": True}, {"feedback": True}, {"payload_log": "-"}):
+        with pytest.raises(InvalidSetting, match="--workers 1"):
+            Settings(workers=2, **monitoring)

@@ -273,6 +273,12 @@ def _check_range(s: Settings) -> None:
         raise InvalidSetting(f"log_level (BUNDLEGATE_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
     if not s.host:
         raise InvalidSetting("host (BUNDLEGATE_HOST) must not be empty")
+    if s.workers > 1 and (s.drift or s.feedback or s.payload_log):
+        # each process would keep its own window, feedback store and log file
+        raise InvalidSetting(
+            "--drift, --feedback and --payload-log need --workers 1: a process keeps its own drift window "
+            "and predictions, and writes its own log (scale out with more gateways instead)"
+        )
 
 
 def value_kind(field_name: str) -> str:

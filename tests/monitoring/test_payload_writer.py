@@ -23,7 +23,7 @@ def entry(i: int) -> PayloadEntry:
 
 
 def test_lines_are_json_whatever_the_values_hold() -> None:
-    (line,) = lines_of(entry(3)).splitlines()
+    (line,) = lines_of([entry(3)]).splitlines()
     assert json.loads(line) == {
         "time": "1970-01-01T00:00:01.500Z",
         "request_id": "id-3%d",
@@ -33,6 +33,27 @@ def test_lines_are_json_whatever_the_values_hold() -> None:
         "inputs": [3.0, "***", 'a "quoted" %s'],
         "outputs": {"prediction": 3},
     }
+
+
+def test_a_run_of_entries_writes_what_each_would_alone() -> None:
+    def numeric(i: int, n: int) -> PayloadEntry:
+        rows = np.arange(n * 2, dtype=np.float32).reshape(n, 2) + i
+        p = Prediction(labels=np.array(["a", "b"] * n, dtype=object)[:n], probabilities=np.full((n, 2), 0.5))
+        return PayloadEntry(2.25 + i, f"r{i}", "m", 3, rows, p)
+
+    run = [numeric(0, 1), numeric(1, 3), numeric(2, 1)]
+    together = lines_of(run)
+    assert together == b"".join(lines_of([e]) for e in run)
+    lines = [json.loads(line) for line in together.splitlines()]
+    assert [(line["request_id"], line["row"]) for line in lines] == [
+        ("r0", 0),
+        ("r1", 0),
+        ("r1", 1),
+        ("r1", 2),
+        ("r2", 0),
+    ]
+    assert lines[2]["inputs"] == [3.0, 4.0]
+    assert lines[2]["outputs"] == {"prediction": "b", "probabilities": [0.5, 0.5]}
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO")

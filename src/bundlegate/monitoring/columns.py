@@ -9,7 +9,7 @@ runtime sklearn one ``X`` tensor when every feature is a number and one tensor p
 from __future__ import annotations
 
 from bundlegate.dtypes import NUMERIC
-from bundlegate.feed import Array, Feed, Prediction
+from bundlegate.feed import Array, Feed
 from bundlegate.manifest import InputSpec, Manifest
 
 
@@ -39,22 +39,3 @@ class FeatureColumns:
         arrays = feed.arrays
         return {name: arrays[tensor][:, column] for name, tensor, column in self.places}
 
-
-def concat_predictions(predictions: list[Prediction], *, probabilities: bool = True) -> Prediction:
-    """One prediction holding the rows of ``predictions`` in order (without probabilities when
-    ``probabilities`` is False)."""
-    import numpy as np
-
-    first = predictions[0]
-    if len(predictions) == 1:
-        return first if probabilities else Prediction(first.labels, None, first.values)
-
-    def joined(arrays: list[Array | None]) -> Array | None:
-        present = [a for a in arrays if a is not None]
-        return np.concatenate(present) if len(present) == len(arrays) else None
-
-    return Prediction(
-        joined([p.labels for p in predictions]),
-        joined([p.probabilities for p in predictions]) if probabilities else None,
-        joined([p.values for p in predictions]),
-    )

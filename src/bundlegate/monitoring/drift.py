@@ -26,7 +26,7 @@ import numpy as np
 from bundlegate.feed import Array, Feed, Prediction
 from bundlegate.manifest import Manifest
 from bundlegate.monitoring.buckets import CategoryBuckets, NumericBins, psi
-from bundlegate.monitoring.columns import FeatureColumns, concat_predictions
+from bundlegate.monitoring.columns import FeatureColumns
 
 FLUSH_ROWS = 1024
 # rows of one request that drift counts: a large batch costs no more than a few small ones, and an
@@ -104,7 +104,8 @@ class VersionDrift:
         self._totals = np.zeros(self._bounds[-1], dtype=np.int64)
         self._rows = 0
         self._chunks: deque[tuple[float, int, Array]] = deque()
-        self._pending: list[tuple[Feed, Prediction]] = []
+        self._pending: list[tuple[tuple[Array, ...], Array | None, Array | None]] = []
+        self._tensors: list[str] | None = None
         self._pending_rows = 0
         self._requests = 0
 
@@ -117,17 +118,26 @@ class VersionDrift:
         """Keep one request's rows for the next chunk (counted once ``flush_rows`` are pending); of
         a request over ``ROWS_PER_REQUEST`` rows, an evenly spaced sample of that many."""
         n = feed.n_rows
+        arrays = feed.arrays
+        if self._tensors is None:
+            self._tensors = list(arrays)
+        # plain tuples of arrays: the garbage collector stops tracking them, however many wait
+        labels, values = prediction.labels, prediction.values
         if n > ROWS_PER_REQUEST:
             step = -(-n // ROWS_PER_REQUEST)
             self._requests += 1
             rows = slice(self._requests % step, None, step)  # the start moves from request to request
-            feed = Feed({k: a[rows] for k, a in feed.arrays.items()}, len(range(n)[rows]))
-            labels, values = prediction.labels, prediction.values
-            prediction = Prediction(
-                None if labels is None else labels[rows], None, None if values is None else values[rows]
+            n = len(range(n)[rows])
+            self._pending.append(
+                (
+                    tuple(a[rows] for a in arrays.values()),
+                    None if labels is None else labels[rows],
+                    None if values is None else values[rows],
+                )
             )
-        self._pending.append((feed, prediction))
-        self._pending_rows += feed.n_rows
+        else:
+            self._pending.append((tuple(arrays.values()), labels, values))
+        self._pending_rows += n
         if self._pending_rows >= self.flush_rows:
             self.flush()
 
@@ -136,8 +146,12 @@ class VersionDrift:
         if self._pending:
             pending, self._pending, n = self._pending, [], self._pending_rows
             self._pending_rows = 0
-            feed = Feed.concat([f for f, _ in pending])
-            prediction = concat_predictions([p for _, p in pending], probabilities=False)
+            tensors, labels, values = zip(*pending, strict=True)
+            joined = [
+                np.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*tensors, strict=True)
+            ]
+            feed = Feed(dict(zip(self._tensors or [], joined, strict=True)), n)
+            prediction = Prediction(_joined(labels), None, _joined(values))
             counts = self._count(feed, prediction)
             self._chunks.append((self._clock(), n, counts))
             self._totals += counts
@@ -208,3 +222,9 @@ class VersionDrift:
 
 def _histogram(name: str, kind: str, labels: list[str], expected: Array, counts: Array) -> Histogram:
     return Histogram(name, kind, psi(counts, expected), labels, expected.tolist(), counts.tolist())
+
+
+def _joined(arrays: tuple[Array | None, ...]) -> Array | None:
+    if arrays[0] is None:
+        return None
+    return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]  # type: ignore[arg-type]
