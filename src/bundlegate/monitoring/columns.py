@@ -38,4 +38,3 @@ class FeatureColumns:
         """Each feature's values for the feed's rows (views, no copies)."""
         arrays = feed.arrays
         return {name: arrays[tensor][:, column] for name, tensor, column in self.places}
-

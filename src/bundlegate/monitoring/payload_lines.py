@@ -56,15 +56,21 @@ def lines_of(entries: list[PayloadEntry]) -> bytes:
     entry = entries[0] if len(entries) == 1 else _joined(entries)
     n = rows_of(entry)
     heads: list[bytes] = []
+    rows: list[bytes] = []
     for e in entries:
         head = orjson.dumps(
             {"time": _timestamp(e.at), "request_id": e.request_id, "model": e.model, "version": e.version}
         )
-        rows = n if len(entries) == 1 else rows_of(e)
-        heads += [head[:-1] + b',"row":' + row for row in _row_numbers(rows)]
-    # a line is text and values in turn: text, values, text, values, ..., text
-    texts: list[bytes] = [b"", b',"inputs":[']
-    values: list[list[bytes]] = [heads]
+        m = n if len(entries) == 1 else rows_of(e)
+        heads += [head[:-1]] * m
+        rows += _row_numbers(m)
+    # a line is text and values in turn: text, values, text, values, ..., text (one entry: its head
+    # is text)
+    texts: list[bytes] = [heads[0] if len(entries) == 1 and n else b"", b',"row":', b',"inputs":[']
+    values: list[list[bytes]] = [heads, rows]
+    if len(entries) == 1:
+        texts[:2] = [texts[0] + texts[1]]
+        del values[0]
     inputs = entry.inputs
     if isinstance(inputs, np.ndarray):
         values.append(_row_tokens(inputs))

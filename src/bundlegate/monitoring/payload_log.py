@@ -157,18 +157,19 @@ class PayloadLog:
         self._open()
 
 
-def _runs(entries: list[PayloadEntry], max_rows: int = 4096) -> list[list[PayloadEntry]]:
-    """``entries`` in order, as runs of one shape of at most ``max_rows`` rows (written together)."""
+def _runs(entries: list[PayloadEntry], max_rows: int = 1024) -> list[list[PayloadEntry]]:
+    """``entries`` in order, as runs of one shape of at most ``max_rows`` rows (written together; a
+    large entry goes alone, its arrays need no joining)."""
     runs: list[list[PayloadEntry]] = []
     shape: object = None
-    rows = 0
+    rows = max_rows
     for entry in entries:
         n = rows_of(entry)
         this = shape_of(entry)
-        if runs and this == shape and rows + n <= max_rows:
+        if this == shape and rows + n <= max_rows and n < 64:
             runs[-1].append(entry)
             rows += n
         else:
             runs.append([entry])
-            shape, rows = this, n
+            shape, rows = this, (n if n < 64 else max_rows)
     return runs
