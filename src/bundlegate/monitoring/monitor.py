@@ -175,7 +175,8 @@ class Monitor:
                         inputs,
                         prediction,
                         state.bool_classes,
-                    )
+                    ),
+                    feed.n_rows,
                 )
 
     def _apply_serving(self, state: _Version, serving: ServingConfig) -> None:

@@ -1,7 +1,7 @@
 """The payload log: sampled requests as JSON lines, written off the request path (``PayloadLog``).
 
 ``put(entry)`` on the event loop appends to a bounded queue and returns; a writer thread, every
-``WRITE_EVERY_S`` or when a quarter of the queue is taken, turns entries into lines
+``WRITE_EVERY_S`` or once ``WAKE_ROWS`` rows wait, turns entries into lines
 (``payload_lines``) and writes them to the file, or to stdout for ``-``. When the
 queue is full the entry is dropped and counted (``dropped``): a slow disk costs log lines, never a
 slower answer. Size-based rotation: when a line would take the file past ``max_bytes``, it becomes
@@ -26,8 +26,8 @@ from bundlegate.monitoring.payload_lines import PayloadEntry, lines_of, rows_of,
 
 log = logging.getLogger("bundlegate.payload")
 BACKUPS = 5
-WRITE_EVERY_S = 0.1  # the writer wakes this often (or when a quarter of the queue is taken): a few
-# large writes instead of a thread switch and a system call for each sampled request
+WRITE_EVERY_S = 0.1  # the writer wakes this often, or once WAKE_ROWS rows or a quarter of the queue
+WAKE_ROWS = 256  # wait: single rows go in runs, a large request while its arrays are still in cache
 
 
 class PayloadLog:
@@ -54,13 +54,15 @@ class PayloadLog:
         self._file: IO[bytes] | None = None
         self._size = 0
         self._wake_at = max(1, max_queue // 4)
+        self._rows = 0  # queued since the writer was last woken
         self._thread = threading.Thread(target=self._run, name="bundlegate-payload-log", daemon=True)
         self._idle = threading.Event()
         self._idle.set()
         self._thread.start()
 
-    def put(self, entry: PayloadEntry) -> None:
-        """Queue one request's entry, or drop it when ``max_queue`` entries wait already."""
+    def put(self, entry: PayloadEntry, rows: int = 1) -> None:
+        """Queue one request's entry (``rows`` rows), or drop it when ``max_queue`` entries wait
+        already."""
         if len(self._queue) >= self.max_queue:
             self.dropped += 1
             if self._on_drop is not None:
@@ -68,7 +70,9 @@ class PayloadLog:
             return
         self._idle.clear()
         self._queue.append(entry)
-        if len(self._queue) == self._wake_at:  # else the writer comes by every WRITE_EVERY_S
+        self._rows += rows
+        if self._rows >= WAKE_ROWS or len(self._queue) >= self._wake_at:  # else every WRITE_EVERY_S
+            self._rows = 0
             self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
