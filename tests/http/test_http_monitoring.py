@@ -5,6 +5,7 @@ and the payload log's mask, per-model sample rate and rotation from ``serving.js
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,14 @@ async def test_drift_counts_unseen_categories_and_nulls_in_their_own_buckets(
         exposition = (await client.get("/metrics")).text
         assert metric(exposition, "bundlegate_feature_drift_psi", model="credit", feature="city") is not None
         assert metric(exposition, "bundlegate_drift_window_rows", model="credit", version="1") == 10
+        # an hour without traffic empties the window: no PSI series is left to alert on
+        drift = app.ctx.monitor._versions[("credit", 1)].drift
+        later = time.monotonic() + app.settings.drift_window_s + 1
+        drift._clock = lambda: later
+        exposition = (await client.get("/metrics")).text
+        assert metric(exposition, "bundlegate_feature_drift_psi", model="credit", feature="city") is None
+        assert metric(exposition, "bundlegate_prediction_drift_psi", model="credit") is None
+        assert metric(exposition, "bundlegate_drift_window_rows", model="credit", version="1") == 0
 
 
 async def _predict_iris(client: httpx.AsyncClient, keys: Keys, n: int) -> list[dict[str, Any]]:

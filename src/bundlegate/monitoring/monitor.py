@@ -17,6 +17,7 @@ monitor re-reads them when the registry's ``ServingConfig`` object for the model
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -219,14 +220,22 @@ class Monitor:
         }
 
     def _publish(self, name: str, version: int, rows: int, features: list[Any], prediction: Any) -> None:
+        """Set the drift gauges; an empty window (no traffic within its time) has no PSI series, so
+        an alert cannot go on firing on an old value."""
         v = str(version)
         m = self.metrics
         m.window_rows.labels(name, v).set(rows)
         for h in features:
             if h.psi is not None:
                 m.feature_psi.labels(name, v, h.name).set(h.psi)
+            else:
+                with contextlib.suppress(KeyError):
+                    m.feature_psi.remove(name, v, h.name)
         if prediction is not None and prediction.psi is not None:
             m.prediction_psi.labels(name, v).set(prediction.psi)
+        elif prediction is not None:
+            with contextlib.suppress(KeyError):
+                m.prediction_psi.remove(name, v)
 
     # ------------------------------------------------------------------ feedback
 
