@@ -23,10 +23,10 @@ from bundlegate.settings import Settings
 
 def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT (blocking); the process's exit code."""
-    import uvicorn
-
     if settings.workers == 1:
-        uvicorn.Server(uvicorn_config(settings)).run()
+        from bundlegate.server.lifecycle import GatewayServer
+
+        GatewayServer(uvicorn_config(settings)).run()
         return 0
     from bundlegate.metrics import prepare_multiprocess_dir
     from bundlegate.server.workers import Workers
