@@ -150,6 +150,7 @@ class ModelRegistry(VersionTable):
             results = await self._load_all(todo)
             for (name, version, _), ok in zip(todo, results, strict=True):
                 (report.added if ok else report.failed).append((name, version))
+            self._forget_gone(found, report)  # a version loaded just now may replace a missing one
             for name in self.policies.names():
                 if name not in self._models:
                     self.policies.forget(name)
