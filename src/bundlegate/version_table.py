@@ -7,7 +7,7 @@ and the statuses. Entries are replaced, never changed, so a request sees one con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bundlegate.answers import Answers
@@ -46,10 +46,11 @@ class Entry:
     error: str | None = None
     load_seconds: float | None = None
     missing: bool = False
+    # loaded, or loadable on demand; a field, not a property: the default route reads it per request
+    servable: bool = field(init=False)
 
-    @property
-    def servable(self) -> bool:
-        return self.loaded is not None or self.state == "available"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "servable", self.loaded is not None or self.state == "available")
 
 
 class VersionTable:

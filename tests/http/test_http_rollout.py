@@ -112,3 +112,20 @@ async def test_lazy_answers_the_first_request_after_loading(
         assert states == {1: "loaded", 2: "available"}
         metrics = (await client.get("/metrics")).text
         assert 'bundlegate_model_loads_total{cold="true",model="iris",version="1"} 1.0' in metrics
+
+
+async def test_a_refused_serving_json_shows_in_status_and_metrics_and_the_last_good_one_serves(
+    make_app: MakeApp, keys: Keys, tmp_path: Path
+) -> None:
+    repo = _repo(tmp_path, {"default_version": 1})
+    app = await make_app(repository=repo)
+    async with client_for(app) as client:
+        (repo / "iris" / "serving.json").write_text(json.dumps({"default_version": 2, "batch_size": 9}))
+        await app.rescan()  # what SIGHUP does
+        described = (await client.get("/v1/models/iris", headers=keys.auth())).json()
+        assert "unknown key 'batch_size'" in described["error"]
+        assert described["default_version"] == 1
+        r = await client.post("/v1/models/iris/predict", json=IRIS, headers=keys.auth())
+        assert r.headers["x-model-version"] == "1"
+        metrics = (await client.get("/metrics")).text
+        assert 'bundlegate_serving_config_refused{model="iris"} 1.0' in metrics
