@@ -129,3 +129,16 @@ async def test_a_refused_serving_json_shows_in_status_and_metrics_and_the_last_g
         assert r.headers["x-model-version"] == "1"
         metrics = (await client.get("/metrics")).text
         assert 'bundlegate_serving_config_refused{model="iris"} 1.0' in metrics
+
+
+async def test_a_lazy_split_route_loads_whichever_version_it_picks(
+    make_app: MakeApp, keys: Keys, tmp_path: Path
+) -> None:
+    repo = _repo(tmp_path, {"traffic": {"1": 50, "2": 50}})
+    app = await make_app(repository=repo, lazy=True)
+    async with client_for(app) as client:
+        answers = [
+            await client.post("/v1/models/iris/predict", json=IRIS, headers=keys.auth()) for _ in range(40)
+        ]
+    assert [r.status_code for r in answers] == [200] * 40
+    assert {r.headers["x-model-version"] for r in answers} == {"1", "2"}

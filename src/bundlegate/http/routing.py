@@ -37,6 +37,7 @@ from bundlegate.shadow import ShadowRoute
 Handler = Callable[["Call"], Awaitable[Reply]]
 
 _MAX_VERSION_DIGITS = 9
+_LOAD_ROUNDS = 4  # handler runs after loading what it found not resident (see _Endpoint)
 
 
 class Call:
@@ -168,10 +169,23 @@ class _Endpoint:
         try:
             info.reply = await self.handler(call)
         except NotResident as exc:  # --lazy or evicted: load it (one load per version), then answer
-            await self.ctx.registry.make_resident(exc.name, exc.version)
-            retry = Call(self.ctx, scope, receive, info)
+            info.reply = await self._after_loading(call, exc)
+
+    async def _after_loading(self, call: Call, missing: NotResident) -> Reply:
+        """Load the version the handler needs and run it again; a split route may pick another
+        version that is not resident either, so a few rounds (a 503 if it still is not)."""
+        rounds = _LOAD_ROUNDS
+        while True:
+            await self.ctx.registry.make_resident(missing.name, missing.version)
+            rounds -= 1
+            retry = Call(self.ctx, call.scope, call.receive, call.info)
             retry.key = call.key  # authenticated (and counted by the rate limiter) once
-            info.reply = await self.handler(retry)
+            try:
+                return await self.handler(retry)
+            except NotResident as exc:
+                if not rounds:
+                    raise
+                missing = exc
 
 
 class HotRoutes:
