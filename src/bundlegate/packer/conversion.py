@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from bundlegate.errors import ConversionFailed
 from bundlegate.manifest import OnnxInput
+from bundlegate.packer.converters import extra_converters
 from bundlegate.packer.schema_inference import ModelSchema, column_routes, final_estimator, steps_of
 
 Precision = Literal["float32", "float64"]
@@ -88,13 +89,15 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
                 initial_types=initial,
                 options=options,
                 target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
-                custom_conversion_functions=_double_converters(model) if precision == "float64" else None,
+                custom_conversion_functions=_converters(model, precision),
                 model_optim=precision == "float32",  # the optimizer drops the float32 rounding casts
             )
     except Exception as exc:  # skl2onnx raises RuntimeError, NotImplementedError, ValueError, ...
         raise ConversionFailed(
             f"skl2onnx cannot convert {_describe(est)} ({precision}): {type(exc).__name__}: {_short(exc)}"
         ) from None
+    if schema.mode == "mixed":
+        onnx_inputs = _graph_names(onnx_inputs, [i.name for i in onx.graph.input])
     return Converted(
         onnx_bytes=onx.SerializeToString(),
         onnx_inputs=onnx_inputs,
@@ -102,6 +105,27 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
         output_names=[o.name for o in onx.graph.output],
         opset=OPSET,
     )
+
+
+def _graph_names(onnx_inputs: list[OnnxInput], graph_inputs: list[str]) -> list[OnnxInput]:
+    """The per-feature inputs renamed as skl2onnx named them in the graph (in the same order).
+
+    skl2onnx turns a column name into an ONNX-safe identifier (``od280/od315`` becomes ``od280_od315``);
+    the features keep the user's names, the tensors take the graph's.
+    """
+    if len(graph_inputs) != len(onnx_inputs) or len(set(graph_inputs)) != len(graph_inputs):
+        raise ConversionFailed(
+            f"skl2onnx made inputs {graph_inputs[:8]} for the features {[i.name for i in onnx_inputs][:8]}"
+        )
+    return [i.model_copy(update={"name": n}) for i, n in zip(onnx_inputs, graph_inputs, strict=True)]
+
+
+def _converters(model: Any, precision: Precision) -> dict[Any, Any]:
+    """Converter overrides: boosted trees and HistGradientBoosting (``converters``), then doubles."""
+    overrides = extra_converters(_fitted_parts(model))
+    if precision == "float64":
+        overrides.update(_double_converters(model))
+    return overrides
 
 
 def _double_converters(model: Any) -> dict[Any, Any]:

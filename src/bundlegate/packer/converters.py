@@ -1,0 +1,156 @@
+"""Converters skl2onnx does not bring: XGBoost and LightGBM (onnxmltools), and HistGradientBoosting.
+
+- XGBoost and LightGBM classifiers and regressors convert through onnxmltools' converters, registered
+  with skl2onnx the first time a model needs them (the ``boost`` extra installs both libraries and
+  onnxmltools; without it these models are refused with the reason). XGBoost's converter reads split
+  features as ``f0, f1, ...``; a booster fitted on a DataFrame names them after its columns, so the
+  converter sees the booster with its names lifted for the duration of the conversion.
+- HistGradientBoosting: skl2onnx writes ``False`` for a leaf's missing-value direction into an integer
+  attribute list, which onnx 1.16+ refuses ("Expected an int, got a boolean"); the wrapped converter
+  writes booleans in attribute lists as 0/1. Missing values then follow the learned direction as in
+  scikit-learn.
+
+``extra_converters(model)`` returns the overrides for ``convert_sklearn(custom_conversion_functions=...)``
+for the parts of ``model`` that need one, registering the boosted-tree converters on the way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Callable
+from typing import Any
+
+from bundlegate.errors import ConversionFailed
+
+BOOST_PACKAGES = ("xgboost", "lightgbm")
+_registered: set[str] = set()
+
+
+def boost_library(est: Any) -> str | None:
+    """``"xgboost"`` or ``"lightgbm"`` when ``est`` comes from that library, else None."""
+    root = type(est).__module__.split(".", 1)[0]
+    return root if root in BOOST_PACKAGES else None
+
+
+def fitted_names(est: Any, sample_columns: Any) -> list[str]:
+    """The column names ``est`` was fitted with, as the user wrote them.
+
+    LightGBM keeps its own spelling of DataFrame columns (spaces become ``_``) but predicts on the
+    user's frame by position; when the sample's header is that spelling's origin, its names win.
+    """
+    names = [str(n) for n in getattr(est, "feature_names_in_", [])]
+    if boost_library(final_step(est)) != "lightgbm" or sample_columns is None:
+        return names
+    columns = [str(c) for c in sample_columns]
+    if len(columns) == len(names) and all(
+        c == n or re.sub(r"\s", "_", c) == n for c, n in zip(columns, names, strict=True)
+    ):
+        return columns
+    return names
+
+
+def final_step(est: Any) -> Any:
+    steps = getattr(est, "steps", None)
+    return final_step(steps[-1][1]) if steps else est
+
+
+def extra_converters(parts: list[Any]) -> dict[Any, Callable[..., None]]:
+    """Converter overrides for the fitted ``parts`` of a model (see module docs)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    overrides: dict[Any, Callable[..., None]] = {}
+    for part in parts:
+        library = boost_library(part)
+        if library is not None:
+            _register(library)
+            if library == "xgboost":
+                overrides[type(part)] = _xgboost_positional(type(part))
+        elif isinstance(part, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
+            overrides[type(part)] = _integer_attributes(type(part))
+    return overrides
+
+
+def _register(library: str) -> None:
+    """Register onnxmltools' converters for ``library``'s classifier and regressor with skl2onnx."""
+    if library in _registered:
+        return
+    if importlib.util.find_spec("onnxmltools") is None:
+        raise ConversionFailed(
+            f"converting a {library} model needs onnxmltools: pip install 'bundlegate[boost]'"
+        )
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    if library == "xgboost":
+        import xgboost
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+
+        pairs = [(xgboost.XGBClassifier, xgboost.XGBRegressor, convert_xgboost, "XGBoost")]
+    else:
+        import lightgbm
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+        pairs = [(lightgbm.LGBMClassifier, lightgbm.LGBMRegressor, convert_lightgbm, "LightGbm")]
+    for classifier, regressor, converter, prefix in pairs:
+        update_registered_converter(
+            classifier,
+            f"{prefix}{classifier.__name__}",
+            calculate_linear_classifier_output_shapes,
+            converter,
+            options=classifier_options,
+        )
+        update_registered_converter(
+            regressor, f"{prefix}{regressor.__name__}", calculate_linear_regressor_output_shapes, converter
+        )
+    _registered.add(library)
+
+
+def _xgboost_positional(cls: type) -> Callable[..., None]:
+    """onnxmltools' XGBoost converter, run on the booster with its feature names lifted."""
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        booster = operator.raw_operator.get_booster()
+        names, types = booster.feature_names, booster.feature_types
+        booster.feature_names = None
+        try:
+            convert_xgboost(scope, operator, container)
+        finally:
+            booster.feature_names = names
+            booster.feature_types = types
+
+    return convert
+
+
+def _integer_attributes(cls: type) -> Callable[..., None]:
+    """skl2onnx's converter for ``cls`` with boolean attribute values written as integers."""
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+    from skl2onnx.common._registration import get_converter
+
+    original = get_converter(sklearn_operator_name_map[cls])
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        original(scope, operator, _IntegerAttributes(container))
+
+    return convert
+
+
+class _IntegerAttributes:
+    """An skl2onnx container whose ``add_node`` turns booleans in list attributes into 0/1."""
+
+    def __init__(self, container: Any) -> None:
+        self._container = container
+
+    def add_node(self, op_type: Any, inputs: Any, outputs: Any, *args: Any, **attrs: Any) -> Any:
+        for key, value in attrs.items():
+            if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+                attrs[key] = [int(v) if isinstance(v, bool) else v for v in value]
+        return self._container.add_node(op_type, inputs, outputs, *args, **attrs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
