@@ -125,7 +125,8 @@ def _unpickle(path: Path, trust: bool) -> Any:
         zipfile.BadZipFile,
         OSError,
     ) as exc:
-        what = "truncated" if isinstance(exc, EOFError) else "not a pickle or joblib file of a model"
+        cut = isinstance(exc, EOFError) or any(w in str(exc) for w in ("EOF", "truncated"))
+        what = "truncated" if cut else "not a pickle or joblib file of a model"
         raise ModelFileError(f"{path.name} is {what} ({type(exc).__name__}: {_short(exc)})") from None
 
 
