@@ -12,11 +12,12 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # --- build: the wheel, then a virtualenv with it and its runtime dependencies --------------------------
 FROM ${PYTHON_IMAGE} AS build
 # The variant that serves runtime: sklearn (pickle fallback) bundles:
-#   docker build --build-arg GATEWAY_EXTRAS=sklearn-runtime --build-arg SKLEARN_VERSION=1.9.1 -t bundlegate:sklearn .
-# SKLEARN_VERSION is the bundles' source.sklearn_version: the gateway loads a pickle only with that exact
-# version (and the numpy/pandas versions the bundle records) installed.
+#   docker build --build-arg GATEWAY_EXTRAS=sklearn-runtime \
+#     --build-arg RUNTIME_PINS="scikit-learn==1.9.1 numpy==2.4.6 pandas==3.1.1" -t bundlegate:sklearn .
+# RUNTIME_PINS are the versions `bundle inspect` shows for the bundles: the gateway loads a pickle only
+# with exactly the library versions it was packed with.
 ARG GATEWAY_EXTRAS=""
-ARG SKLEARN_VERSION=""
+ARG RUNTIME_PINS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -28,7 +29,7 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/bundlegate \
  && wheel="$(echo /wheels/bundlegate-*.whl)" \
  && /opt/bundlegate/bin/python -m pip install --no-compile "${wheel}${GATEWAY_EXTRAS:+[${GATEWAY_EXTRAS}]}" \
-      ${SKLEARN_VERSION:+"scikit-learn==${SKLEARN_VERSION}"} \
+      ${RUNTIME_PINS} \
  && /opt/bundlegate/bin/python -m compileall -q /opt/bundlegate/lib \
  && /opt/bundlegate/bin/python -c "import importlib.util as u, sys; sys.exit((u.find_spec('sklearn') is None) == ('sklearn-runtime' in sys.argv[1]))" "${GATEWAY_EXTRAS}"
 

@@ -156,6 +156,8 @@ def inspect(path: Path, as_json: bool) -> None:
         click.echo(
             f"  scikit-learn {src.sklearn_version}, numpy {src.numpy_version}, python {src.python_version}"
         )
+    if src.libraries:
+        click.echo(f"  also needs {', '.join(f'{k} {v}' for k, v in sorted(src.libraries.items()))}")
     for tag, text in sorted(m.tags.items()):
         click.echo(f"tag {tag}={text}")
     for k, v in sorted(m.metrics.items()):
