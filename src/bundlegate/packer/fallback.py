@@ -16,15 +16,17 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, Literal
 
-from bundlegate.errors import BundleError, ConversionFailed, ParityFailed
+from bundlegate.errors import BundlegateError, ConversionFailed, ParityFailed, shorten
 from bundlegate.manifest import Manifest, Parity
 from bundlegate.packer import reference
-from bundlegate.packer.parity import Predictions, compare
+from bundlegate.packer.parity import compare
+from bundlegate.packer.predictions import Predictions
 from bundlegate.packer.schema_inference import ModelSchema
 
 if TYPE_CHECKING:
     import pandas as pd
 
+_LONGEST_STRING = 2**24  # the string limit is the operator's setting, not the packer's
 DISTRIBUTIONS = {"xgboost": "xgboost", "lightgbm": "lightgbm", "pandas": "pandas", "scipy": "scipy"}
 
 
@@ -57,31 +59,25 @@ def served_parity(
     """Parity of the fallback as served; ``ConversionFailed``/``ParityFailed`` when it cannot serve."""
     import numpy as np
 
-    from bundlegate.schema import CompiledSchema
+    from bundlegate.decoding import CompiledSchema
     from bundlegate.sklearn_model import SklearnModel
 
+    n = len(frame)
     try:
         model = SklearnModel(manifest, model_bytes)
-        decoded = CompiledSchema(manifest)
-        records = json.loads(json.dumps(reference.stored_rows(schema, frame, len(frame))))
-        step = max(1, decoded.max_rows)
-        parts = [
-            model.predict(decoded.from_records(records[i : i + step])) for i in range(0, len(records), step)
-        ]
-    except (BundleError, ValueError, TypeError) as exc:
+        records = json.loads(json.dumps(reference.stored_rows(schema, frame, n)))
+        decoder = CompiledSchema(manifest, max_rows=max(1, n), max_string_length=_LONGEST_STRING)
+        prediction = model.predict(decoder.from_records(records))
+    except (BundlegateError, ValueError, TypeError) as exc:
         raise ConversionFailed(
-            f"{why_not_onnx}; and the gateway could not serve it as runtime: sklearn either: {_short(exc)}"
+            f"{why_not_onnx}; and the gateway could not serve it as runtime: sklearn either: "
+            f"{shorten(str(exc), 240)}"
         ) from None
-
-    def joined(name: str) -> Any:
-        arrays = [getattr(p, name) for p in parts]
-        return None if arrays[0] is None else np.concatenate([np.asarray(a) for a in arrays])
-
-    values = joined("values")
+    proba, values = prediction.probabilities, prediction.values
     served = Predictions(
-        labels=joined("labels"),
-        probabilities=None if joined("probabilities") is None else joined("probabilities").astype(np.float64),
-        values=None if values is None else values.astype(np.float64).reshape(len(frame), -1),
+        labels=None if prediction.labels is None else np.asarray(prediction.labels).reshape(n),
+        probabilities=None if proba is None else np.asarray(proba, dtype=np.float64),
+        values=None if values is None else np.asarray(values, dtype=np.float64).reshape(n, -1),
     )
     parity = compare(schema, original, served, sample)
     if not parity.passed:
@@ -96,8 +92,3 @@ def _parts(est: Any) -> list[Any]:
     from bundlegate.packer.conversion import _fitted_parts
 
     return _fitted_parts(est)
-
-
-def _short(exc: BaseException, limit: int = 240) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "…"

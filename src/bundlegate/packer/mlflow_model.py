@@ -11,20 +11,20 @@ Flavours: ``sklearn`` (``pickled_model``, pickle/cloudpickle through the allowli
   not given;
 - the model uuid and run id are kept as the bundle's tags ``mlflow.model_uuid`` and ``mlflow.run_id``.
 
-Paths in ``MLmodel`` must stay inside the directory.
+Paths in ``MLmodel`` must stay inside the directory. ``model_file`` loads the model file itself.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from bundlegate.errors import ModelFileError, SampleMismatch
 from bundlegate.manifest import DType, InputSpec
 
 if TYPE_CHECKING:
-    from bundlegate.packer.model_file import ModelFile
     from bundlegate.packer.samples import Sample
     from bundlegate.packer.schema_inference import ModelSchema
 
@@ -40,10 +40,19 @@ SIGNATURE_TYPES: dict[str, DType] = {
 NUMERIC: set[str] = {"float32", "float64", "int64", "bool"}
 
 
-def load_mlflow_dir(path: Path, *, trust_pickle: bool = False) -> ModelFile:
-    """The model of the MLflow directory ``path`` with its signature, input example and provenance."""
-    from bundlegate.packer.model_file import ModelFile, check_estimator, load_estimator_file
+@dataclass(frozen=True)
+class MlflowModel:
+    """What an MLflow directory holds: the model file and its format, and what comes with it."""
 
+    file: Path
+    kind: Literal["pickle", "skops", "onnx"]
+    sample: Sample | None
+    signature: list[InputSpec] | None
+    provenance: dict[str, str]
+
+
+def read_mlflow_dir(path: Path) -> MlflowModel:
+    """The model file of the MLflow directory ``path`` with its signature, input example and provenance."""
     doc = _read_mlmodel(path)
     flavors = doc.get("flavors")
     if not isinstance(flavors, dict):
@@ -51,33 +60,23 @@ def load_mlflow_dir(path: Path, *, trust_pickle: bool = False) -> ModelFile:
     provenance = {
         f"mlflow.{key}": str(doc[key]) for key in ("model_uuid", "run_id") if doc.get(key) is not None
     }
-    common: dict[str, Any] = {
-        "sample": _input_example(path, doc),
-        "signature": _signature(path, doc),
-        "provenance": provenance,
-    }
+    sample, signature = _input_example(path, doc), _signature(path, doc)
     sklearn = flavors.get("sklearn")
+    onnx = flavors.get("onnx")
     pyfunc = flavors.get("python_function")
+    kind: Literal["pickle", "skops", "onnx"]
     if isinstance(sklearn, dict) and sklearn.get("pickled_model"):
         file = _inside(path, sklearn["pickled_model"])
-        if sklearn.get("serialization_format") == "skops" or file.suffix == ".skops":
-            from bundlegate.packer.unpickle import load_skops
-
-            est = load_skops(file, trust=trust_pickle)
-        else:
-            est = load_estimator_file(file, trust_pickle=trust_pickle)
-    elif isinstance(flavors.get("onnx"), dict) and flavors["onnx"].get("data"):
-        from bundlegate.packer.model_file import _read_onnx
-
-        file = _inside(path, flavors["onnx"]["data"])
-        return ModelFile(file, onnx_bytes=_read_onnx(file), **common)
+        skops = sklearn.get("serialization_format") == "skops" or file.suffix == ".skops"
+        kind = "skops" if skops else "pickle"
+    elif isinstance(onnx, dict) and onnx.get("data"):
+        file, kind = _inside(path, onnx["data"]), "onnx"
     elif (
         isinstance(pyfunc, dict)
         and pyfunc.get("loader_module") == "mlflow.sklearn"
         and pyfunc.get("model_path")
     ):
-        file = _inside(path, pyfunc["model_path"])
-        est = load_estimator_file(file, trust_pickle=trust_pickle)
+        file, kind = _inside(path, pyfunc["model_path"]), "pickle"
     else:
         loader = pyfunc.get("loader_module") if isinstance(pyfunc, dict) else None
         raise ModelFileError(
@@ -85,8 +84,7 @@ def load_mlflow_dir(path: Path, *, trust_pickle: bool = False) -> ModelFile:
             + (f" (python_function via {loader})" if loader else "")
             + " cannot be packed; bundle pack reads the sklearn and onnx flavours"
         )
-    check_estimator(est, file.name)
-    return ModelFile(file, estimator=est, **common)
+    return MlflowModel(file, kind, sample, signature, provenance)
 
 
 def apply_signature(schema: ModelSchema, signature: list[InputSpec] | None) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundlegate.errors import ModelFileError, NotAnEstimator, UnsafePath
+from bundlegate.errors import ModelFileError, NotAnEstimator, UnsafePath, shorten
 
 ONNX_SUFFIXES = (".onnx",)
 SKOPS_SUFFIXES = (".skops",)
@@ -57,9 +57,7 @@ def load_model_file(path: Path, *, trust_pickle: bool = False) -> ModelFile:
     ``NotAnEstimator`` when it holds something other than a fitted classifier or regressor."""
     path = Path(path)
     if path.is_dir():
-        from bundlegate.packer.mlflow_model import load_mlflow_dir
-
-        return load_mlflow_dir(path, trust_pickle=trust_pickle)
+        return _load_mlflow_dir(path, trust_pickle)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     if path.suffix.lower() in ONNX_SUFFIXES:
@@ -72,6 +70,26 @@ def load_model_file(path: Path, *, trust_pickle: bool = False) -> ModelFile:
         obj = load_estimator_file(path, trust_pickle=trust_pickle)
     check_estimator(obj, path.name)
     return ModelFile(path, estimator=obj)
+
+
+def _load_mlflow_dir(path: Path, trust_pickle: bool) -> ModelFile:
+    from bundlegate.packer.mlflow_model import read_mlflow_dir
+    from bundlegate.packer.unpickle import load_skops
+
+    found = read_mlflow_dir(path)
+    extra: dict[str, Any] = {
+        "sample": found.sample,
+        "signature": found.signature,
+        "provenance": found.provenance,
+    }
+    if found.kind == "onnx":
+        return ModelFile(found.file, onnx_bytes=_read_onnx(found.file), **extra)
+    if found.kind == "skops":
+        obj = load_skops(found.file, trust=trust_pickle)
+    else:
+        obj = load_estimator_file(found.file, trust_pickle=trust_pickle)
+    check_estimator(obj, found.file.name)
+    return ModelFile(found.file, estimator=obj, **extra)
 
 
 def load_estimator_file(path: Path, *, trust_pickle: bool = False) -> Any:
@@ -97,7 +115,7 @@ def _read_onnx(path: Path) -> bytes:
         model = onnx.load_model_from_string(data)
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
-        raise ModelFileError(f"{path.name} is not a valid ONNX model: {_short(exc)}") from None
+        raise ModelFileError(f"{path.name} is not a valid ONNX model: {shorten(str(exc), 200)}") from None
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
             raise UnsafePath(f"{path.name} keeps weights in external data files; bundles need one file")
@@ -127,7 +145,9 @@ def _unpickle(path: Path, trust: bool) -> Any:
     ) as exc:
         cut = isinstance(exc, EOFError) or any(w in str(exc) for w in ("EOF", "truncated"))
         what = "truncated" if cut else "not a pickle or joblib file of a model"
-        raise ModelFileError(f"{path.name} is {what} ({type(exc).__name__}: {_short(exc)})") from None
+        raise ModelFileError(
+            f"{path.name} is {what} ({type(exc).__name__}: {shorten(str(exc), 200)})"
+        ) from None
 
 
 def check_estimator(obj: Any, file_name: str) -> None:
@@ -147,9 +167,4 @@ def check_estimator(obj: Any, file_name: str) -> None:
     except NotFittedError:
         raise NotAnEstimator(f"{file_name} holds an unfitted {type(obj).__name__}; fit it first") from None
     except TypeError as exc:
-        raise NotAnEstimator(f"{file_name}: {_short(exc)}") from None
-
-
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "…"
+        raise NotAnEstimator(f"{file_name}: {shorten(str(exc), 200)}") from None

@@ -4,7 +4,7 @@ A numeric model's batch ``{"inputs": [[5.1, 3.5, 1.4, 0.2], ...]}`` is the one b
 most of the request: orjson builds a Python float for every number and a list for every row, and
 numpy then walks them again. ``flat_rows`` lets simdjson (a validating, RFC 8259 strict parser) write
 the numbers into one buffer of doubles instead, after two checks that make the result exactly what
-the strict general path (``jsonbody.parse_json_body`` + ``CompiledSchema.from_rows``) would build:
+the strict general path (``http.body.parse_json_body`` + ``CompiledSchema.from_rows``) would build:
 
 - the document is an object with one key, ``inputs`` (simdjson keeps repeated keys, so a body that
   repeats ``inputs`` has two and goes to the general path, which refuses it);
