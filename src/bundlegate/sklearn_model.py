@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bundlegate.errors import BundleError
+from bundlegate.errors import BundleError, InvalidInput, shorten
 from bundlegate.feed import Feed, Prediction
 from bundlegate.manifest import Manifest
 
@@ -44,7 +44,7 @@ class SklearnModel:
         try:
             self.estimator: Any = joblib.load(io.BytesIO(model_bytes))
         except Exception as exc:  # unpickling can raise anything
-            raise BundleError(f"cannot unpickle {manifest.model_file}: {_short(exc)}") from None
+            raise BundleError(f"cannot unpickle {manifest.model_file}: {shorten(str(exc))}") from None
         names = getattr(self.estimator, "feature_names_in_", None)
         self._framed = names is not None and any(isinstance(n, str) for n in names)
         if self._framed:
@@ -59,14 +59,23 @@ class SklearnModel:
         self._proba = manifest.outputs.probabilities is not None and hasattr(self.estimator, "predict_proba")
 
     def predict(self, feed: Feed) -> Prediction:
-        """Run the estimator on every row of ``feed`` (blocking; holds the GIL more than onnxruntime)."""
+        """Run the estimator on every row of ``feed`` (blocking; holds the GIL more than onnxruntime).
+
+        Values the schema accepts can still be refused by the estimator itself (a custom step meets a
+        value it cannot take): that is the request's problem, ``InvalidInput``, not the gateway's.
+        """
         X = self._input(feed)
-        if self.manifest.task == "classification":
-            return Prediction(
-                labels=np.asarray(self.estimator.predict(X)),
-                probabilities=np.asarray(self.estimator.predict_proba(X)) if self._proba else None,
-            )
-        return Prediction(values=np.asarray(self.estimator.predict(X)))
+        try:
+            if self.manifest.task == "classification":
+                return Prediction(
+                    labels=np.asarray(self.estimator.predict(X)),
+                    probabilities=np.asarray(self.estimator.predict_proba(X)) if self._proba else None,
+                )
+            return Prediction(values=np.asarray(self.estimator.predict(X)))
+        except Exception as exc:  # the estimator's own complaint: scikit-learn raises many types
+            raise InvalidInput(
+                f"the model refused these rows ({type(exc).__name__}: {shorten(str(exc), 160)})"
+            ) from None
 
     def _input(self, feed: Feed) -> Any:
         arrays = list(feed.arrays.values())
@@ -108,8 +117,3 @@ def check_versions(manifest: Manifest, sklearn_version: str) -> None:
             )
     if src.sklearn_version is None:
         raise BundleError("refusing to unpickle: bundle made with scikit-learn unknown")
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "…"
