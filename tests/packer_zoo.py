@@ -143,6 +143,29 @@ TEXTS = [
 ]
 
 
+UNICODE_TEXTS = [
+    "Über gut, a Lieferung schnell",
+    "ÉCOLE mal à l'heure, très lent",
+    "straße OK ß naïve Café günstig",
+    "Ärger: Paket kaputt, x Rückgabe",
+    "Ελληνικά καλό προϊόν α",  # noqa: RUF001 (Greek on purpose)
+    "CAFÉ froid, service lent",
+]
+
+
+@cache
+def unicode_texts() -> tuple[pd.DataFrame, np.ndarray]:
+    """Accents, capitals beyond ASCII, Greek, one-letter words between the words of a bigram."""
+    rng = np.random.default_rng(1)
+    rows, labels = [], []
+    for i in range(90):
+        base = UNICODE_TEXTS[i % len(UNICODE_TEXTS)].split()
+        rng.shuffle(base)
+        rows.append(" ".join(base))
+        labels.append("pos" if i % len(UNICODE_TEXTS) in (0, 2, 4) else "neg")
+    return pd.DataFrame({"review text": rows}), np.asarray(labels)
+
+
 @cache
 def texts() -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(0)
@@ -230,13 +253,15 @@ def _text() -> tuple[Any, pd.DataFrame]:
 
 
 def _text_with(
-    vectorizer: Callable[[], Any], clf: Callable[[], Any]
+    vectorizer: Callable[[], Any],
+    clf: Callable[[], Any],
+    data: Callable[[], tuple[pd.DataFrame, np.ndarray]] = texts,
 ) -> Callable[[], tuple[Any, pd.DataFrame]]:
     def fit() -> tuple[Any, pd.DataFrame]:
         from sklearn.pipeline import Pipeline
 
-        X, y = texts()
-        return Pipeline([("vectorize", vectorizer()), ("clf", clf())]).fit(X["review"], y), X
+        X, y = data()
+        return Pipeline([("vectorize", vectorizer()), ("clf", clf())]).fit(X.iloc[:, 0], y), X
 
     return fit
 
@@ -454,6 +479,11 @@ def _cases() -> list[ZooCase]:
         ZooCase(
             "count_vectorizer_bigrams_nb",
             _text_with(lambda: CountVectorizer(ngram_range=(1, 2)), MultinomialNB),
+            "onnx",
+        ),
+        ZooCase(
+            "unicode_text_bigrams",
+            _text_with(lambda: TfidfVectorizer(ngram_range=(1, 2)), LogisticRegression, unicode_texts),
             "onnx",
         ),
         ZooCase(

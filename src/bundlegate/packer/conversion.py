@@ -5,8 +5,8 @@
 - ``text``: one string input ``input`` [N, 1].
 
 Classifiers: no ZipMap, so the probabilities are a plain [N, k] tensor in ``classes_`` order and the label
-a [N] tensor. Text vectorizers lower-case with the ``C`` locale (present everywhere; the parity gate
-catches text where that differs from Python's ``str.lower``).
+a [N] tensor. Text vectorizers tokenize and lower-case Unicode as scikit-learn does
+(``converters.text_options``; the parity gate catches text where they still differ).
 
 Missing strings reach the model as ``""`` (``schema.MISSING_STRING``): a ``SimpleImputer`` that was
 fitted on string columns with ``missing_values=nan`` is converted as if it had been
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from bundlegate.errors import ConversionFailed, shorten
 from bundlegate.manifest import OnnxInput
-from bundlegate.packer.converters import extra_converters
+from bundlegate.packer.converters import extra_converters, text_options
 from bundlegate.packer.schema_inference import ModelSchema, column_routes, final_estimator, steps_of
 
 Precision = Literal["float32", "float64"]
@@ -78,7 +78,7 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
                 options[id(part)] = {"div": "div"}
     if schema.mode == "text":
         # onnxruntime's StringNormalizer defaults to en_US.UTF-8, which slim images do not have
-        options[id(steps_of(model)[0])] = {"locale": "C"}
+        options[id(steps_of(model)[0])] = text_options(steps_of(model)[0])
     try:
         with warnings.catch_warnings():
             # skl2onnx reads attributes scikit-learn has deprecated; that is not the user's concern

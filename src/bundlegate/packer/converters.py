@@ -1,4 +1,4 @@
-"""Converters skl2onnx does not bring: XGBoost and LightGBM (onnxmltools), and HistGradientBoosting.
+r"""What skl2onnx does not bring or gets wrong: XGBoost and LightGBM, HistGradientBoosting, text.
 
 - XGBoost and LightGBM classifiers and regressors convert through onnxmltools' converters, registered
   with skl2onnx the first time a model needs them (the ``boost`` extra installs both libraries and
@@ -6,9 +6,15 @@
   features as ``f0, f1, ...``; a booster fitted on a DataFrame names them after its columns, so the
   converter sees the booster with its names lifted for the duration of the conversion.
 - HistGradientBoosting: skl2onnx writes ``False`` for a leaf's missing-value direction into an integer
-  attribute list, which onnx 1.16+ refuses ("Expected an int, got a boolean"); the wrapped converter
-  writes booleans in attribute lists as 0/1. Missing values then follow the learned direction as in
-  scikit-learn.
+  attribute list, which current protobuf runtimes refuse ("Expected an int, got a boolean"; protobuf 7
+  here, whatever the scikit-learn version); the wrapped converter writes booleans in attribute lists
+  as 0/1. Missing values then follow the learned direction as in scikit-learn.
+- Text vectorizers: onnxruntime tokenizes with re2, whose ``\w`` is ASCII only, and skl2onnx swaps
+  scikit-learn's default ``(?u)\b\w\w+\b`` for ``[a-zA-Z0-9_]+`` (so ``über`` became ``ber``, and
+  one-letter words broke bigrams). ``text_options`` gives the tokenizer the same Unicode runs of two or
+  more word characters, and lower-cases in the ``C.UTF-8`` locale (every Unicode capital, and present
+  in Debian slim images, unlike ``en_US.UTF-8``). Other token patterns go to re2 as written; the
+  parity gate judges them.
 
 ``extra_converters(model)`` returns the overrides for ``convert_sklearn(custom_conversion_functions=...)``
 for the parts of ``model`` that need one, registering the boosted-tree converters on the way.
@@ -69,6 +75,18 @@ def extra_converters(parts: list[Any]) -> dict[Any, Callable[..., None]]:
         elif isinstance(part, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
             overrides[type(part)] = _integer_attributes(type(part))
     return overrides
+
+
+SKLEARN_WORD_PATTERN = r"(?u)\b\w\w+\b"
+UNICODE_WORDS = r"[\p{L}\p{N}_]{2,}"  # re2: what Python's \w\w+ between word boundaries finds
+
+
+def text_options(vectorizer: Any) -> dict[str, Any]:
+    """skl2onnx options for a Count/Tfidf vectorizer (see module docs)."""
+    options: dict[str, Any] = {"locale": "C.UTF-8"}
+    if getattr(vectorizer, "analyzer", "word") == "word" and vectorizer.token_pattern == SKLEARN_WORD_PATTERN:
+        options["tokenexp"] = UNICODE_WORDS
+    return options
 
 
 def _register(library: str) -> None:
