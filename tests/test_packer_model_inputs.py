@@ -275,6 +275,36 @@ def test_a_directory_without_mlmodel_is_not_a_model(tmp_path: Path) -> None:
     assert "without an MLmodel file" in error
 
 
+# ------------------------------------------------------------------------------------------ column names
+
+
+def test_names_that_sanitise_alike_keep_their_own_columns(tmp_path: Path) -> None:
+    """``a b``, ``a_b`` and ``a.b`` are one ONNX identifier once sanitised; each keeps its own tensor."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    names = ["a b", "a_b", "a.b", "1st", "input"]
+    frame = pd.DataFrame({n: rng.normal(scale=i + 1, size=120) for i, n in enumerate(names)})
+    frame["kind:x"] = rng.choice(["p", "q"], size=120)
+    y = np.where(frame["a b"] - frame["a.b"] / 3 > 0, "up", "down")
+    pipe = make_pipeline(
+        ColumnTransformer([("n", StandardScaler(), names), ("c", OneHotEncoder(), ["kind:x"])]),
+        LogisticRegression(),
+    ).fit(frame, y)
+    joblib.dump(pipe, tmp_path / "m.joblib")
+    frame.to_csv(tmp_path / "s.csv", index=False)
+    m = pack_bundle(
+        tmp_path / "m.joblib", PackOptions(name="alike", repo=tmp_path / "out", sample=tmp_path / "s.csv")
+    ).manifest
+    assert [i.features for i in m.onnx_inputs] == [[n] for n in [*names, "kind:x"]]
+    assert len({i.name for i in m.onnx_inputs}) == len(m.onnx_inputs)
+    assert m.parity is not None
+    assert m.parity.passed
+
+
 # ---------------------------------------------------------------------------------- fallback refusals
 
 

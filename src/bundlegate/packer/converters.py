@@ -43,7 +43,8 @@ def fitted_names(est: Any, sample_columns: Any) -> list[str]:
     """The column names ``est`` was fitted with, as the user wrote them.
 
     LightGBM keeps its own spelling of DataFrame columns (spaces become ``_``) but predicts on the
-    user's frame by position; when the sample's header is that spelling's origin, its names win.
+    user's frame by position; when the sample's header (or ``--features``, or an MLflow signature) is
+    that spelling's origin, its names win.
     """
     names = [str(n) for n in getattr(est, "feature_names_in_", [])]
     if boost_library(final_step(est)) != "lightgbm" or sample_columns is None:

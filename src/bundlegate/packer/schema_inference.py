@@ -186,7 +186,7 @@ def infer_schema(est: Any, sample: Sample | None, features: list[str] | None, mo
         )
         return ModelSchema("text", task, [spec], classes, has_proba, False, frame)
 
-    model_names = fitted_names(est, sample.frame.columns if sample is not None and sample.named else None)
+    model_names = fitted_names(est, sample.frame.columns if sample is not None and sample.named else features)
     n_features = getattr(est, "n_features_in_", None)
     if n_features is None:
         raise NotAnEstimator(f"{model_name}: cannot tell how many features the model takes")
