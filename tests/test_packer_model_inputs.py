@@ -379,3 +379,18 @@ def test_ctrl_c_while_writing_the_bundle_leaves_nothing(
     assert result.exit_code == 130
     assert written
     assert not (tmp_path / "out").exists()
+
+
+def test_a_fallback_records_the_libraries_inside_a_wrapped_model() -> None:
+    """A calibrated XGBoost model is a scikit-learn object outside; the pickle still needs xgboost."""
+    if os.environ.get("CI", "").lower() != "true":
+        pytest.importorskip("xgboost")
+    import xgboost
+    from sklearn.calibration import CalibratedClassifierCV
+
+    from bundlegate.packer.fallback import libraries
+
+    X, y = iris()
+    model = CalibratedClassifierCV(xgboost.XGBClassifier(n_estimators=5), cv=2).fit(X, y == "setosa")
+    assert libraries(model)["xgboost"] == xgboost.__version__
+    assert "pandas" in libraries(model)  # the gateway builds DataFrames with it

@@ -31,10 +31,8 @@ DISTRIBUTIONS = {"xgboost": "xgboost", "lightgbm": "lightgbm", "pandas": "pandas
 
 
 def libraries(est: Any) -> dict[str, str]:
-    """Distribution → installed version for the libraries ``est``'s classes come from, and pandas."""
-    roots = {"pandas"}
-    for part in _parts(est):
-        roots.add(type(part).__module__.split(".", 1)[0])
+    """Distribution → installed version for the libraries ``est``'s objects come from, and pandas."""
+    roots = {"pandas"} | _module_roots(est)
     found = {}
     for root in sorted(roots):
         dist = DISTRIBUTIONS.get(root)
@@ -45,6 +43,29 @@ def libraries(est: Any) -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return found
+
+
+def _module_roots(est: Any, limit: int = 20_000) -> set[str]:
+    """The top-level packages of the objects reachable from ``est`` (fitted sub-estimators of a
+    calibrated or stacked model too), through attributes, lists, tuples and dicts; arrays are leaves."""
+    import numpy as np
+
+    roots: set[str] = set()
+    seen: set[int] = set()
+    todo: list[Any] = [est]
+    while todo and len(seen) < limit:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, str | bytes | int | float | np.ndarray | np.generic):
+            continue
+        seen.add(id(obj))
+        roots.add(type(obj).__module__.split(".", 1)[0])
+        if isinstance(obj, dict):
+            todo.extend(obj.values())
+        elif isinstance(obj, list | tuple | set | frozenset):
+            todo.extend(obj)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            todo.extend(vars(obj).values())
+    return roots
 
 
 def served_parity(
@@ -86,9 +107,3 @@ def served_parity(
             f"from the original ({parity.reason})"
         )
     return parity.model_copy(update={"reason": why_not_onnx})
-
-
-def _parts(est: Any) -> list[Any]:
-    from bundlegate.packer.conversion import _fitted_parts
-
-    return _fitted_parts(est)
