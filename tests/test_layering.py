@@ -173,3 +173,23 @@ def test_no_import_circle() -> None:
 def test_no_module_over_the_size_limit() -> None:
     sizes = {str(p.relative_to(SRC)): len(p.read_text().splitlines()) for p in SRC.rglob("*.py")}
     assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def test_the_architecture_map_names_every_module_and_setting() -> None:
+    """docs/architecture.md is the map a new maintainer reads: every module and every setting's
+    variable is on it."""
+    from dataclasses import fields
+
+    from bundlegate.settings import Settings, env_name
+
+    doc = (SRC.parent.parent / "docs" / "architecture.md").read_text()
+    modules = [
+        str(p.relative_to(SRC))
+        for p in SRC.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py") or p.parent.name == "decoding"
+    ]
+    missing = [
+        m for m in modules if f"`{m}`" not in doc and f"`{m.removesuffix('/__init__.py')}/`" not in doc
+    ]
+    assert missing == []
+    assert [env_name(f.name) for f in fields(Settings) if env_name(f.name) not in doc] == []

@@ -15,6 +15,7 @@ from bundlegate.settings import Settings
 
 logger = logging.getLogger("bundlegate")
 HTTP_PROTOCOL = "bundlegate.server.wire:GatewayHttpProtocol"
+STARTUP_FAILURE = 3  # uvicorn's exit code for a server that could not start
 
 
 def uvicorn_config(settings: Settings, *, worker: bool = False) -> Any:

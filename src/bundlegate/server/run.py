@@ -17,7 +17,7 @@ import shutil
 import tempfile
 
 from bundlegate.errors import CannotServe
-from bundlegate.server.config import log_config, uvicorn_config
+from bundlegate.server.config import STARTUP_FAILURE, log_config, uvicorn_config
 from bundlegate.settings import Settings
 
 
@@ -26,8 +26,9 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     if settings.workers == 1:
-        uvicorn.Server(uvicorn_config(settings)).run()
-        return 0
+        server = uvicorn.Server(uvicorn_config(settings))
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE
     from bundlegate.metrics import prepare_multiprocess_dir
     from bundlegate.server.workers import Workers
 

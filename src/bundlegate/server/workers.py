@@ -35,12 +35,13 @@ from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from bundlegate.server.config import STARTUP_FAILURE, uvicorn_config
+
 if TYPE_CHECKING:
     from bundlegate.settings import Settings
 
 logger = logging.getLogger("bundlegate.workers")
 
-STARTUP_FAILURE = 3  # uvicorn's exit code for a server that could not start
 SUPERVISE_INTERVAL_S = 0.5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_MARGIN_S = 10.0  # beyond the drain timeout, before a worker that has not exited is killed
@@ -64,8 +65,6 @@ def worker_main(settings: Settings, ready: Event) -> None:
     """One worker (in a spawned process): the gateway under uvicorn on its own socket, listening once
     its bundles are loaded; ``ready`` is set then."""
     import uvicorn
-
-    from bundlegate.server.config import uvicorn_config
 
     server = None
     try:
