@@ -127,6 +127,27 @@ def test_models_of_the_scientific_stack_load_through_the_allowlist(tmp_path: Pat
         np.testing.assert_array_equal(loaded.predict(X.head(20)), est.predict(X.head(20)))
 
 
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("posix", "system"),
+        ("builtins", "getattr"),
+        ("builtins", "exec"),
+        ("subprocess", "Popen"),
+        ("numpy", "memmap"),  # a class of a safe package whose constructor writes files
+        ("numpy.lib.npyio", "NpzFile"),
+        ("pandas.io.pytables", "HDFStore"),
+        ("xgboost.tracker", "RabitTracker"),  # listens on a port
+        ("numpy.testing._private.utils", "runstring"),
+    ],
+)
+def test_globals_outside_what_models_are_made_of_are_refused(module: str, name: str) -> None:
+    from bundlegate.packer.unpickle import allowed_global
+
+    with pytest.raises(ModelFileError, match=f"names {module}.{name}, which is not part of a model"):
+        allowed_global(module, name, "m.pkl")
+
+
 # ------------------------------------------------------------------------------------ not a model file
 
 

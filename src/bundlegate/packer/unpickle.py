@@ -6,8 +6,9 @@ while it loads. ``load_pickle`` runs joblib's unpickler (plain pickles load thro
 naming it, before anything from the file has been called:
 
 - classes from the scientific stack (``SAFE_PACKAGES``: scikit-learn, NumPy, SciPy, pandas, joblib,
-  XGBoost, LightGBM), outside their I/O, testing and build modules, and never ``numpy.memmap``
-  (whose constructor writes files);
+  XGBoost, LightGBM), outside their I/O, testing and build modules (of XGBoost, LightGBM and joblib
+  only the modules their models are made of, ``MODEL_MODULES``), and never ``numpy.memmap`` (whose
+  constructor writes files);
 - NumPy ufuncs (``numpy.log1p`` in a ``FunctionTransformer``), Cython's ``__pyx_unpickle_*``
   reconstructors of those packages and scikit-learn's ``newObj`` (``cls.__new__(cls)``);
 - the few reconstruction functions NumPy, pandas and ``copyreg`` pickle with (``SAFE_FUNCTIONS``);
@@ -41,6 +42,12 @@ REFUSED_MODULE_PARTS = frozenset(
         "npyio",
     }
 )
+# packages whose other modules hold classes with side effects (xgboost's RabitTracker listens on a port)
+MODEL_MODULES = {
+    "xgboost": ("xgboost.sklearn", "xgboost.core"),
+    "lightgbm": ("lightgbm.sklearn", "lightgbm.basic"),
+    "joblib": ("joblib.numpy_pickle",),
+}
 SAFE_BUILTINS = frozenset(
     {"dict", "list", "set", "frozenset", "tuple", "slice", "complex", "bytearray", "bytes", "str", "int"}
     | {"float", "bool", "range", "object", "NotImplemented", "Ellipsis"}
@@ -97,7 +104,7 @@ def allowed_global(module: str, name: str, file_name: str) -> Any:
         return _resolve(module, name)
     if (module, name) in SAFE_FUNCTIONS:
         return _resolve(module, name)
-    if root in SAFE_PACKAGES and not REFUSED_MODULE_PARTS & set(module.split(".")):
+    if root in SAFE_PACKAGES and _safe_module(module, root):
         obj = _resolve(module, name, file_name)
         if _model_part(obj, root, name):
             return obj
@@ -105,6 +112,14 @@ def allowed_global(module: str, name: str, file_name: str) -> Any:
         f"{file_name} names {module}.{name}, which is not part of a model: refusing to unpickle it "
         "(nothing from the file has run; pass --trust-pickle only if you trust where it came from)"
     )
+
+
+def _safe_module(module: str, root: str) -> bool:
+    """A module of a safe package outside its I/O, testing and build parts (and, for the boosting
+    libraries and joblib, only the modules their models are made of)."""
+    if REFUSED_MODULE_PARTS & set(module.split(".")):
+        return False
+    return module in MODEL_MODULES.get(root, (module,))
 
 
 def _model_part(obj: Any, root: str, name: str) -> bool:
