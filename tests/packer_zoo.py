@@ -377,6 +377,14 @@ def _boost(module: str, cls: str) -> Callable[[], Any]:
         kwargs: dict[str, Any] = {"n_estimators": 40, "random_state": 0}
         if module == "lightgbm":
             kwargs["verbose"] = -1
+        if module == "catboost":
+            kwargs = {
+                "iterations": 40,
+                "random_seed": 0,
+                "verbose": 0,
+                "thread_count": 1,
+                "allow_writing_files": False,
+            }
         return getattr(importlib.import_module(module), cls)(**kwargs)
 
     return make
@@ -463,6 +471,18 @@ def _cases() -> list[ZooCase]:
             _frame(diabetes_gaps, _boost("lightgbm", "LGBMRegressor")),
             "onnx",
             needs="lightgbm",
+        ),
+        ZooCase(
+            "catboost_classifier",
+            _frame(cancer_frame, _boost("catboost", "CatBoostClassifier")),
+            "onnx",
+            needs="catboost",
+        ),
+        ZooCase(
+            "catboost_regressor",
+            _frame(diabetes_gaps, _boost("catboost", "CatBoostRegressor")),
+            "onnx",
+            needs="catboost",
         ),
         ZooCase("calibrated_forest_sigmoid", _cancer(_calibrated_forest), "onnx"),
         ZooCase(

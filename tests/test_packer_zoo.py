@@ -240,5 +240,5 @@ def test_zoo_covers_the_kinds_users_bring() -> None:
     assert len(CASES) >= 24
     assert len({c.id for c in CASES}) == len(CASES)
     assert sum(c.expect == "onnx" for c in CASES) >= 24
-    assert {c.needs for c in CASES} >= {"xgboost", "lightgbm"}
+    assert {c.needs for c in CASES} >= {"xgboost", "lightgbm", "catboost"}
     assert any(c.mlflow for c in CASES)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from bundlegate.errors import ConversionFailed, shorten
 from bundlegate.manifest import OnnxInput
-from bundlegate.packer.converters import extra_converters, text_options
+from bundlegate.packer.converters import boost_library, catboost_onnx, extra_converters, text_options
 from bundlegate.packer.schema_inference import ModelSchema, column_routes, final_estimator, steps_of
 
 Precision = Literal["float32", "float64"]
@@ -44,6 +44,7 @@ class Converted:
     precision: Precision
     output_names: list[str]
     opset: int
+    converter: str = "skl2onnx"  # what made the graph, for the manifest's provenance
 
 
 def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
@@ -52,6 +53,8 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
     from sklearn.preprocessing import MaxAbsScaler, RobustScaler, StandardScaler
 
+    if boost_library(est) == "catboost":
+        return _catboost(est, schema, precision)
     number = FloatTensorType if precision == "float32" else DoubleTensorType
     names = schema.names
     if schema.mode == "numeric":
@@ -105,6 +108,27 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
         precision=precision,
         output_names=[o.name for o in onx.graph.output],
         opset=OPSET,
+    )
+
+
+def _catboost(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
+    """CatBoost's own export (``converters.catboost_onnx``): numeric features, float32 only."""
+    if schema.mode != "numeric" or precision != "float32":
+        why = "numeric features only" if schema.mode != "numeric" else "float32 only"
+        raise ConversionFailed(f"CatBoost's ONNX export takes {why}")
+    import onnx
+
+    data = catboost_onnx(est)
+    model = onnx.load_model_from_string(data)
+    (graph_input,) = [i.name for i in model.graph.input]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET)
+    return Converted(
+        onnx_bytes=data,
+        onnx_inputs=[OnnxInput(name=graph_input, dtype="float32", features=schema.names)],
+        precision="float32",
+        output_names=[o.name for o in model.graph.output],
+        opset=opset,
+        converter="catboost",
     )
 
 

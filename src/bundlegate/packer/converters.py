@@ -1,10 +1,12 @@
-r"""What skl2onnx does not bring or gets wrong: XGBoost and LightGBM, HistGradientBoosting, text.
+r"""What skl2onnx does not bring or gets wrong: XGBoost, LightGBM, CatBoost, HistGradientBoosting, text.
 
 - XGBoost and LightGBM classifiers and regressors convert through onnxmltools' converters, registered
   with skl2onnx the first time a model needs them (the ``boost`` extra installs both libraries and
   onnxmltools; without it these models are refused with the reason). XGBoost's converter reads split
   features as ``f0, f1, ...``; a booster fitted on a DataFrame names them after its columns, so the
   converter sees the booster with its names lifted for the duration of the conversion.
+- CatBoost classifiers and regressors (numeric features) convert through CatBoost's own ONNX export
+  (float32), its ZipMap replaced by the plain [N, k] probability tensor bundles use.
 - HistGradientBoosting: skl2onnx writes ``False`` for a leaf's missing-value direction into an integer
   attribute list, which current protobuf runtimes refuse ("Expected an int, got a boolean"; protobuf 7
   here, whatever the scikit-learn version); the wrapped converter writes booleans in attribute lists
@@ -29,7 +31,7 @@ from typing import Any
 
 from bundlegate.errors import ConversionFailed
 
-BOOST_PACKAGES = ("xgboost", "lightgbm")
+BOOST_PACKAGES = ("xgboost", "lightgbm", "catboost")
 _registered: set[str] = set()
 
 
@@ -37,6 +39,46 @@ def boost_library(est: Any) -> str | None:
     """``"xgboost"`` or ``"lightgbm"`` when ``est`` comes from that library, else None."""
     root = type(est).__module__.split(".", 1)[0]
     return root if root in BOOST_PACKAGES else None
+
+
+def is_fitted_catboost(obj: Any) -> bool | None:
+    """None when ``obj`` is not a CatBoost model, else whether it is fitted."""
+    if boost_library(obj) != "catboost" or not hasattr(obj, "is_fitted"):
+        return None
+    return bool(obj.is_fitted())
+
+
+def catboost_onnx(est: Any) -> bytes:
+    """CatBoost's own ONNX export, with its ZipMap replaced by the plain probability tensor."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        est.save_model(str(path), format="onnx")
+        model = onnx.load_model(str(path))
+    graph = model.graph
+    for node in list(graph.node):
+        if node.op_type != "ZipMap":
+            continue
+        tensor, mapped = node.input[0], node.output[0]
+        graph.node.remove(node)
+        for producer in graph.node:
+            producer.output[:] = [mapped if o == tensor else o for o in producer.output]
+        (out,) = [o for o in graph.output if o.name == mapped]
+        classes = len(est.classes_)
+        out.CopyFrom(onnx.helper.make_tensor_value_info(mapped, onnx.TensorProto.FLOAT, [None, classes]))
+    return bytes(model.SerializeToString())
+
+
+def fitted_width(est: Any) -> int | None:
+    """How many features ``est`` takes (CatBoost answers 0 for a model fitted on an array)."""
+    width = getattr(est, "n_features_in_", None)
+    if not width and boost_library(est) == "catboost":
+        width = len(getattr(est, "feature_names_", None) or []) or None
+    return None if width is None else int(width)
 
 
 def fitted_names(est: Any, sample_columns: Any) -> list[str]:
@@ -47,6 +89,9 @@ def fitted_names(est: Any, sample_columns: Any) -> list[str]:
     that spelling's origin, its names win.
     """
     names = [str(n) for n in getattr(est, "feature_names_in_", [])]
+    if not names and boost_library(est) == "catboost":  # CatBoost calls array columns "0", "1", ...
+        own = [str(n) for n in getattr(est, "feature_names_", None) or []]
+        names = [] if own == [str(i) for i in range(len(own))] else own
     if boost_library(final_step(est)) != "lightgbm" or sample_columns is None:
         return names
     columns = [str(c) for c in sample_columns]

@@ -27,7 +27,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _LONGEST_STRING = 2**24  # the string limit is the operator's setting, not the packer's
-DISTRIBUTIONS = {"xgboost": "xgboost", "lightgbm": "lightgbm", "pandas": "pandas", "scipy": "scipy"}
+DISTRIBUTIONS = {
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "catboost": "catboost",
+    "pandas": "pandas",
+    "scipy": "scipy",
+}
 
 
 def libraries(est: Any) -> dict[str, str]:

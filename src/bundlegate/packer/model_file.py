@@ -156,6 +156,13 @@ def check_estimator(obj: Any, file_name: str) -> None:
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
 
+    from bundlegate.packer.converters import is_fitted_catboost
+
+    catboost = is_fitted_catboost(obj)
+    if catboost is not None:
+        if not catboost:
+            raise NotAnEstimator(f"{file_name} holds an unfitted {type(obj).__name__}; fit it first")
+        return
     if not isinstance(obj, BaseEstimator):
         raise NotAnEstimator(f"{file_name} holds a {class_path(obj)}, not a scikit-learn estimator")
     if not (is_classifier(obj) or is_regressor(obj)):

@@ -191,7 +191,6 @@ def _outputs(schema: ModelSchema, names: list[str]) -> Outputs:
 
 def _source(est: Any, file_name: str, converted: Converted | None) -> Source:
     import numpy
-    import skl2onnx
     import sklearn
 
     steps = steps_of(est)
@@ -202,11 +201,17 @@ def _source(est: Any, file_name: str, converted: Converted | None) -> Source:
         sklearn_version=sklearn.__version__,
         numpy_version=numpy.__version__,
         python_version=platform.python_version(),
-        converter="skl2onnx" if converted is not None else None,
-        converter_version=skl2onnx.__version__ if converted is not None else None,
+        converter=converted.converter if converted is not None else None,
+        converter_version=_version(converted.converter) if converted is not None else None,
         opset=converted.opset if converted is not None else None,
         precision=converted.precision if converted is not None else None,
     )
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import version
+
+    return version(distribution)
 
 
 def _joblib_bytes(est: Any) -> bytes:

@@ -6,9 +6,9 @@ while it loads. ``load_pickle`` runs joblib's unpickler (plain pickles load thro
 naming it, before anything from the file has been called:
 
 - classes from the scientific stack (``SAFE_PACKAGES``: scikit-learn, NumPy, SciPy, pandas, joblib,
-  XGBoost, LightGBM), outside their I/O, testing and build modules (of XGBoost, LightGBM and joblib
-  only the modules their models are made of, ``MODEL_MODULES``), and never ``numpy.memmap`` (whose
-  constructor writes files);
+  XGBoost, LightGBM, CatBoost), outside their I/O, testing and build modules (of the boosting
+  libraries and joblib only the modules their models are made of, ``MODEL_MODULES``), and never
+  ``numpy.memmap`` (whose constructor writes files);
 - NumPy ufuncs (``numpy.log1p`` in a ``FunctionTransformer``), Cython's ``__pyx_unpickle_*``
   reconstructors of those packages and scikit-learn's ``newObj`` (``cls.__new__(cls)``);
 - the few reconstruction functions NumPy, pandas and ``copyreg`` pickle with (``SAFE_FUNCTIONS``);
@@ -27,7 +27,7 @@ from typing import Any
 
 from bundlegate.errors import ModelFileError
 
-SAFE_PACKAGES = ("sklearn", "numpy", "scipy", "pandas", "joblib", "xgboost", "lightgbm")
+SAFE_PACKAGES = ("sklearn", "numpy", "scipy", "pandas", "joblib", "xgboost", "lightgbm", "catboost")
 REFUSED_MODULE_PARTS = frozenset(
     {
         "io",
@@ -46,6 +46,7 @@ REFUSED_MODULE_PARTS = frozenset(
 MODEL_MODULES = {
     "xgboost": ("xgboost.sklearn", "xgboost.core"),
     "lightgbm": ("lightgbm.sklearn", "lightgbm.basic"),
+    "catboost": ("catboost.core",),
     "joblib": ("joblib.numpy_pickle",),
 }
 SAFE_BUILTINS = frozenset(
