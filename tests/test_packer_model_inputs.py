@@ -263,6 +263,24 @@ def test_mlflow_signature_names_an_array_model_without_a_sample(tmp_path: Path) 
     assert m.parity.sample == "synthesized"
 
 
+def test_mlflow_sklearn_flavour_saved_with_skops(tmp_path: Path, iris_model: Any) -> None:
+    import skops.io as sio
+
+    root = tmp_path / "m"
+    root.mkdir()
+    sio.dump(iris_model, root / "model.skops")
+    columns = json.dumps([{"type": "double", "name": n} for n in IRIS_FEATURES])
+    _mlmodel(
+        root,
+        "  sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n",
+        f"signature:\n  inputs: '{columns}'\n",
+    )
+    m = pack_bundle(root, PackOptions(name="iris", repo=tmp_path / "out")).manifest
+    assert m.runtime == "onnx"
+    assert m.feature_names == IRIS_FEATURES
+    assert m.source.model_file == "model.skops"
+
+
 @pytest.mark.parametrize(
     ("flavors", "extra", "reason"),
     [
