@@ -29,7 +29,7 @@ import time
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
-from bundlegate.http import ops, v1, v2
+from bundlegate.http import docs, ops, v1, v2
 from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.http.context import GatewayContext, GatewayState
 from bundlegate.http.middleware import AccessLog, GatewayMiddleware
@@ -55,7 +55,7 @@ class Gateway:
         self.ctx = ctx
         self.listen_after_load = listen_after_load  # a worker of --workers N: startup waits for the load
         # The POST model routes are matched by HotRoutes; Starlette's router answers the rest.
-        routes = [*v1.routes(ctx), *v2.routes(ctx), *ops.routes(ctx)]
+        routes = [*v1.routes(ctx), *v2.routes(ctx), *ops.routes(ctx), *docs.routes(ctx)]
         router = Router(routes=routes, redirect_slashes=False)
         access_log = AccessLog() if ctx.settings.access_log else None
         self._http = GatewayMiddleware(HotRoutes(routes, router), ctx, access_log)

@@ -1,6 +1,7 @@
 """``/v1``: named features, what a plain application calls (DESIGN.md §3).
 
     POST /v1/models/{name}/predict                      one record → prediction (+ probabilities)
+                                                        (+ classes / targets, see below)
     POST /v1/models/{name}/predict/batch                records, columns or positional rows
     POST /v1/models/{name}/versions/{version}/predict[/batch]   the same, pinned to a version
     GET  /v1/models                                     the models this key may see, their versions
@@ -8,6 +9,11 @@
 
 A request body is ``{"inputs": ...}`` and nothing else; the schema of the model version
 (``CompiledSchema``) turns ``inputs`` into the model feed or answers 422 with located details.
+
+Answers name their outputs the same way single and batch: a classifier's answers carry ``classes``
+(single: ``probabilities`` keyed by class; batch: each row of ``probabilities`` in ``classes`` order);
+a multi-output regressor whose targets were named at pack time carries ``targets`` (single:
+``prediction`` keyed by target; batch: each row of ``predictions`` in ``targets`` order).
 """
 
 from __future__ import annotations
@@ -53,10 +59,26 @@ async def _run(call: Call, loaded: LoadedVersion, batch: bool) -> Reply:
     prediction = await loaded.queue.submit(feed, call.deadline())
     info = call.info
     head = {"model": info.model, "version": info.version, "request_id": info.request_id}
+    names = _output_names(loaded)
     if batch:
-        body = orjson.dumps(head | schema.encode_batch(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
-        return Reply(200, body)
-    return Reply(200, orjson.dumps(head | schema.decode_one(prediction)))
+        out = head | schema.encode_batch(prediction)
+        return Reply(200, orjson.dumps(out | names if names else out, option=orjson.OPT_SERIALIZE_NUMPY))
+    one = schema.decode_one(prediction)
+    if "targets" in names:  # a named multi-output regressor: its values keyed by target
+        one["prediction"] = dict(zip(names["targets"], one["prediction"], strict=True))
+    return Reply(200, orjson.dumps(head | one | names if names else head | one))
+
+
+def _output_names(loaded: LoadedVersion) -> dict[str, list[Any]]:
+    """What every answer of this version names: ``classes`` of a classifier (the order of a batch
+    answer's probability rows), ``targets`` of a multi-output regressor whose training data named them
+    (the order of a batch answer's value rows)."""
+    outputs = loaded.manifest.outputs
+    if outputs.label is not None:
+        return {"classes": outputs.label.classes}
+    if outputs.value is not None and outputs.value.targets:
+        return {"targets": outputs.value.targets}
+    return {}
 
 
 async def predict(call: Call) -> Reply:
