@@ -58,6 +58,7 @@ def _metric_value(v: str) -> float | str:
     help="Rows like the training data: CSV with a header, .npy, or JSON records.",
 )
 @click.option("--features", help="Comma-separated feature names, for models trained on plain arrays.")
+@click.option("--targets", help="Comma-separated target names of a multi-output regressor, in order.")
 @click.option(
     "--out",
     "out",
@@ -80,6 +81,7 @@ def pack(
     version: int | None,
     sample: Path | None,
     features: str | None,
+    targets: str | None,
     out: Path,
     description: str,
     tags: tuple[str, ...],
@@ -96,6 +98,7 @@ def pack(
         version=version,
         sample=sample,
         features=names,
+        targets=[t.strip() for t in targets.split(",")] if targets is not None else None,
         description=description,
         tags=_pairs(tags, "--tag"),
         metrics={k: _metric_value(v) for k, v in _pairs(metrics, "--metric").items()},

@@ -38,6 +38,7 @@ from bundlegate.http.tensors import (
     infer_outputs,
     requested_outputs,
     tensor_metadata,
+    value_width,
 )
 
 SERVER_NAME = "bundlegate"
@@ -74,7 +75,7 @@ async def model_metadata(call: Call) -> Reply:
     manifest = loaded.manifest
     status = status_of(call.ctx.registry, manifest.name)
     versions = [str(v.version) for v in status.versions if v.state == "loaded"] if status else []
-    inputs, outputs = tensor_metadata(manifest)
+    inputs, outputs = tensor_metadata(manifest, value_width(loaded))
     return json_reply(
         {
             "name": manifest.name,

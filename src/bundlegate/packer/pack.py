@@ -23,6 +23,7 @@ from bundlegate.errors import (
     BundleExists,
     ConversionFailed,
     InvalidName,
+    PackError,
     ParityFailed,
     SampleMismatch,
 )
@@ -62,6 +63,7 @@ class PackOptions:
     version: int | None = None
     sample: Path | None = None
     features: list[str] | None = None
+    targets: list[str] | None = None  # a multi-output regressor's target names, in column order
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float | str] = field(default_factory=dict)
@@ -173,6 +175,8 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
         outputs = _outputs(
             schema, ["label", "probabilities"] if schema.task == "classification" else ["value"]
         )
+    if options.targets is not None:
+        outputs = _named_targets(outputs, options.targets, everything)
     manifest = Manifest(
         name=options.name,
         version=version,
@@ -216,6 +220,19 @@ def _outputs(schema: ModelSchema, names: list[str]) -> Outputs:
             probabilities=TensorOutput(onnx_name=names[1]) if schema.has_probabilities else None,
         )
     return Outputs(value=TensorOutput(onnx_name=names[0]))
+
+
+def _named_targets(outputs: Outputs, targets: list[str], predicted: Predictions) -> Outputs:
+    """``outputs`` with the regressor's target names, one per column of what it predicts."""
+    values = predicted.values
+    width = 1 if values is None or values.ndim < 2 else values.shape[1]
+    if outputs.value is None or values is None or len(targets) != width or len(set(targets)) != width:
+        raise PackError(
+            f"--targets names {len(targets)} target(s); the model predicts "
+            + (f"{width} value(s) per row" if values is not None else "no values (not a regressor)")
+            + " and each needs a distinct name"
+        )
+    return outputs.model_copy(update={"value": outputs.value.model_copy(update={"targets": targets})})
 
 
 def _source(est: Any, file_name: str, converted: Converted | None) -> Source:
