@@ -75,6 +75,7 @@ def _metric_value(v: str) -> float | str:
     is_flag=True,
     help="When ONNX conversion or parity fails, write a runtime: sklearn (pickle) bundle instead.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def pack(
     model: Path,
     name: str,
@@ -87,6 +88,7 @@ def pack(
     tags: tuple[str, ...],
     metrics: tuple[str, ...],
     allow_pickle_fallback: bool,
+    as_json: bool,
 ) -> None:
     """Pack MODEL (.pkl/.joblib of a fitted estimator, or .onnx) into OUT/NAME/VERSION/."""
     from bundlegate.packer import PackOptions, pack_bundle
@@ -108,6 +110,11 @@ def pack(
     m = result.manifest
     for note in result.notes:
         click.echo(f"  {note}", err=True)
+    if as_json:
+        parity = m.parity.model_dump(exclude_none=True) if m.parity is not None else None
+        summary = {"name": m.name, "version": m.version, "runtime": m.runtime, "path": str(result.path)}
+        click.echo(json.dumps(summary | {"parity": parity, "notes": result.notes}))
+        return
     click.echo(f"packed {m.name} version {m.version} ({m.runtime}): {result.path}")
     click.echo(f"  {_parity_text(m)}")
 
@@ -193,7 +200,8 @@ def _parity_text(m: Manifest) -> str:
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--allow-pickle", is_flag=True, help="Also run runtime: sklearn bundles (unpickles the model).")
-def verify(path: Path, allow_pickle: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def verify(path: Path, allow_pickle: bool, as_json: bool) -> None:
     """Re-check the bundle at PATH: digests, manifest, and the stored sample rows through the model."""
     bundle = read_bundle(path, verify=True)
     m = bundle.manifest
@@ -202,11 +210,16 @@ def verify(path: Path, allow_pickle: bool) -> None:
             f"{path}: bundle.json says {m.name} version {m.version}, the directory is "
             f"{path.parent.name}/{path.name}"
         )
+    run = not (m.runtime == "sklearn" and not allow_pickle)
+    rows, diff = _replay(bundle, allow_pickle) if run else (0, 0.0)
+    if as_json:
+        result = {"name": m.name, "version": m.version, "files": len(m.files), "model_run": run}
+        click.echo(json.dumps(result | {"sample_rows": rows, "max_abs_diff": diff}))
+        return
     click.echo(f"{m.name} version {m.version}: manifest valid, {len(m.files)} files match their sha256")
-    if m.runtime == "sklearn" and not allow_pickle:
+    if not run:
         click.echo("model not run: runtime sklearn bundles are pickles (pass --allow-pickle to run it)")
         return
-    rows, diff = _replay(bundle, allow_pickle)
     if rows == 0:
         click.echo("model loads; no stored sample rows to replay")
         return
