@@ -62,6 +62,10 @@ class Settings:
     reload_interval_s: float = 0.0
     drain_timeout_s: float = 20.0
     ort_threads: int = 1
+    # TLS (both files or neither) and browsers: origins allowed by CORS, comma-separated, "*" for any
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    cors_origins: str = ""
     # logging
     access_log: bool = True
     log_level: str = "info"
@@ -101,6 +105,10 @@ class Settings:
         return env
 
     @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
     def request_timeout_s(self) -> float:
         return self.request_timeout_ms / 1000.0
 
@@ -128,7 +136,7 @@ _INTS = frozenset(
 _FLOATS = frozenset({"rate_limit_rps", "batch_max_delay_ms", "reload_interval_s", "drain_timeout_s"})
 _BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log"})
 _PATHS = frozenset({"repository"})
-_OPTIONAL_PATHS = frozenset({"keys_file"})
+_OPTIONAL_PATHS = frozenset({"keys_file", "ssl_certfile", "ssl_keyfile"})
 
 # (minimum, maximum) per numeric field
 _RANGES: dict[str, tuple[float, float]] = {
@@ -187,3 +195,7 @@ def _check_range(s: Settings) -> None:
         raise InvalidSetting(f"log_level (BUNDLEGATE_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
     if not s.host:
         raise InvalidSetting("host (BUNDLEGATE_HOST) must not be empty")
+    if (s.ssl_certfile is None) != (s.ssl_keyfile is None):
+        raise InvalidSetting(
+            "TLS needs both --ssl-certfile and --ssl-keyfile (BUNDLEGATE_SSL_CERTFILE/KEYFILE)"
+        )

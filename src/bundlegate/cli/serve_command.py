@@ -61,6 +61,9 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--reload-interval-s", "reload_interval_s", float, "Re-scan the repository every N s (0 = off)."),
     ("--drain-timeout-s", "drain_timeout_s", float, "Longest wait for in-flight work at shutdown (20)."),
     ("--ort-threads", "ort_threads", int, "onnxruntime intra-op threads per session (default 1)."),
+    ("--ssl-certfile", "ssl_certfile", click.Path(dir_okay=False, path_type=Path), "TLS certificate (PEM)."),
+    ("--ssl-keyfile", "ssl_keyfile", click.Path(dir_okay=False, path_type=Path), "TLS private key (PEM)."),
+    ("--cors-origins", "cors_origins", str, "Origins browsers may call from, comma-separated (off)."),
 ]
 
 
@@ -157,7 +160,14 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # insecure mode's loopback-only check sees the real peer)
         "proxy_headers": False,
         "timeout_graceful_shutdown": max(1, int(settings.drain_timeout_s)),
+        **_tls_options(settings),
     }
+
+
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    if settings.ssl_certfile is None or settings.ssl_keyfile is None:
+        return {}
+    return {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
 
 
 def _log_config(level: str) -> dict[str, Any]:
@@ -199,8 +209,9 @@ def register(group: click.Group) -> None:
         settings = check_startable(resolve_settings(os.environ, repository=repo, **flags))
         if settings.insecure_no_auth and settings.keys_file is None:
             click.echo(INSECURE_BANNER, err=True)
+        scheme = "https" if settings.ssl_certfile is not None else "http"
         click.echo(
-            f"bundle serve: {settings.repository} on http://{settings.host}:{settings.port} "
+            f"bundle serve: {settings.repository} on {scheme}://{settings.host}:{settings.port} "
             f"({settings.workers} worker{'s' if settings.workers > 1 else ''})",
             err=True,
         )
