@@ -54,7 +54,7 @@ PAGE = """<!doctype html>
   <strong>bundlegate</strong>
   <label>API key <input id="key" type="password" autocomplete="off" placeholder="bg_..."></label>
   <button type="submit">Show my models</button>
-  <span id="key-note">Without a key the page shows the API with templated paths.</span>
+  <span id="key-note">Without a key: what the gateway shows anyone.</span>
 </form>
 <div id="swagger-ui"></div>
 <script src="/docs/swagger-ui-bundle.js"></script>
@@ -80,7 +80,7 @@ document.getElementById("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
   apiKey = document.getElementById("key").value.trim();
   document.getElementById("key-note").textContent =
-    apiKey ? "Showing the models of this key." : "Without a key the page shows the API with templated paths.";
+    apiKey ? "Showing the models of this key." : "Without a key: what the gateway shows anyone.";
   show();
 });
 show();
