@@ -14,7 +14,7 @@ import pytest
 import bundle_factory as bf
 from bundlegate import client as bc
 from bundlegate.keys import create_key
-from test_serve_socket import Server, serve
+from server.test_serve_socket import Server, serve
 
 pytestmark = [pytest.mark.socket, pytest.mark.slow]
 

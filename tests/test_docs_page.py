@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_serve_socket import serve
+from server.test_serve_socket import serve
 
 pytestmark = [pytest.mark.socket, pytest.mark.slow]
 

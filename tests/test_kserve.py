@@ -17,7 +17,7 @@ import yaml
 
 import bundle_factory as bf
 from bundlegate.keys import create_key
-from test_serve_socket import IRIS_ROWS, serve
+from server.test_serve_socket import IRIS_ROWS, serve
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
 

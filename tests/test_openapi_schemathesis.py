@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from bundlegate.keys import create_key
-from test_serve_socket import serve
+from server.test_serve_socket import serve
 
 pytestmark = [pytest.mark.socket, pytest.mark.slow]
 

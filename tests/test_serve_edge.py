@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import bundle_factory as bf
 from bundlegate.cli import cli
 from bundlegate.keys import create_key
-from test_serve_socket import IRIS_ROWS, serve
+from server.test_serve_socket import IRIS_ROWS, serve
 
 pytestmark = [pytest.mark.socket, pytest.mark.slow]
 MAX_REQUESTS = 60

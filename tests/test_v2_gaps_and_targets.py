@@ -19,7 +19,7 @@ import pytest
 import bundle_factory as bf
 from bundlegate.keys import create_key
 from bundlegate.packer import PackOptions, pack_bundle
-from test_serve_socket import Server, serve
+from server.test_serve_socket import Server, serve
 
 pytestmark = [pytest.mark.socket, pytest.mark.slow]
 TARGETS = ["width", "height", "depth"]

@@ -12,7 +12,7 @@ and answer schemas:
   scheme (bearer or ``X-API-Key``). The repository endpoints appear for admin keys only.
 
 Feature values are bounded as the gateway checks them: numbers fit the model's tensor type, strings
-``max_string_length``, closed category sets are enums; a batch holds 1 to ``max_batch_rows`` rows.
+``max_string_length``, closed category sets are enums; a batch holds 1 to ``request_max_rows`` rows.
 
 The shared schemas and operation helpers are ``openapi_schemas``; one model version's schemas and
 paths are ``openapi_models``.

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from bundlegate.http.openapi_schemas import NOT_A_NUMBER, NUMBER, Schema, get, post, ref
-from bundlegate.http.tensors import tensor_metadata
+from bundlegate.http.v2.codec import tensor_metadata
 from bundlegate.manifest import InputSpec, Manifest
 from bundlegate.settings import Settings
 
@@ -51,7 +51,7 @@ def model_paths(
     dtypes = _tensor_dtypes(manifest)
     values = {i.name: _value(i, dtypes[i.name], settings.max_string_length) for i in manifest.inputs}
     names = list(values)
-    max_rows = settings.max_batch_rows
+    max_rows = settings.request_max_rows
     record = {"type": "object", "properties": values, "required": names, "additionalProperties": False}
     schemas[prefix + "Record"] = record
     numeric = all(i.dtype in ("float32", "float64", "int64") for i in manifest.inputs)
