@@ -10,7 +10,7 @@ one buffer (``_flatrows``); everything else is strict JSON (``http.body``) hande
 
 Answers: ``{"model", "version", "request_id", "prediction", "probabilities": {class: p}}`` for one
 record, ``{..., "predictions": [...], "probabilities": [[...], ...]}`` for a batch (``Answers``).
-They name their outputs the same way single and batch (``output_names``): a classifier's answers carry
+They name their outputs the same way single and batch (``Answers.names``): a classifier's answers carry
 ``classes`` (single: ``probabilities`` keyed by class; batch: each row of ``probabilities`` in
 ``classes`` order); a multi-output regressor whose targets were named at pack time carries ``targets``
 (single: ``prediction`` keyed by target; batch: each row of ``predictions`` in ``targets`` order).
@@ -29,7 +29,6 @@ from bundlegate.feed import Feed, Prediction
 from bundlegate.http.body import parse_json
 from bundlegate.http.context import RequestInfo
 from bundlegate.http.v1._flatrows import flat_rows
-from bundlegate.manifest import Manifest
 
 _DEPTH_OF_ROWS = 3  # {"inputs": [[...]]}
 
@@ -92,32 +91,15 @@ def location(p: Problem, shape: str, names: tuple[str, ...]) -> list[str | int]:
     return ["inputs", *(x for x in parts if x is not None)]
 
 
-def encode(
-    info: RequestInfo,
-    answers: Answers,
-    prediction: Prediction,
-    batch: bool,
-    names: dict[str, list[Any]] | None = None,
-) -> bytes:
-    """The answer body: the model, version and request id, the prediction(s), then ``names``
-    (``output_names``)."""
+def encode(info: RequestInfo, answers: Answers, prediction: Prediction, batch: bool) -> bytes:
+    """The answer body: the model, version and request id, the prediction(s), then what the answers
+    name (``Answers.names``: ``classes`` or ``targets``)."""
     head = {"model": info.model, "version": info.version, "request_id": info.request_id}
+    names = answers.names
     if batch:
         out = head | answers.encode_batch(prediction)
         return orjson.dumps(out | names if names else out, option=orjson.OPT_SERIALIZE_NUMPY)
     one = answers.decode_one(prediction)
-    if names and "targets" in names:  # a named multi-output regressor: its values keyed by target
+    if "targets" in names:  # a named multi-output regressor: its values keyed by target
         one["prediction"] = dict(zip(names["targets"], one["prediction"], strict=True))
     return orjson.dumps(head | one | names if names else head | one)
-
-
-def output_names(manifest: Manifest) -> dict[str, list[Any]]:
-    """What every answer of a version names: a classifier's ``classes`` (the order of a batch answer's
-    probability rows), a multi-output regressor's ``targets`` where training named them (the order of
-    a batch answer's value rows)."""
-    outputs = manifest.outputs
-    if outputs.label is not None:
-        return {"classes": outputs.label.classes}
-    if outputs.value is not None and outputs.value.targets:
-        return {"targets": outputs.value.targets}
-    return {}

@@ -26,8 +26,7 @@ from bundlegate.registry import LoadedVersion
 async def _run(call: Call, loaded: LoadedVersion, batch: bool) -> Reply:
     feed = codec.decode(await call.json_body(), loaded.schema, batch, call.ctx.settings)
     prediction = await loaded.queue.submit(feed, call.deadline())
-    names = codec.output_names(loaded.manifest)
-    return Reply(200, codec.encode(call.info, loaded.answers, prediction, batch, names))
+    return Reply(200, codec.encode(call.info, loaded.answers, prediction, batch))
 
 
 async def predict(call: Call) -> Reply:
