@@ -66,6 +66,7 @@ ENDPOINTS = frozenset(
         "health",
         "ready",
         "metrics",
+        "docs",
         "other",
     }
 )
