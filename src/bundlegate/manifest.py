@@ -88,6 +88,9 @@ class LabelOutput(_Model):
 
 class TensorOutput(_Model):
     onnx_name: str
+    # ``value`` of a multi-output regressor whose training data named its targets: the names of its
+    # columns, in order (``/v1`` answers then say which value is which)
+    targets: list[str] | None = None
 
 
 class Outputs(_Model):
@@ -120,6 +123,9 @@ class Source(_Model):
     converter_version: str | None = None
     opset: int | None = None
     precision: Literal["float32", "float64"] | None = None
+    libraries: dict[str, str] | None = (
+        None  # runtime sklearn: other distributions the pickle needs, exact versions
+    )
 
 
 class Parity(_Model):

@@ -46,7 +46,7 @@ class Settings:
     request_max_rows: int = 10_000
     max_string_length: int = 1024
     max_json_depth: int = 32
-    rate_limit_rps: float = 0.0  # per key; 0 = off
+    rate_limit_rps: float = 0.0  # per key, for the whole server (workers share it); 0 = off
     # batching and deadlines
     batch_max_rows: int = 256
     batch_max_delay_ms: float = 1.0
@@ -54,8 +54,17 @@ class Settings:
     request_timeout_ms: int = 10_000
     # lifecycle
     reload_interval_s: float = 0.0
+    drain_delay_s: float = 0.0
     drain_timeout_s: float = 20.0
     ort_threads: int = 1
+    # rollout: loading on demand, a memory budget, readiness
+    lazy: bool = False
+    memory_budget_mb: int = 0  # 0 = no budget
+    require_models: str = ""  # comma-separated names /readyz waits for
+    # TLS (both files or neither) and browsers: origins allowed by CORS, comma-separated, "*" for any
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    cors_origins: str = ""
     # logging
     access_log: bool = True
     log_level: str = "info"
@@ -96,12 +105,21 @@ class Settings:
         return dataclasses.replace(self, **given)
 
     @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
     def request_timeout_s(self) -> float:
         return self.request_timeout_ms / 1000.0
 
     @property
     def batch_max_delay_s(self) -> float:
         return self.batch_max_delay_ms / 1000.0
+
+    @property
+    def required_models(self) -> tuple[str, ...]:
+        """``require_models`` as names (empty: at least one model, when the repository has bundles)."""
+        return tuple(n.strip() for n in self.require_models.split(",") if n.strip())
 
 
 def env_name(field_name: str) -> str:
@@ -134,7 +152,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("request_max_rows", "--request-max-rows", "Most rows one request may carry (default 10000)."),
     Flag("max_string_length", "--max-string-length", "Longest string feature value (default 1024)."),
     Flag("max_json_depth", "--max-json-depth", "Deepest JSON nesting (default 32)."),
-    Flag("rate_limit_rps", "--rate-limit-rps", "Requests per second per key, 0 = off (default)."),
+    Flag(
+        "rate_limit_rps",
+        "--rate-limit-rps",
+        "Requests per second per key, across all workers; 0 = off (default).",
+    ),
     Flag("batch_max_rows", "--batch-max-rows", "Most rows in one onnxruntime call (default 256)."),
     Flag(
         "batch_max_delay_ms", "--batch-max-delay-ms", "Longest wait to fill an onnxruntime call (default 1)."
@@ -142,8 +164,27 @@ FLAGS: tuple[Flag, ...] = (
     Flag("queue_max_rows", "--queue-max-rows", "Rows waiting per model version, then 503 (default 20000)."),
     Flag("request_timeout_ms", "--request-timeout-ms", "Inference deadline, then 504 (default 10000)."),
     Flag("reload_interval_s", "--reload-interval-s", "Re-scan the repository every N seconds (0 = off)."),
+    Flag(
+        "drain_delay_s",
+        "--drain-delay-s",
+        "After SIGTERM, /readyz answers 503 and the listener keeps accepting this long (default 0).",
+    ),
     Flag("drain_timeout_s", "--drain-timeout-s", "Longest wait for in-flight work at shutdown (default 20)."),
     Flag("ort_threads", "--ort-threads", "onnxruntime intra-op threads per session (default 1)."),
+    Flag("lazy", "--lazy", "Load a model version on its first request instead of at startup."),
+    Flag(
+        "memory_budget_mb",
+        "--memory-budget-mb",
+        "Evict least recently used unpinned versions above this many MB of bundles (0 = off).",
+    ),
+    Flag(
+        "require_models",
+        "--require-models",
+        "Comma-separated models /readyz waits for (default: any one, when there are bundles).",
+    ),
+    Flag("ssl_certfile", "--ssl-certfile", "TLS certificate, PEM (with --ssl-keyfile; default: plain HTTP)."),
+    Flag("ssl_keyfile", "--ssl-keyfile", "TLS private key, PEM (with --ssl-certfile)."),
+    Flag("cors_origins", "--cors-origins", "Origins browsers may call from, comma-separated; * any (off)."),
     Flag("access_log", "--access-log/--no-access-log", "JSON lines access log on stderr (default on)."),
     Flag("log_level", "--log-level", "Log level (default info)."),
     Flag("payload_log", "--payload-log", "Log sampled requests as JSON lines to this file, - for stdout."),
@@ -183,6 +224,7 @@ _INTS = frozenset(
         "queue_max_rows",
         "request_timeout_ms",
         "ort_threads",
+        "memory_budget_mb",
         "payload_log_max_bytes",
         "payload_log_queue",
         "drift_window_rows",
@@ -195,16 +237,17 @@ _FLOATS = frozenset(
         "rate_limit_rps",
         "batch_max_delay_ms",
         "reload_interval_s",
+        "drain_delay_s",
         "drain_timeout_s",
         "payload_sample_rate",
         "drift_window_s",
         "feedback_ttl_s",
     }
 )
-_BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log", "drift", "feedback", "tracing"})
+_BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log", "lazy", "drift", "feedback", "tracing"})
 _OPTIONAL_STRS = frozenset({"payload_log"})
 _PATHS = frozenset({"repository"})
-_OPTIONAL_PATHS = frozenset({"keys_file"})
+_OPTIONAL_PATHS = frozenset({"keys_file", "ssl_certfile", "ssl_keyfile"})
 
 # (minimum, maximum) per numeric field
 _RANGES: dict[str, tuple[float, float]] = {
@@ -220,7 +263,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "queue_max_rows": (1, 100_000_000),
     "request_timeout_ms": (1, 3_600_000),
     "reload_interval_s": (0, 86_400),
+    "drain_delay_s": (0, 3600),
     "drain_timeout_s": (0, 3600),
+    "memory_budget_mb": (0, 2**30),
     "ort_threads": (0, 1024),
     "payload_sample_rate": (0, 1),
     "payload_log_max_bytes": (1024, 2**50),
@@ -273,6 +318,10 @@ def _check_range(s: Settings) -> None:
         raise InvalidSetting(f"log_level (BUNDLEGATE_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
     if not s.host:
         raise InvalidSetting("host (BUNDLEGATE_HOST) must not be empty")
+    if (s.ssl_certfile is None) != (s.ssl_keyfile is None):
+        raise InvalidSetting(
+            "TLS needs both --ssl-certfile and --ssl-keyfile (BUNDLEGATE_SSL_CERTFILE/KEYFILE)"
+        )
     if s.workers > 1 and (s.drift or s.feedback or s.payload_log):
         # each process would keep its own window, feedback store and log file
         raise InvalidSetting(

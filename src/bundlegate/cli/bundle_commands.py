@@ -7,6 +7,7 @@ the commands that need them, so ``bundle list`` and ``bundle inspect`` start fas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -49,7 +50,7 @@ def _metric_value(v: str) -> float | str:
 
 
 @click.command()
-@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Bundle name: lower-case letters, digits and _.-")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Version number (default: max + 1).")
 @click.option(
@@ -58,6 +59,7 @@ def _metric_value(v: str) -> float | str:
     help="Rows like the training data: CSV with a header, .npy, or JSON records.",
 )
 @click.option("--features", help="Comma-separated feature names, for models trained on plain arrays.")
+@click.option("--targets", help="Comma-separated target names of a multi-output regressor, in order.")
 @click.option(
     "--out",
     "out",
@@ -74,19 +76,33 @@ def _metric_value(v: str) -> float | str:
     is_flag=True,
     help="When ONNX conversion or parity fails, write a runtime: sklearn (pickle) bundle instead.",
 )
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Unpickle MODEL as it is, running whatever it names (default: only what models are made of).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def pack(
     model: Path,
     name: str,
     version: int | None,
     sample: Path | None,
     features: str | None,
+    targets: str | None,
     out: Path,
     description: str,
     tags: tuple[str, ...],
     metrics: tuple[str, ...],
     allow_pickle_fallback: bool,
+    trust_pickle: bool,
+    as_json: bool,
 ) -> None:
-    """Pack MODEL (.pkl/.joblib of a fitted estimator, or .onnx) into OUT/NAME/VERSION/."""
+    """Pack MODEL (.pkl/.joblib/.skops of a fitted estimator, .onnx, or an MLflow model directory)
+    into OUT/NAME/VERSION/."""
+    if trust_pickle:
+        click.echo(
+            f"warning: --trust-pickle: {model.name} is unpickled as it is; it can run any code", err=True
+        )
     from bundlegate.packer import PackOptions, pack_bundle
 
     names = [f.strip() for f in features.split(",")] if features is not None else None
@@ -96,15 +112,29 @@ def pack(
         version=version,
         sample=sample,
         features=names,
+        targets=[t.strip() for t in targets.split(",")] if targets is not None else None,
         description=description,
         tags=_pairs(tags, "--tag"),
         metrics={k: _metric_value(v) for k, v in _pairs(metrics, "--metric").items()},
         allow_pickle_fallback=allow_pickle_fallback,
+        trust_pickle=trust_pickle,
     )
-    result = pack_bundle(model, options)
+    new_dirs = [d for d in (out, out / name) if not d.exists()]
+    try:
+        result = pack_bundle(model, options)
+    except KeyboardInterrupt:
+        for d in reversed(new_dirs):  # a version is written whole or not at all; its new parents go too
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     m = result.manifest
     for note in result.notes:
         click.echo(f"  {note}", err=True)
+    if as_json:
+        parity = m.parity.model_dump(exclude_none=True) if m.parity is not None else None
+        summary = {"name": m.name, "version": m.version, "runtime": m.runtime, "path": str(result.path)}
+        click.echo(json.dumps(summary | {"parity": parity, "notes": result.notes}))
+        return
     click.echo(f"packed {m.name} version {m.version} ({m.runtime}): {result.path}")
     click.echo(f"  {_parity_text(m)}")
 
@@ -136,6 +166,8 @@ def inspect(path: Path, as_json: bool) -> None:
         click.echo(
             f"  scikit-learn {src.sklearn_version}, numpy {src.numpy_version}, python {src.python_version}"
         )
+    if src.libraries:
+        click.echo(f"  also needs {', '.join(f'{k} {v}' for k, v in sorted(src.libraries.items()))}")
     for tag, text in sorted(m.tags.items()):
         click.echo(f"tag {tag}={text}")
     for k, v in sorted(m.metrics.items()):
@@ -190,7 +222,8 @@ def _parity_text(m: Manifest) -> str:
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--allow-pickle", is_flag=True, help="Also run runtime: sklearn bundles (unpickles the model).")
-def verify(path: Path, allow_pickle: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def verify(path: Path, allow_pickle: bool, as_json: bool) -> None:
     """Re-check the bundle at PATH: digests, manifest, and the stored sample rows through the model."""
     bundle = read_bundle(path, verify=True)
     m = bundle.manifest
@@ -199,13 +232,20 @@ def verify(path: Path, allow_pickle: bool) -> None:
             f"{path}: bundle.json says {m.name} version {m.version}, the directory is "
             f"{path.parent.name}/{path.name}"
         )
+    run = not (m.runtime == "sklearn" and not allow_pickle)
+    rows, diff = 0, 0.0
+    if run:
+        from bundlegate.replay import replay  # onnxruntime only for the commands that run a model
+
+        rows, diff = replay(bundle, allow_pickle=allow_pickle)
+    if as_json:
+        result = {"name": m.name, "version": m.version, "files": len(m.files), "model_run": run}
+        click.echo(json.dumps(result | {"sample_rows": rows, "max_abs_diff": diff}))
+        return
     click.echo(f"{m.name} version {m.version}: manifest valid, {len(m.files)} files match their sha256")
-    if m.runtime == "sklearn" and not allow_pickle:
+    if not run:
         click.echo("model not run: runtime sklearn bundles are pickles (pass --allow-pickle to run it)")
         return
-    from bundlegate.replay import replay  # onnxruntime only for the commands that run a model
-
-    rows, diff = replay(bundle, allow_pickle=allow_pickle)
     if rows == 0:
         click.echo("model loads; no stored sample rows to replay")
         return

@@ -13,8 +13,11 @@ it, as in-process tests):
   and one worker's ``/readyz`` says nothing about another's (a worker that took connections while
   loading would answer them ``503 model_not_ready``);
 - with ``reload_interval_s`` the repository is re-scanned on that interval;
-- shutdown (SIGTERM under uvicorn) turns readiness false, answers new predictions 503, waits up to
-  ``drain_timeout_s`` for requests in flight and the batching queues, then returns.
+- SIGTERM under ``server.lifecycle.GatewayServer`` first calls ``stop_requested``: ``/readyz`` 503 at
+  once while requests are still answered for ``drain_delay_s``; then uvicorn closes the listener
+  and the shutdown turns readiness false, answers new predictions 503, waits up to
+  ``drain_timeout_s`` for requests in flight and the batching queues, then returns;
+- SIGHUP (the same server) calls ``rescan``: the repository and the keys file are read again.
 
 No import-time side effects: settings, registry, metrics and keys are built here and passed down.
 """
@@ -29,10 +32,10 @@ import time
 from typing import Any
 
 from starlette.routing import Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bundlegate.errors import InvalidSetting
-from bundlegate.http import ops, v1, v2
+from bundlegate.http import docs, ops, v1, v2
 from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.http.context import GatewayContext, GatewayState
 from bundlegate.http.middleware import AccessLog, GatewayMiddleware
@@ -42,7 +45,7 @@ from bundlegate.keys import KeyStore
 from bundlegate.metrics import GatewayMetrics
 from bundlegate.monitoring import build_monitor
 from bundlegate.monitoring.tracing import build_tracing
-from bundlegate.ratelimit import RateLimiter
+from bundlegate.ratelimit import rate_limiter_for_process
 from bundlegate.registry import ModelRegistry
 from bundlegate.settings import Settings
 
@@ -61,10 +64,17 @@ class Gateway:
         self.ctx = ctx
         self.listen_after_load = listen_after_load  # a worker of --workers N: startup waits for the load
         # The POST model routes are matched by HotRoutes; Starlette's router answers the rest.
-        routes = [*v1.routes(ctx), *v1_monitoring.routes(ctx), *v2.routes(ctx), *ops.routes(ctx)]
+        routes = [
+            *v1.routes(ctx),
+            *v1_monitoring.routes(ctx),
+            *v2.routes(ctx),
+            *ops.routes(ctx),
+            *docs.routes(ctx),
+        ]
         router = Router(routes=routes, redirect_slashes=False)
         access_log = AccessLog() if ctx.settings.access_log else None
         self._http = GatewayMiddleware(HotRoutes(routes, router), ctx, access_log)
+        self._edge = cors(self._http, ctx.settings.cors_origin_list)
         self._reloader: asyncio.Task[None] | None = None
 
     @property
@@ -78,7 +88,7 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self._edge(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:  # websockets: not part of the API
@@ -138,6 +148,28 @@ class Gateway:
             else "on the event loop (this process may use one CPU)",
         )
 
+    async def rescan(self) -> None:
+        """SIGHUP: re-scan the repository and re-read the keys file now."""
+        store = self.ctx.auth.store
+        if store is not None:
+            store.reload_if_changed()
+        try:
+            report = await self.ctx.registry.reload()
+        except Exception:
+            logger.exception("re-scanning the model repository failed")
+            return
+        ops.refresh_model_gauges(self.ctx)
+        logger.info(
+            "repository re-scanned: %d added, %d removed, %d failed",
+            len(report.added),
+            len(report.removed),
+            len(report.failed),
+        )
+
+    def stop_requested(self) -> None:
+        """SIGTERM with ``--drain-delay-s``: unready at once, still serving until the listener closes."""
+        self.state.stopping = True
+
     async def _reload_periodically(self) -> None:
         interval = self.settings.reload_interval_s
         await self.loaded()
@@ -179,6 +211,23 @@ class Gateway:
             self.ctx.monitor.close()
 
 
+def cors(app: ASGIApp, origins: list[str]) -> ASGIApp:
+    """``app`` behind Starlette's CORS middleware when origins are configured (``--cors-origins``):
+    browsers on those origins may call the API with a key header and read the gateway's headers."""
+    if not origins:
+        return app
+    from starlette.middleware.cors import CORSMiddleware
+
+    return CORSMiddleware(
+        app,
+        allow_origins=origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "X-API-Key", "Content-Type", "Content-Encoding", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "X-Model-Version", "Retry-After"],
+        max_age=600,
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -207,13 +256,19 @@ def create_app(
         )
     if keys is None:
         logger.warning(INSECURE_WARNING)
-    auth = ApiKeyAuth(keys, RateLimiter(settings.rate_limit_rps))
+    auth = ApiKeyAuth(keys, rate_limiter_for_process(settings.rate_limit_rps))
     tracing = build_tracing(settings.tracing, tracer_provider)
     if registry is None:
         observers = (
             metrics.observer_for if tracing is None else tracing.observer_factory(metrics.observer_for)
         )
-        registry = ModelRegistry(settings.repository, settings, observers, on_loaded=metrics.model_loaded)
-    monitor = build_monitor(settings, registry.serving, metrics.registry)
+        registry = ModelRegistry(
+            settings.repository,
+            settings,
+            observers,
+            on_loaded=metrics.model_loaded,
+            events=metrics.rollout,
+        )
+    monitor = build_monitor(settings, registry.policies.of, metrics.registry)
     ctx = GatewayContext(settings, registry, metrics, auth, monitor=monitor, tracing=tracing)
     return Gateway(ctx, listen_after_load=listen_after_load)
