@@ -1,6 +1,7 @@
 """Drift of one served model version against its bundle's reference: ``VersionDrift``.
 
-``add(feed, prediction)`` only keeps the arrays (constant work on the request path; of a request
+``add(feed, prediction)`` does constant work on the request path: a numeric model's rows are copied
+into the chunk's buffers (nothing of the request is kept), other models' arrays are kept (of a request
 with more than ``ROWS_PER_REQUEST`` rows, an evenly spaced sample of that many, so the window weighs
 a large batch like a few single rows). Once
 ``flush_rows`` rows are pending, or when someone reads the drift, the pending rows are counted into
@@ -108,6 +109,9 @@ class VersionDrift:
         self._tensors: list[str] | None = None
         self._pending_rows = 0
         self._requests = 0
+        self._buffer: Array | None = None  # a numeric model's pending rows, and their predictions
+        self._labels: Array | None = None
+        self._values: Array | None = None
 
     @property
     def monitored(self) -> bool:
@@ -123,6 +127,9 @@ class VersionDrift:
             self._tensors = list(arrays)
         # plain tuples of arrays: the garbage collector stops tracking them, however many wait
         labels, values = prediction.labels, prediction.values
+        if self._columns.block is not None:  # a numeric model: the rows are copied, nothing is kept
+            self._copy(arrays[self._columns.block], labels, values)
+            return
         if n > ROWS_PER_REQUEST:
             step = -(-n // ROWS_PER_REQUEST)
             self._requests += 1
@@ -141,8 +148,47 @@ class VersionDrift:
         if self._pending_rows >= self.flush_rows:
             self.flush()
 
+    def _copy(self, block: Array, labels: Array | None, values: Array | None) -> None:
+        """``add`` for a numeric model: the request's rows (or its sample) into the chunk's buffers."""
+        n = len(block)
+        if n > ROWS_PER_REQUEST:
+            step = -(-n // ROWS_PER_REQUEST)
+            self._requests += 1
+            rows = slice(self._requests % step, None, step)  # the start moves from request to request
+            block = block[rows]
+            labels = None if labels is None else labels[rows]
+            values = None if values is None else values[rows]
+            n = len(block)
+        if self._buffer is None:
+            size = self.flush_rows + ROWS_PER_REQUEST
+            self._buffer = np.empty((size, block.shape[1]), dtype=block.dtype)
+            self._labels = None if labels is None else np.empty(size, dtype=labels.dtype)
+            self._values = None if values is None else np.empty(size, dtype=np.float64)
+        i = self._pending_rows
+        j = i + n
+        self._buffer[i:j] = block
+        if self._labels is not None and labels is not None:
+            self._labels[i:j] = labels.ravel()
+        if self._values is not None and values is not None:
+            self._values[i:j] = values.reshape(n, -1)[:, 0]
+        self._pending_rows = j
+        if j >= self.flush_rows:
+            self.flush()
+
     def flush(self) -> None:
         """Count the pending rows into a chunk of the window; drop chunks that left the window."""
+        if self._buffer is not None and self._pending_rows:
+            n, self._pending_rows = self._pending_rows, 0
+            block = self._columns.block or ""
+            predicted = Prediction(
+                None if self._labels is None else self._labels[:n],
+                None,
+                None if self._values is None else self._values[:n, None],
+            )
+            counts = self._count(Feed({block: self._buffer[:n]}, n), predicted)
+            self._chunks.append((self._clock(), n, counts))
+            self._totals += counts
+            self._rows += n
         if self._pending:
             pending, self._pending, n = self._pending, [], self._pending_rows
             self._pending_rows = 0
