@@ -307,7 +307,7 @@ def _version_dirs(name_dir: Path) -> list[tuple[int, Path]]:
         return found
     for entry in entries:
         v = entry.name
-        if not v.isdigit() or v != str(int(v)) or int(v) < 1:
+        if not v.isascii() or not v.isdigit() or v != str(int(v)) or int(v) < 1:
             continue  # hidden temp dirs, notes, serving.json, "01"
         if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
             continue

@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bundlegate.bundle import Bundle
-from bundlegate.errors import BundleError, UnsafePath
+from bundlegate.errors import BundleError, DeadlineExceeded, UnsafePath
 from bundlegate.feed import Feed, Prediction
 from bundlegate.manifest import Manifest
 from bundlegate.schema import CompiledSchema
@@ -38,6 +38,7 @@ __all__ = [
     "OnnxModel",
     "Prediction",
     "SklearnModel",
+    "StoppableRun",
     "load_model",
     "refuse_external_data",
     "warm_up",
@@ -107,13 +108,44 @@ class OnnxModel:
             )
         self._classes = manifest.classes or []
 
-    def predict(self, feed: Feed) -> Prediction:
+    def predict(self, feed: Feed, run_options: Any = None) -> Prediction:
         """Run the model on every row of ``feed`` (blocking)."""
-        results = self.session.run(self._names, feed.arrays)
+        results = self.session.run(self._names, feed.arrays, run_options)
         labels, proba, values = (results[i] if i >= 0 else None for i in self._at)
         if isinstance(proba, list):  # a ZipMap output: one {class: p} per row
             proba = np.array([[row[c] for c in self._classes] for row in proba], dtype=np.float32)
         return Prediction(labels, proba, values)
+
+    def stoppable(self) -> StoppableRun:
+        """A ``predict`` call that ``stop()`` can end before it is done (a deadline passed)."""
+        return StoppableRun(self)
+
+
+class StoppableRun:
+    """One ``predict`` call of an ``OnnxModel`` that ``stop()``, from any thread, ends early:
+    onnxruntime checks its run options' ``terminate`` flag between the graph's nodes (inside
+    loops too), so the call returns within about one node's time and its thread is free again.
+    A stopped call raises ``DeadlineExceeded``."""
+
+    __slots__ = ("_model", "_options", "stopped")
+
+    def __init__(self, model: OnnxModel) -> None:
+        self._model = model
+        self._options = ort.RunOptions()
+        self._options.log_severity_level = 4  # a terminated run is not an error worth a log line
+        self.stopped = False
+
+    def predict(self, feed: Feed) -> Prediction:
+        try:
+            return self._model.predict(feed, self._options)
+        except Exception:
+            if self.stopped:
+                raise DeadlineExceeded("the request deadline passed during inference") from None
+            raise
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._options.terminate = True
 
 
 class SklearnModel:

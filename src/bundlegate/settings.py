@@ -53,6 +53,11 @@ class Settings:
     max_string_length: int = 1024
     max_json_depth: int = 32
     rate_limit_rps: float = 0.0  # per key; 0 = off
+    # what one connection may send before the app sees a request (bundlegate.http.wire)
+    max_header_bytes: int = 32 * 1024  # request line and headers together; 431 past it
+    max_headers: int = 100  # header fields in one request; 431 past it
+    head_timeout_s: float = 10.0  # to send a request's line and headers; 408 then close
+    body_timeout_s: float = 60.0  # to send a request's body once its headers are in; 408 then close
     # batching and deadlines
     batch_max_rows: int = 256
     batch_max_delay_ms: float = 1.0
@@ -62,6 +67,12 @@ class Settings:
     reload_interval_s: float = 0.0
     drain_timeout_s: float = 20.0
     ort_threads: int = 1
+    # bundle admission (bundlegate.admission)
+    max_model_bytes: int = 1024 * 1024 * 1024
+    trusted_keys: Path | None = None  # ed25519 public keys; then every bundle must be signed
+    # operations
+    metrics_port: int | None = None  # /metrics on its own listener; then not on the data port
+    max_tracebacks_per_minute: int = 10  # more unhandled errors are counted, not logged
     # logging
     access_log: bool = True
     log_level: str = "info"
@@ -123,12 +134,26 @@ _INTS = frozenset(
         "queue_max_rows",
         "request_timeout_ms",
         "ort_threads",
+        "max_header_bytes",
+        "max_headers",
+        "max_model_bytes",
+        "max_tracebacks_per_minute",
     }
 )
-_FLOATS = frozenset({"rate_limit_rps", "batch_max_delay_ms", "reload_interval_s", "drain_timeout_s"})
+_OPTIONAL_INTS = frozenset({"metrics_port"})
+_FLOATS = frozenset(
+    {
+        "rate_limit_rps",
+        "batch_max_delay_ms",
+        "reload_interval_s",
+        "drain_timeout_s",
+        "head_timeout_s",
+        "body_timeout_s",
+    }
+)
 _BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log"})
 _PATHS = frozenset({"repository"})
-_OPTIONAL_PATHS = frozenset({"keys_file"})
+_OPTIONAL_PATHS = frozenset({"keys_file", "trusted_keys"})
 
 # (minimum, maximum) per numeric field
 _RANGES: dict[str, tuple[float, float]] = {
@@ -146,7 +171,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "reload_interval_s": (0, 86_400),
     "drain_timeout_s": (0, 3600),
     "ort_threads": (0, 1024),
+    "max_header_bytes": (1024, 16 * 1024 * 1024),
+    "max_headers": (8, 10_000),
+    "head_timeout_s": (0.05, 3600),
+    "body_timeout_s": (0.05, 3600),
+    "max_model_bytes": (1024, 2**40),
+    "max_tracebacks_per_minute": (0, 1_000_000),
 }
+_OPTIONAL_RANGES: dict[str, tuple[int, int]] = {"metrics_port": (0, 65535)}
 
 
 def _parse(env_name: str, field_name: str, raw: str) -> Any:
@@ -154,6 +186,8 @@ def _parse(env_name: str, field_name: str, raw: str) -> Any:
     try:
         if field_name in _INTS:
             return int(text.replace("_", ""))
+        if field_name in _OPTIONAL_INTS:
+            return int(text.replace("_", "")) if text else None
         if field_name in _FLOATS:
             value = float(text)
             if not math.isfinite(value):
@@ -183,6 +217,13 @@ def _check_range(s: Settings) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
             env = ENV_PREFIX + name.upper()
             raise InvalidSetting(f"{name} ({env}) must be a number from {lo:g} to {hi:g}, got {value!r}")
+    for name, (lo, hi) in _OPTIONAL_RANGES.items():
+        value = getattr(s, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            env = ENV_PREFIX + name.upper()
+            raise InvalidSetting(f"{name} ({env}) must be a number from {lo} to {hi} or empty, got {value!r}")
     if s.log_level not in LOG_LEVELS:
         raise InvalidSetting(f"log_level (BUNDLEGATE_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
     if not s.host:

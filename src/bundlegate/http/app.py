@@ -34,6 +34,7 @@ from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.http.context import GatewayContext, GatewayState
 from bundlegate.http.middleware import AccessLog, GatewayMiddleware
 from bundlegate.http.routing import HotRoutes
+from bundlegate.http.wire import WireLimits
 from bundlegate.keys import KeyStore
 from bundlegate.metrics import GatewayMetrics
 from bundlegate.ratelimit import RateLimiter
@@ -60,6 +61,14 @@ class Gateway:
         access_log = AccessLog() if ctx.settings.access_log else None
         self._http = GatewayMiddleware(HotRoutes(routes, router), ctx, access_log)
         self._reloader: asyncio.Task[None] | None = None
+        settings = ctx.settings
+        self.wire_limits = WireLimits(  # read by the HTTP protocol of each connection (http.wire)
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            head_timeout_s=settings.head_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            on_refusal=ctx.metrics.record_rejection,
+        )
 
     @property
     def settings(self) -> Settings:
