@@ -11,7 +11,6 @@ import contextlib
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ import pytest
 import bundle_factory as bf
 from bundlegate.batching import usable_cpus
 from bundlegate.keys import create_key
-from test_serve_socket import Server, serve
+from test_serve_socket import Server, free_port, serve
 
 pytestmark = [pytest.mark.socket, pytest.mark.slow]
 
@@ -40,6 +39,7 @@ class Gateway:
         self.server = server
         self.key = key
         self.port = server.port
+        self.metrics_port = 0
 
     def canary(self) -> None:
         """A well-formed prediction gets the right answer."""
@@ -62,7 +62,9 @@ class Gateway:
             sock.sendall(data)
             return read_until_closed(sock)
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> bytes:
         head = [f"{method} {path} HTTP/1.1", "Host: gateway", f"Content-Length: {len(body)}"]
         head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         with self.connect() as sock:
@@ -104,8 +106,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     bf.write(repo, bf.iris_model())
     bf.write(repo, bf.slow_model())
     key = create_key(root / "keys.json", "canary", ["*"])
-    with serve(root, str(repo), "--keys", str(root / "keys.json"), env=LIMITS) as server:
-        yield Gateway(server, key)
+    metrics_port = free_port()
+    env = LIMITS | {"BUNDLEGATE_METRICS_PORT": str(metrics_port)}
+    with serve(root, str(repo), "--keys", str(root / "keys.json"), env=env) as server:
+        gateway = Gateway(server, key)
+        gateway.metrics_port = metrics_port
+        yield gateway
 
 
 @pytest.fixture
@@ -268,17 +274,37 @@ def test_a_credential_header_given_twice_is_refused(g: Gateway, header: str) -> 
     assert status(answer) == 401
 
 
-@pytest.mark.parametrize("version", ["²", "①", "１", "١", "1²"])
+# superscript two, circled one, fullwidth one, Arabic-Indic one
+@pytest.mark.parametrize("version", ["\u00b2", "\u2460", "\uff11", "\u0661", "1\u00b2"])
 def test_a_version_segment_of_non_ascii_digits_is_an_unknown_version(g: Gateway, version: str) -> None:
     body = b'{"inputs": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}}'
     path = "/v1/models/iris/versions/" + "".join(f"%{b:02X}" for b in version.encode()) + "/predict"
     assert status(g.request("POST", path, body, auth(g.key))) == 404
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/metrics", "/v1/models", "/v1/models/iris", "/v2/models/iris", "/v2/models/iris/ready", "/v2"],
+)
+def test_nothing_on_the_data_port_names_a_model_to_a_caller_without_a_key(g: Gateway, path: str) -> None:
+    answer = g.request("GET", path)
+    assert status(answer) in (200, 401, 404)
+    assert b"iris" not in answer
+    assert b"slow" not in answer
+
+
+def test_the_metrics_port_serves_the_metrics(g: Gateway) -> None:
+    r = httpx.get(f"http://127.0.0.1:{g.metrics_port}/metrics", timeout=READ_TIMEOUT_S)
+    assert r.status_code == 200
+    assert 'model="iris"' in r.text
+    other = httpx.get(f"http://127.0.0.1:{g.metrics_port}/v1/models", timeout=READ_TIMEOUT_S)
+    assert other.status_code == 404
+
+
 # ----------------------------------------------------------------------------- inference
 
 
-@pytest.mark.skipif(usable_cpus() < 2, reason="on one CPU a call runs on the event loop, where no timer stops it")
+@pytest.mark.skipif(usable_cpus() < 2, reason="on one CPU a call runs on the event loop: no timer stops it")
 def test_a_stuck_inference_is_stopped_at_its_deadline(g: Gateway) -> None:
     stuck = b'{"inputs": {"n": 10000000}}'
     started = time.monotonic()

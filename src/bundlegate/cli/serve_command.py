@@ -61,6 +61,13 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--reload-interval-s", "reload_interval_s", float, "Re-scan the repository every N s (0 = off)."),
     ("--drain-timeout-s", "drain_timeout_s", float, "Longest wait for in-flight work at shutdown (20)."),
     ("--ort-threads", "ort_threads", int, "onnxruntime intra-op threads per session (default 1)."),
+    ("--metrics-port", "metrics_port", click.IntRange(0, 65535), "Serve /metrics on this port only."),
+    ("--max-header-bytes", "max_header_bytes", int, "Largest request head, then 431 (32 KiB)."),
+    ("--max-headers", "max_headers", int, "Most header fields in a request, then 431 (100)."),
+    ("--head-timeout-s", "head_timeout_s", float, "Time to send a request head, then 408 (10)."),
+    ("--body-timeout-s", "body_timeout_s", float, "Time to send a request body, then 408 (60)."),
+    ("--max-model-bytes", "max_model_bytes", int, "Largest model file a bundle may hold (1 GiB)."),
+    ("--max-tracebacks-per-minute", "max_tracebacks_per_minute", int, "Tracebacks logged a minute (10)."),
 ]
 
 
