@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from bundlegate.admission import admit_onnx, check_sample_answers
 from bundlegate.bundle import Bundle
 from bundlegate.errors import BundleError, DeadlineExceeded, UnsafePath
 from bundlegate.feed import Feed, Prediction
@@ -209,7 +210,9 @@ def load_model(bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = Fal
                 "runtime sklearn bundles are pickles; start the gateway with --allow-pickle to load them"
             )
         return SklearnModel(manifest, bundle.read_file(manifest.model_file))
-    return OnnxModel(manifest, bundle.read_file(manifest.model_file), ort_threads=ort_threads)
+    model_bytes = bundle.read_file(manifest.model_file)
+    admit_onnx(model_bytes)
+    return OnnxModel(manifest, model_bytes, ort_threads=ort_threads)
 
 
 def warm_up(model: Model, bundle: Bundle, schema: CompiledSchema) -> tuple[int, float]:
@@ -217,7 +220,8 @@ def warm_up(model: Model, bundle: Bundle, schema: CompiledSchema) -> tuple[int, 
     traffic does, the second measures a warm call.
 
     Returns ``(rows, seconds of the warm call)``, ``(0, 0.0)`` when the bundle has no ``sample_file``.
-    A sample the schema rejects is a broken bundle: ``BundleError``.
+    A sample the schema rejects is a broken bundle: ``BundleError``; so are answers that do not fit
+    the manifest or differ from the stored ``expected_file`` (``admission.check_sample_answers``).
     """
     name = bundle.manifest.sample_file
     if name is None:
@@ -227,7 +231,7 @@ def warm_up(model: Model, bundle: Bundle, schema: CompiledSchema) -> tuple[int, 
         feed = schema.from_records(rows[: schema.max_rows])
     except (ValueError, TypeError, BundleError) as exc:
         raise BundleError(f"the sample rows in {name} do not fit the schema: {_short(exc)}") from None
-    model.predict(feed)
+    check_sample_answers(bundle, model.predict(feed), feed.n_rows)
     started = time.monotonic()
     model.predict(feed)
     return feed.n_rows, time.monotonic() - started

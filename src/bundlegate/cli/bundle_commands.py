@@ -212,8 +212,7 @@ def verify(path: Path, allow_pickle: bool) -> None:
 
 def _replay(bundle: Bundle, allow_pickle: bool) -> tuple[int, float]:
     """Run the stored sample rows and compare with the stored answers; ``BundleError`` if they differ."""
-    import numpy as np
-
+    from bundlegate.admission import check_answers, compare_with_expected, tolerance_of
     from bundlegate.runtime import load_model
     from bundlegate.schema import CompiledSchema
 
@@ -228,26 +227,8 @@ def _replay(bundle: Bundle, allow_pickle: bool) -> tuple[int, float]:
         raise BundleError(f"{m.sample_file} or {m.expected_file} is not valid JSON") from None
     schema = CompiledSchema(m)
     pred = model.predict(schema.from_records(rows))
-    tolerance = m.parity.tolerance if m.parity is not None else 1e-4
-    diff = 0.0
-    if "labels" in expected:
-        got = [] if pred.labels is None else np.asarray(pred.labels).reshape(-1).tolist()
-        if got != expected["labels"]:
-            bad = sum(a != b for a, b in zip(got, expected["labels"], strict=False))
-            raise BundleError(f"verification failed: {bad or 'all'} of {len(rows)} sample labels differ")
-    for key, actual in (("probabilities", pred.probabilities), ("values", pred.values)):
-        if key not in expected:
-            continue
-        want = np.asarray(expected[key], dtype=np.float64)
-        if actual is None or np.asarray(actual).size != want.size:
-            raise BundleError(f"verification failed: the model gives no {key} of the stored shape")
-        d = float(np.max(np.abs(np.asarray(actual, dtype=np.float64).reshape(want.shape) - want)))
-        if not d <= tolerance:
-            raise BundleError(
-                f"verification failed: {key} differ from the stored ones by {d:.3g} (tolerance {tolerance:g})"
-            )
-        diff = max(diff, d)
-    return len(rows), diff
+    check_answers(m, pred, len(rows))
+    return len(rows), compare_with_expected(pred, expected, tolerance_of(m), len(rows))
 
 
 # ------------------------------------------------------------------------------------------------- list
