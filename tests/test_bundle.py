@@ -44,7 +44,12 @@ FILES = {"model.onnx": b"\x08\x07onnx-bytes", "sample.json": b'{"records": [{"a"
 def test_write_then_read_round_trips_with_digests(tmp_path: Path) -> None:
     path = write_bundle(tmp_path, make_manifest(), FILES)
     assert path == tmp_path / "price" / "1"
-    assert sorted(p.name for p in path.iterdir()) == ["bundle.json", "model.onnx", "sample.json"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "bundle.json",
+        "bundle.json.sha256",
+        "model.onnx",
+        "sample.json",
+    ]
     bundle = read_bundle(path)
     assert bundle.manifest.name == "price"
     assert {f.name: f.size for f in bundle.manifest.files} == {"model.onnx": 12, "sample.json": 25}

@@ -4,8 +4,10 @@ Reading (``bundle.read_bundle``) already holds a bundle to its shape and digests
 ``max_model_bytes`` and its manifest to the digest beside it (and, with trusted keys, a signature).
 This module adds what needs the model itself:
 
-- ``admit_onnx(model_bytes)``: the ONNX file holds only standard operator domains and no external
-  data (``bundlegate.onnx_check``), checked in a child process whose address space is capped, before
+- ``admit_onnx(model_bytes)``: the ONNX file holds only standard operator domains (and those the
+  operator admits with ``--onnx-domains``: skl2onnx converts text pipelines with ``com.microsoft``
+  operators, which onnxruntime implements itself) and no external data
+  (``bundlegate.onnx_check``), checked in a child process whose address space is capped, before
   onnxruntime sees a byte of it;
 - ``check_answers(manifest, prediction, rows)``: the model's outputs fit the manifest (one label and
   one probability per declared class for each row, one value per row), so a bundle whose classes
@@ -36,11 +38,14 @@ CHECK_TIMEOUT_S = 120.0
 CHECK_BASE_BYTES = 256 * 1024 * 1024
 
 
-def admit_onnx(model_bytes: bytes, *, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+def admit_onnx(
+    model_bytes: bytes, extra_domains: tuple[str, ...] = (), *, timeout_s: float = CHECK_TIMEOUT_S
+) -> None:
     """Raise ``UnsafePath`` (external data) or ``BundleError`` unless ``model_bytes`` passes
-    ``bundlegate.onnx_check`` in a child process (see the module docstring)."""
+    ``bundlegate.onnx_check`` in a child process (see the module docstring); operators of
+    ``extra_domains`` are admitted too (``--onnx-domains``)."""
     limit = CHECK_BASE_BYTES + 2 * len(model_bytes)
-    command = [sys.executable, "-I", "-S", onnx_check.__file__, str(limit)]
+    command = [sys.executable, "-I", "-S", onnx_check.__file__, str(limit), *extra_domains]
     try:
         done = subprocess.run(command, input=model_bytes, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:

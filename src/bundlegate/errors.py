@@ -10,7 +10,8 @@ No module below the HTTP layer knows a status code.
     │   ├── UnsafePath              symlink, '..', absolute path, external data  code: unsafe_path
     │   ├── DigestMismatch          a file's size/sha256 differs from the manifest  code: digest_mismatch
     │   ├── BundleExists            the version directory already exists    code: bundle_exists
-    │   └── ManifestError           bundle.json missing, not JSON, or not format v1  code: invalid_manifest
+    │   ├── ManifestError           bundle.json missing, not JSON, or not format v1  code: invalid_manifest
+    │   └── SignatureError          no valid signature by a trusted key      code: invalid_signature
     ├── PackError                   ``bundle pack`` cannot produce a bundle  code: pack_failed
     │   ├── ModelFileError          not a pickle/joblib/onnx, or unreadable  code: invalid_model_file
     │   ├── NotAnEstimator          the file holds no fitted sklearn estimator  code: not_an_estimator
@@ -78,6 +79,10 @@ class BundleExists(BundleError):
 
 class ManifestError(BundleError):
     code = "invalid_manifest"
+
+
+class SignatureError(BundleError):
+    code = "invalid_signature"
 
 
 class PackError(BundlegateError):

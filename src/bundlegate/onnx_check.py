@@ -13,7 +13,7 @@ sparse tensors, training info) and steps over everything else by its wire type; 
 repeated scalar (the millions of unpacked integers of a tree ensemble) is stepped over by one
 regular-expression match instead of one varint at a time.
 
-Run as a script (``python -I -S onnx_check.py LIMIT_BYTES`` with the model on standard input) it
+Run as a script (``python -I -S onnx_check.py LIMIT_BYTES [DOMAIN...]``, the model on standard input) it
 checks the model in a process of its own with its address space capped, so a file made to exhaust
 the parser takes down that process only: exit 0 admitted, 2 refused (the reasons on standard output,
 one a line). This module imports only the standard library, so ``-S`` (no site-packages) runs it.
@@ -43,6 +43,7 @@ _DOMAIN_FIELD = {"node": 7, "opset": 1}
 _TENSOR_EXTERNAL_DATA = 13
 _TENSOR_DATA_LOCATION = 14
 _MAX_DEPTH = 64
+_EXTERNAL = "a tensor refers to external data, which bundles may not use"
 _VARINT = rb"[\x80-\xff]{0,9}[\x00-\x7f]"
 _runs: dict[tuple[int, int], re.Pattern[bytes]] = {}
 
@@ -51,12 +52,20 @@ class WireError(Exception):
     """The bytes are not a protobuf message of the expected shape."""
 
 
-def problems(model_bytes: bytes) -> list[str]:
-    """What ``model_bytes`` holds that a bundle may not (empty: admitted); ``WireError`` for bytes that
-    are not an ONNX protobuf."""
-    found: dict[str, None] = {}
+def problems(model_bytes: bytes, extra_domains: tuple[str, ...] = ()) -> list[str]:
+    """What ``model_bytes`` holds that a bundle may not (empty: admitted), operators of
+    ``extra_domains`` admitted too; ``WireError`` for bytes that are not an ONNX protobuf."""
+    found: dict[str, str | None] = {}  # problem -> its domain (None: not a domain problem)
     _walk(memoryview(model_bytes), "model", 0, found)
-    return list(found)
+    admitted = STANDARD_DOMAINS | set(extra_domains)
+    return [p for p, domain in found.items() if domain is None or domain not in admitted]
+
+
+def operator_domains(model_bytes: bytes) -> set[str]:
+    """The non-standard operator domains ``model_bytes`` uses (empty for a standard model)."""
+    found: dict[str, str | None] = {}
+    _walk(memoryview(model_bytes), "model", 0, found)
+    return {d for d in found.values() if d is not None}
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -82,7 +91,7 @@ def _skip_run(buf: memoryview, pos: int, key: int, wire: int) -> int:
     return int(match.end()) if match else pos
 
 
-def _walk(buf: memoryview, kind: str, depth: int, found: dict[str, None]) -> None:
+def _walk(buf: memoryview, kind: str, depth: int, found: dict[str, str | None]) -> None:
     if depth > _MAX_DEPTH:
         raise WireError
     children = _CHILDREN[kind]
@@ -96,7 +105,7 @@ def _walk(buf: memoryview, kind: str, depth: int, found: dict[str, None]) -> Non
         if wire == 0:
             value, pos = _varint(buf, pos)
             if kind == "tensor" and field == _TENSOR_DATA_LOCATION and value == 1:
-                found["a tensor refers to external data, which bundles may not use"] = None
+                found[_EXTERNAL] = None
             elif key < 0x80:
                 pos = _skip_run(buf, pos, key, 0)
         elif wire in (1, 5):
@@ -109,7 +118,7 @@ def _walk(buf: memoryview, kind: str, depth: int, found: dict[str, None]) -> Non
             if end > end_of_buf:
                 raise WireError
             if kind == "tensor" and field == _TENSOR_EXTERNAL_DATA:
-                found["a tensor refers to external data, which bundles may not use"] = None
+                found[_EXTERNAL] = None
             elif field == domain_field:
                 _check_domain(bytes(buf[pos:end]), kind, found)
             else:
@@ -125,25 +134,27 @@ def _walk(buf: memoryview, kind: str, depth: int, found: dict[str, None]) -> Non
         raise WireError
 
 
-def _check_domain(raw: bytes, kind: str, found: dict[str, None]) -> None:
+def _check_domain(raw: bytes, kind: str, found: dict[str, str | None]) -> None:
+    """Note a non-standard ``domain`` (``problems`` keeps those not admitted)."""
     try:
         domain = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise WireError from None
     if domain not in STANDARD_DOMAINS:
         what = "an operator" if kind == "node" else "an opset import"
-        found[f"{what} of domain {domain[:60]!r}: only the standard ONNX domains are admitted"] = None
+        found[f"{what} of domain {domain[:60]!r}: not a standard ONNX domain (--onnx-domains)"] = domain
 
 
 def main(argv: list[str]) -> int:
-    """The script: the model on standard input, the address-space limit in bytes as the argument."""
+    """The script: the model on standard input; the address-space limit in bytes, then the admitted
+    extra domains, as arguments."""
     import resource
 
     limit = int(argv[1])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     data = sys.stdin.buffer.read()
     try:
-        found = problems(data)
+        found = problems(data, tuple(argv[2:]))
     except WireError:
         found = ["not a valid ONNX protobuf"]
     except RecursionError:

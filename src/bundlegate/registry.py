@@ -40,12 +40,13 @@ from bundlegate.batching import (
     run_blocking,
     usable_cpus,
 )
-from bundlegate.bundle import read_bundle, scan_repository
+from bundlegate.bundle import Skipped, read_bundle, scan_repository, scan_repository_report
 from bundlegate.errors import BundleError, ModelNotReady, NotFound, one_line
 from bundlegate.manifest import Manifest
 from bundlegate.runtime import Model, load_model, warm_up
 from bundlegate.schema import CompiledSchema
 from bundlegate.serving import ServingConfig, read_serving
+from bundlegate.signing import read_trusted_keys
 
 log = logging.getLogger("bundlegate.registry")
 
@@ -69,6 +70,12 @@ class RegistrySettings(Protocol):
     def batch_max_delay_ms(self) -> float: ...
     @property
     def queue_max_rows(self) -> int: ...
+    @property
+    def max_model_bytes(self) -> int: ...
+    @property
+    def trusted_keys(self) -> Path | None: ...
+    @property
+    def extra_onnx_domains(self) -> tuple[str, ...]: ...
 
 
 ObserverFactory = Callable[[str, int], BatchObserver]
@@ -159,6 +166,7 @@ class ModelRegistry:
         self._draining = False
         self._started = False
         self._background: set[asyncio.Task[Any]] = set()
+        self._skipped: set[Skipped] = set()  # reported already
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -175,7 +183,8 @@ class ModelRegistry:
         loaded and warmed, and a removed version finishes its in-flight requests before it goes.
         """
         async with self._reload_lock:
-            refs = await run_blocking(self._load_pool, scan_repository, self.repo)
+            refs, skipped = await run_blocking(self._load_pool, scan_repository_report, self.repo)
+            self._report_skipped(skipped)
             found: dict[str, dict[int, Path]] = {}
             for ref in refs:
                 found.setdefault(ref.name, {})[ref.version] = Path(ref.path)
@@ -318,6 +327,13 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ internals
 
+    def _report_skipped(self, skipped: list[Skipped]) -> None:
+        """Log each directory the scan skips, with the reason, once (not at every re-scan)."""
+        current = set(skipped)
+        for path, reason in sorted(current - self._skipped):
+            log.warning("skipped %s: %s", path, reason)
+        self._skipped = current
+
     def _entry(self, name: str, version: int) -> _Entry | None:
         return self._models.get(name, {}).get(version)
 
@@ -409,7 +425,9 @@ class ModelRegistry:
     def _load_blocking(
         self, name: str, version: int, path: Path
     ) -> tuple[Model, Manifest, CompiledSchema, tuple[int, float] | None]:
-        bundle = read_bundle(path, verify=True)
+        settings = self.settings
+        trusted = None if settings.trusted_keys is None else read_trusted_keys(settings.trusted_keys)
+        bundle = read_bundle(path, verify=True, max_file_bytes=settings.max_model_bytes, trusted_keys=trusted)
         manifest = bundle.manifest
         if manifest.name != name or manifest.version != version:
             raise BundleError(
@@ -417,7 +435,10 @@ class ModelRegistry:
                 f"but the directory is {name}/{version}"
             )
         model = load_model(
-            bundle, ort_threads=self.settings.ort_threads, allow_pickle=self.settings.allow_pickle
+            bundle,
+            ort_threads=settings.ort_threads,
+            allow_pickle=settings.allow_pickle,
+            onnx_domains=settings.extra_onnx_domains,
         )
         schema = CompiledSchema(
             manifest, max_rows=self.settings.max_batch_rows, max_string_length=self.settings.max_string_length

@@ -197,7 +197,9 @@ class SklearnModel:
 Model = OnnxModel | SklearnModel
 
 
-def load_model(bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = False) -> Model:
+def load_model(
+    bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = False, onnx_domains: tuple[str, ...] = ()
+) -> Model:
     """The model of one bundle version, from its verified model file.
 
     Raises ``BundleError`` (or a subclass) with the reason: digest mismatch, external data, a pickle
@@ -211,7 +213,7 @@ def load_model(bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = Fal
             )
         return SklearnModel(manifest, bundle.read_file(manifest.model_file))
     model_bytes = bundle.read_file(manifest.model_file)
-    admit_onnx(model_bytes)
+    admit_onnx(model_bytes, onnx_domains)
     return OnnxModel(manifest, model_bytes, ort_threads=ort_threads)
 
 

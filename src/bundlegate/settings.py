@@ -70,6 +70,7 @@ class Settings:
     # bundle admission (bundlegate.admission)
     max_model_bytes: int = 1024 * 1024 * 1024
     trusted_keys: Path | None = None  # ed25519 public keys; then every bundle must be signed
+    onnx_domains: str = ""  # operator domains admitted beyond the standard ones, comma-separated
     # operations
     metrics_port: int | None = None  # /metrics on its own listener; then not on the data port
     max_tracebacks_per_minute: int = 10  # more unhandled errors are counted, not logged
@@ -114,6 +115,10 @@ class Settings:
     @property
     def request_timeout_s(self) -> float:
         return self.request_timeout_ms / 1000.0
+
+    @property
+    def extra_onnx_domains(self) -> tuple[str, ...]:
+        return tuple(d.strip() for d in self.onnx_domains.split(",") if d.strip())
 
     @property
     def batch_max_delay_s(self) -> float:

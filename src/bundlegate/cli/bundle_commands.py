@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from bundlegate.bundle import Bundle, read_bundle, scan_repository
+from bundlegate.bundle import Bundle, read_bundle, scan_repository_report
 from bundlegate.errors import BundleError
 from bundlegate.manifest import Manifest
 
@@ -190,7 +190,8 @@ def _parity_text(m: Manifest) -> str:
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--allow-pickle", is_flag=True, help="Also run runtime: sklearn bundles (unpickles the model).")
-def verify(path: Path, allow_pickle: bool) -> None:
+@click.option("--onnx-domains", default="", help="ONNX operator domains admitted beyond the standard ones.")
+def verify(path: Path, allow_pickle: bool, onnx_domains: str) -> None:
     """Re-check the bundle at PATH: digests, manifest, and the stored sample rows through the model."""
     bundle = read_bundle(path, verify=True)
     m = bundle.manifest
@@ -203,21 +204,22 @@ def verify(path: Path, allow_pickle: bool) -> None:
     if m.runtime == "sklearn" and not allow_pickle:
         click.echo("model not run: runtime sklearn bundles are pickles (pass --allow-pickle to run it)")
         return
-    rows, diff = _replay(bundle, allow_pickle)
+    domains = tuple(d.strip() for d in onnx_domains.split(",") if d.strip())
+    rows, diff = _replay(bundle, allow_pickle, domains)
     if rows == 0:
         click.echo("model loads; no stored sample rows to replay")
         return
     click.echo(f"{rows} stored sample rows reproduce the pack-time predictions (max abs diff {diff:.3g})")
 
 
-def _replay(bundle: Bundle, allow_pickle: bool) -> tuple[int, float]:
+def _replay(bundle: Bundle, allow_pickle: bool, onnx_domains: tuple[str, ...] = ()) -> tuple[int, float]:
     """Run the stored sample rows and compare with the stored answers; ``BundleError`` if they differ."""
     from bundlegate.admission import check_answers, compare_with_expected, tolerance_of
     from bundlegate.runtime import load_model
     from bundlegate.schema import CompiledSchema
 
     m = bundle.manifest
-    model = load_model(bundle, allow_pickle=allow_pickle)
+    model = load_model(bundle, allow_pickle=allow_pickle, onnx_domains=onnx_domains)
     if m.sample_file is None or m.expected_file is None:
         return 0, 0.0
     try:
@@ -240,7 +242,10 @@ def _replay(bundle: Bundle, allow_pickle: bool) -> tuple[int, float]:
 def list_bundles(repo: Path, as_json: bool) -> None:
     """List the bundles in REPO: names, versions, runtime, parity and creation time."""
     rows: list[dict[str, Any]] = []
-    for ref in scan_repository(repo):
+    refs, skipped = scan_repository_report(repo)
+    for path, reason in skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    for ref in refs:
         try:
             m = read_bundle(ref.path, verify=False).manifest
         except BundleError as e:

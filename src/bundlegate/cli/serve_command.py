@@ -29,6 +29,7 @@ import click
 from bundlegate import heap
 from bundlegate.keys import KeyStore
 from bundlegate.settings import LOG_LEVELS, InvalidSetting, Settings
+from bundlegate.signing import read_trusted_keys
 
 if TYPE_CHECKING:
     from bundlegate.http.app import Gateway
@@ -67,6 +68,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--head-timeout-s", "head_timeout_s", float, "Time to send a request head, then 408 (10)."),
     ("--body-timeout-s", "body_timeout_s", float, "Time to send a request body, then 408 (60)."),
     ("--max-model-bytes", "max_model_bytes", int, "Largest model file a bundle may hold (1 GiB)."),
+    ("--onnx-domains", "onnx_domains", str, "ONNX operator domains admitted beyond the standard ones."),
     ("--max-tracebacks-per-minute", "max_tracebacks_per_minute", int, "Tracebacks logged a minute (10)."),
 ]
 
@@ -83,6 +85,8 @@ def check_startable(settings: Settings) -> Settings:
         raise InvalidSetting(
             f"model repository not found: {settings.repository} (build bundles with `bundle pack`)"
         )
+    if settings.trusted_keys is not None:
+        read_trusted_keys(settings.trusted_keys)  # a broken file, or no 'cryptography': one line now
     if settings.keys_file is not None:
         KeyStore(settings.keys_file)
         return settings
@@ -198,6 +202,13 @@ def register(group: click.Group) -> None:
         is_flag=True,
         default=None,
         help="Load runtime: sklearn bundles (pickles) made with this sklearn version.",
+    )
+    @click.option(
+        "--trusted-keys",
+        "trusted_keys",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Serve only bundles signed by these ed25519 keys (BUNDLEGATE_TRUSTED_KEYS).",
     )
     @click.option("--access-log/--no-access-log", default=None, help="JSON lines access log on stderr.")
     @click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None, help="Log level (info).")

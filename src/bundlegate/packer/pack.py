@@ -193,6 +193,8 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
         sample_file=SAMPLE_FILE,
         expected_file=EXPECTED_FILE,
     )
+    if converted is not None:
+        notes.extend(_domain_notes(converted.onnx_bytes))
     path = write_bundle(options.repo, manifest, files)
     from bundlegate.bundle import read_bundle
 
@@ -271,3 +273,15 @@ def _short(exc: BaseException, limit: int = 200) -> str:
 
 
 __all__ = ["PackOptions", "PackResult", "Predictions", "pack_bundle"]
+
+
+def _domain_notes(onnx_bytes: bytes) -> list[str]:
+    """A note for each non-standard operator domain of the converted model: the gateway admits such
+    a model only with ``--onnx-domains``."""
+    from bundlegate.onnx_check import STANDARD_DOMAINS, operator_domains
+
+    extra = sorted(operator_domains(onnx_bytes) - STANDARD_DOMAINS)
+    if not extra:
+        return []
+    listed = ",".join(extra)
+    return [f"note: the model uses operators of domain {listed}; serve it with --onnx-domains {listed}"]
