@@ -19,8 +19,6 @@ from bundlegate.registry import ModelRegistry
 from bundlegate.settings import Settings
 from bundlegate.signing import SIGNATURE_FILE, read_trusted_keys, sign_bundle
 
-pytest.importorskip("cryptography", reason="signatures need the sign extra")
-
 
 def _edit_manifest(path: Path) -> None:
     """Change the manifest's description: a valid manifest, but not the one that was written."""
