@@ -215,8 +215,13 @@ def main() -> None:
             ]
             for t in threads:
                 t.start()
+            rss_by_minute = []
+            while any(t.is_alive() for t in threads) and time.monotonic() < until + 120:
+                time.sleep(min(60.0, max(0.1, until - time.monotonic())))
+                if time.monotonic() < until:
+                    rss_by_minute.append(server_figures(server.pid, metrics_url)["rss_mib"])
             for t in threads:
-                t.join(args.seconds + 120)
+                t.join(120)
             time.sleep(12)  # the slow connections left open reach their head deadline (10 s)
             after = server_figures(server.pid, metrics_url)
             answers: Counter[str] = Counter()
@@ -231,6 +236,7 @@ def main() -> None:
                         "threads": args.threads,
                         "before": before,
                         "after": after,
+                        "rss_mib_each_minute": rss_by_minute,
                         "canary": dict(answers),
                         "hostile_sent": dict(sorted(hostile.items())),
                         "hostile_share": round(

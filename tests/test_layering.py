@@ -35,6 +35,10 @@ FORBIDDEN: dict[str, set[str]] = {
     "settings": WEB | ML | ORT | PROM | {"numpy"},
     "heap": WEB | ML | ORT | PROM | {"numpy", "pydantic"},
     "metrics": WEB | ML | ORT,
+    "admission": WEB | ML | ORT | PROM,
+    # runs as a script with no site-packages (python -I -S): the standard library only
+    "onnx_check": WEB | ML | ORT | PROM | {"numpy", "pydantic", "bundlegate"},
+    "signing": WEB | ML | ORT | PROM | {"numpy"},
 }
 PACKER_ONLY = {"skl2onnx", "onnx", "pandas"}
 OUTER = ("bundlegate.http", "bundlegate.cli")
