@@ -118,6 +118,8 @@ class Gateway:
                 self.settings.host, port, app, reuse_port=self.settings.workers > 1
             )
             logger.info("metrics on http://%s:%d/metrics", self.settings.host, port)
+        elif port is None:
+            logger.info("/metrics is on the data port, without a key; --metrics-port moves it to its own")
         state.loader = asyncio.create_task(self._load(), name="bundlegate-load")
         if self.settings.reload_interval_s > 0:
             self._reloader = asyncio.create_task(self._reload_periodically(), name="bundlegate-reload")

@@ -49,7 +49,7 @@ class FlatRows(NamedTuple):
 def flat_rows(body: bytes, width: int, max_rows: int) -> FlatRows | None:
     """The numbers of a body ``{"inputs": [[...], ...]}`` of ``1..max_rows`` rows of exactly ``width``
     JSON numbers each; None for any other body (see the module docstring)."""
-    if width < 1 or body[:3] == _BOM:  # simdjson skips a byte order mark; the general path refuses it
+    if width < 1 or body.startswith(_BOM):  # simdjson skips a byte order mark; the general path refuses it
         return None
     try:
         doc = _parse(body)

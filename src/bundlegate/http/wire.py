@@ -182,6 +182,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
+        if self._phase == _IDLE:  # a pipelined request begins in the bytes of the one before it
+            self._phase = _HEAD
+            self._since = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
