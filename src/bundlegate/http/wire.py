@@ -17,12 +17,13 @@ Measured outside the bench (bench/README.md, run I): the load generator's CPU a 
 
 The protocol also holds each connection to the limits of ``WireLimits`` (the app's ``wire_limits``,
 from the settings) before the app sees a request: a request line longer than ``max_header_bytes``
-is answered 414, headers past ``max_headers`` fields or ``max_header_bytes`` bytes (counted as they
-arrive, so a head that never ends is refused too) 431; a head not complete ``head_timeout_s`` after
-its first byte (or after the connection opened, for a silent one), or a body not complete
-``body_timeout_s`` after its head, 408. Each of these closes the connection. The deadlines cost a
-request two clock reads: one ``ConnectionSweeper`` per event loop looks at the open connections a
-few times a second, instead of a timer per request.
+is answered 414, headers past ``max_headers`` fields or ``max_header_bytes`` bytes 431 (the bytes of
+a head still incomplete are counted as they arrive, so one that never ends is refused as soon as it
+passes the limit); a head not complete ``head_timeout_s`` after its first byte (or after the
+connection opened, for a silent one), or a body not complete ``body_timeout_s`` after its head, 408.
+Each of these closes the connection. A request pays a few comparisons and two clock reads: one
+``ConnectionSweeper`` per event loop looks at the open connections a few times a second, instead of
+a timer per request.
 """
 
 from __future__ import annotations
@@ -142,7 +143,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._phase = _HEAD
         self._since = 0.0  # loop time the current phase began
         self._head_bytes = 0  # bytes received while reading the current head
-        self._header_bytes = 0  # request line and header fields parsed, in bytes
         self._refusal = 0  # the status a parser callback refused the request with
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -155,7 +155,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase == _IDLE:  # the first bytes of the next request
+        # The first bytes of the next request. (A request pipelined behind another in the same read
+        # gets its head deadline from the next read; with no next read, uvicorn's keep-alive timeout
+        # closes the connection once the response before it has gone.)
+        if self._phase == _IDLE:
             self._phase = _HEAD
             self._since = self.loop.time()
             self._head_bytes = 0
@@ -179,39 +182,29 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._phase == _HEAD and self._head_bytes > self.limits.max_header_bytes:
             self.refuse(431)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_bytes = 0
-        if self._phase == _IDLE:  # a pipelined request begins in the bytes of the one before it
-            self._phase = _HEAD
-            self._since = self.loop.time()
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > self.limits.max_header_bytes:
-            self._refusal = 414
-            raise _Refused
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self.headers
-        self._header_bytes += len(name) + len(value)
-        if len(headers) >= self.limits.max_headers or self._header_bytes > self.limits.max_header_bytes:
-            self._refusal = 431
-            raise _Refused
-        name = name.lower()
-        value = value.rstrip(b" \t")  # RFC 9110 5.5: no trailing whitespace in a value (as uvicorn)
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        headers.append((name, value))
-
     def on_headers_complete(self) -> None:
+        limits = self.limits
+        # The checks cost nothing for a head that arrived with fewer bytes than the limit (what
+        # data_received counted includes the head); only a larger read adds up its fields.
+        if self._head_bytes > limits.max_header_bytes or len(self.headers) > limits.max_headers:
+            if len(self.url) > limits.max_header_bytes:
+                self._refusal = 414
+                raise _Refused
+            size = len(self.url) + sum([len(name) + len(value) for name, value in self.headers])
+            if size > limits.max_header_bytes or len(self.headers) > limits.max_headers:
+                self._refusal = 431
+                raise _Refused
         self._phase = _BODY
         self._since = self.loop.time()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._phase = _IDLE
-        super().on_message_complete()
+        cycle = self.cycle  # uvicorn's on_message_complete from here on, without the call
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        cycle.more_body = False
+        cycle.message_event.set()
 
     def overdue(self, now: float) -> bool:
         """Whether the head or body being read has passed its deadline at loop time ``now``."""
