@@ -399,7 +399,7 @@ def test_network_policy_admits_only_the_gateway_and_metrics_ports() -> None:
 
 
 def test_a_metrics_port_equal_to_the_gateway_port_is_refused() -> None:
-    with pytest.raises(helm.HelmError, match="metrics.port must differ"):
+    with pytest.raises(helm.HelmError, match=r"metrics\.port must differ"):
         render({"gateway": {"port": 9464}})
 
 
