@@ -6,15 +6,16 @@ PORT ?= 8080
 
 .PHONY: serve test lint bundles bench clean
 
-$(BIN)/.installed: pyproject.toml
+# .ci/constraints.txt pins the converter stack to the versions the tests prove (pyproject's ranges)
+$(BIN)/.installed: pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[pack,test,bench,sign]'
+	$(BIN)/pip install --quiet -c .ci/constraints.txt -e '.[pack,boost,sklearn-runtime,test,bench,sign]'
 	touch $@
 
 ## serve: run the gateway on the example bundles with a fresh development key
 serve: $(BIN)/.installed
-	$(BIN)/python -m bundlegate.devserve bundles/ --port $(PORT)
+	$(BIN)/python -m bundlegate.cli.devserve bundles/ --port $(PORT)
 
 ## test: lint, type-check and run the whole test suite
 test: $(BIN)/.installed lint

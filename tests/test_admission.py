@@ -13,10 +13,11 @@ import pytest
 from bundle_factory import Built, iris_model, regressor_model, with_files, write
 from bundlegate import admission, onnx_check
 from bundlegate.bundle import read_bundle
+from bundlegate.decoding import CompiledSchema
 from bundlegate.errors import BundleError, UnsafePath
+from bundlegate.loader import warm_up
 from bundlegate.registry import ModelRegistry
-from bundlegate.runtime import load_model, warm_up
-from bundlegate.schema import CompiledSchema
+from bundlegate.runtime import load_model
 from bundlegate.settings import Settings
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bundlegate.bundle import next_version, read_bundle, scan_repository, write_bundle
+from bundlegate.bundle import read_bundle, write_bundle
 from bundlegate.errors import (
     BundleError,
     BundleExists,
@@ -19,6 +19,7 @@ from bundlegate.errors import (
     UnsafePath,
 )
 from bundlegate.manifest import InputSpec, Manifest, OnnxInput, Outputs, Source, TensorOutput, utc_now
+from bundlegate.repository import next_version, scan_repository
 
 
 def make_manifest(name: str = "price", version: int = 1, **changes: object) -> Manifest:

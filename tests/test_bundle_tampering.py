@@ -12,10 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from bundle_factory import iris_model, write
-from bundlegate.bundle import MANIFEST_DIGEST_FILE, read_bundle, scan_repository_report
+from bundlegate.bundle import MANIFEST_DIGEST_FILE, read_bundle
 from bundlegate.cli import cli
 from bundlegate.errors import BundleError, DigestMismatch, SignatureError, UnsafePath
 from bundlegate.registry import ModelRegistry
+from bundlegate.repository import scan_repository_report
 from bundlegate.settings import Settings
 from bundlegate.signing import SIGNATURE_FILE, read_trusted_keys, sign_bundle
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from bundlegate.bundle import read_bundle
+from bundlegate.decoding import CompiledSchema
 from bundlegate.errors import (
     BundleExists,
     InvalidName,
@@ -26,7 +27,6 @@ from bundlegate.errors import (
 )
 from bundlegate.packer import PackOptions, pack_bundle
 from bundlegate.runtime import load_model
-from bundlegate.schema import CompiledSchema
 from packer_zoo import IRIS_FEATURES, iris, mixed
 
 
@@ -333,7 +333,7 @@ def test_corrupt_onnx_file(tmp_path: Path) -> None:
 
 def test_not_a_pickle(tmp_path: Path) -> None:
     (tmp_path / "model.pkl").write_text("name,age\nbob,3\n")
-    with pytest.raises(ModelFileError, match="not a pickle or joblib file"):
+    with pytest.raises(ModelFileError, match="not a model file"):
         pack_bundle(tmp_path / "model.pkl", PackOptions(name="x", repo=tmp_path / "repo"))
 
 

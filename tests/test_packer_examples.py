@@ -10,9 +10,10 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from bundlegate.bundle import read_bundle, scan_repository
+from bundlegate.bundle import read_bundle
+from bundlegate.decoding import CompiledSchema
+from bundlegate.repository import scan_repository
 from bundlegate.runtime import load_model
-from bundlegate.schema import CompiledSchema
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "bundles"
 NAMES = ["diabetes", "diabetes-risk", "iris"]

@@ -75,7 +75,7 @@ REJECTION_REASONS = frozenset(
         "rate_limited",
         "model_not_ready",
         "deadline_exceeded",
-        # refused by the HTTP protocol before the app saw a request (http.wire)
+        # refused by the HTTP protocol before the app saw a request (server.wire)
         "request_timeout",
         "headers_too_large",
         "uri_too_long",

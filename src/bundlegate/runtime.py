@@ -13,26 +13,24 @@ shares its cores with the event loop). ONNX external data is refused before onnx
 bytes: a model loaded from memory would resolve external paths against the working directory.
 
 A ``runtime: sklearn`` bundle is unpickled only when the operator allows pickles *and* the installed
-scikit-learn is exactly the version the bundle was made with (DESIGN.md §6); sklearn and joblib are
-imported only then.
+libraries are exactly the versions the bundle was made with (DESIGN.md §6; ``sklearn_model``);
+sklearn, joblib and pandas are imported only then.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import time
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from bundlegate.admission import admit_onnx, check_sample_answers
+from bundlegate.admission import admit_onnx
 from bundlegate.bundle import Bundle
-from bundlegate.errors import BundleError, DeadlineExceeded, UnsafePath
+from bundlegate.dtypes import ONNX
+from bundlegate.errors import BundleError, DeadlineExceeded, UnsafePath, shorten
 from bundlegate.feed import Feed, Prediction
 from bundlegate.manifest import Manifest
-from bundlegate.schema import CompiledSchema
+from bundlegate.sklearn_model import SklearnModel
 
 __all__ = [
     "Model",
@@ -42,17 +40,7 @@ __all__ = [
     "StoppableRun",
     "load_model",
     "refuse_external_data",
-    "warm_up",
 ]
-
-
-_ONNX_TYPES = {
-    "float32": "tensor(float)",
-    "float64": "tensor(double)",
-    "int64": "tensor(int64)",
-    "bool": "tensor(bool)",
-    "string": "tensor(string)",
-}
 
 
 class OnnxModel:
@@ -76,7 +64,7 @@ class OnnxModel:
                 model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own (non-exported) error types
-            raise BundleError(f"onnxruntime cannot load {manifest.model_file}: {_short(exc)}") from None
+            raise BundleError(f"onnxruntime cannot load {manifest.model_file}: {shorten(str(exc))}") from None
         declared = {i.name: i for i in manifest.onnx_inputs}
         actual = {i.name: i for i in self.session.get_inputs()}
         if set(declared) != set(actual):
@@ -86,9 +74,7 @@ class OnnxModel:
         for name, spec in declared.items():
             node = actual[name]
             width = node.shape[1] if len(node.shape) == 2 else None
-            if node.type != _ONNX_TYPES[spec.dtype] or (
-                isinstance(width, int) and width != len(spec.features)
-            ):
+            if node.type != ONNX[spec.dtype] or (isinstance(width, int) and width != len(spec.features)):
                 raise BundleError(
                     f"{manifest.model_file} input {name!r} is {node.type} {node.shape}, but bundle.json "
                     f"declares {spec.dtype} with {len(spec.features)} feature(s)"
@@ -149,51 +135,6 @@ class StoppableRun:
         self._options.terminate = True
 
 
-class SklearnModel:
-    """A ``runtime: sklearn`` bundle version: an unpickled estimator (opt-in only, see module docs)."""
-
-    runtime = "sklearn"
-
-    def __init__(self, manifest: Manifest, model_bytes: bytes) -> None:
-        try:
-            import joblib
-            import sklearn
-        except ImportError:
-            raise BundleError(
-                "runtime sklearn needs scikit-learn and joblib installed (the gateway's 'pack' extra)"
-            ) from None
-        wanted = manifest.source.sklearn_version
-        if wanted != sklearn.__version__:
-            raise BundleError(
-                f"refusing to unpickle: bundle made with scikit-learn {wanted or 'unknown'}, "
-                f"installed {sklearn.__version__}"
-            )
-        self.manifest = manifest
-        try:
-            self.estimator: Any = joblib.load(io.BytesIO(model_bytes))
-        except Exception as exc:  # unpickling can raise anything
-            raise BundleError(f"cannot unpickle {manifest.model_file}: {_short(exc)}") from None
-        names = getattr(self.estimator, "feature_names_in_", None)
-        if names is not None and any(isinstance(n, str) for n in names):
-            # Fitted on a DataFrame: named columns need pandas, which the gateway does not import.
-            raise BundleError(
-                "refusing this pickle: it was fitted on a DataFrame (named columns), and the gateway's "
-                "sklearn runtime predicts on plain arrays; pack it from a model fitted on an array"
-            )
-        self._proba = manifest.outputs.probabilities is not None and hasattr(self.estimator, "predict_proba")
-
-    def predict(self, feed: Feed) -> Prediction:
-        """Run the estimator on every row of ``feed`` (blocking; holds the GIL more than onnxruntime)."""
-        arrays = list(feed.arrays.values())
-        X = arrays[0] if len(arrays) == 1 else np.hstack(arrays)
-        if self.manifest.task == "classification":
-            return Prediction(
-                labels=np.asarray(self.estimator.predict(X)),
-                probabilities=np.asarray(self.estimator.predict_proba(X)) if self._proba else None,
-            )
-        return Prediction(values=np.asarray(self.estimator.predict(X)))
-
-
 Model = OnnxModel | SklearnModel
 
 
@@ -215,28 +156,6 @@ def load_model(
     model_bytes = bundle.read_file(manifest.model_file)
     admit_onnx(model_bytes, onnx_domains)
     return OnnxModel(manifest, model_bytes, ort_threads=ort_threads)
-
-
-def warm_up(model: Model, bundle: Bundle, schema: CompiledSchema) -> tuple[int, float]:
-    """Predict the bundle's sample rows twice: the first call pays the one-off allocations before real
-    traffic does, the second measures a warm call.
-
-    Returns ``(rows, seconds of the warm call)``, ``(0, 0.0)`` when the bundle has no ``sample_file``.
-    A sample the schema rejects is a broken bundle: ``BundleError``; so are answers that do not fit
-    the manifest or differ from the stored ``expected_file`` (``admission.check_sample_answers``).
-    """
-    name = bundle.manifest.sample_file
-    if name is None:
-        return 0, 0.0
-    try:
-        rows = json.loads(bundle.read_file(name))
-        feed = schema.from_records(rows[: schema.max_rows])
-    except (ValueError, TypeError, BundleError) as exc:
-        raise BundleError(f"the sample rows in {name} do not fit the schema: {_short(exc)}") from None
-    check_sample_answers(bundle, model.predict(feed), feed.n_rows)
-    started = time.monotonic()
-    model.predict(feed)
-    return feed.n_rows, time.monotonic() - started
 
 
 # ---------------------------------------------------------------------- external data check
@@ -323,8 +242,3 @@ def _walk(buf: memoryview, kind: str, depth: int) -> None:
             raise _WireError
     if pos != len(buf):
         raise _WireError
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "…"

@@ -7,6 +7,7 @@ the commands that need them, so ``bundle list`` and ``bundle inspect`` start fas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -14,9 +15,10 @@ from typing import Any
 
 import click
 
-from bundlegate.bundle import Bundle, read_bundle, scan_repository_report
+from bundlegate.bundle import read_bundle
 from bundlegate.errors import BundleError
 from bundlegate.manifest import Manifest
+from bundlegate.repository import scan_repository_report
 
 
 def register(group: click.Group) -> None:
@@ -49,7 +51,7 @@ def _metric_value(v: str) -> float | str:
 
 
 @click.command()
-@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Bundle name: lower-case letters, digits and _.-")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Version number (default: max + 1).")
 @click.option(
@@ -74,6 +76,11 @@ def _metric_value(v: str) -> float | str:
     is_flag=True,
     help="When ONNX conversion or parity fails, write a runtime: sklearn (pickle) bundle instead.",
 )
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Unpickle MODEL as it is, running whatever it names (default: only what models are made of).",
+)
 def pack(
     model: Path,
     name: str,
@@ -85,8 +92,14 @@ def pack(
     tags: tuple[str, ...],
     metrics: tuple[str, ...],
     allow_pickle_fallback: bool,
+    trust_pickle: bool,
 ) -> None:
-    """Pack MODEL (.pkl/.joblib of a fitted estimator, or .onnx) into OUT/NAME/VERSION/."""
+    """Pack MODEL (.pkl/.joblib/.skops of a fitted estimator, .onnx, or an MLflow model directory)
+    into OUT/NAME/VERSION/."""
+    if trust_pickle:
+        click.echo(
+            f"warning: --trust-pickle: {model.name} is unpickled as it is; it can run any code", err=True
+        )
     from bundlegate.packer import PackOptions, pack_bundle
 
     names = [f.strip() for f in features.split(",")] if features is not None else None
@@ -100,8 +113,16 @@ def pack(
         tags=_pairs(tags, "--tag"),
         metrics={k: _metric_value(v) for k, v in _pairs(metrics, "--metric").items()},
         allow_pickle_fallback=allow_pickle_fallback,
+        trust_pickle=trust_pickle,
     )
-    result = pack_bundle(model, options)
+    new_dirs = [d for d in (out, out / name) if not d.exists()]
+    try:
+        result = pack_bundle(model, options)
+    except KeyboardInterrupt:
+        for d in reversed(new_dirs):  # a version is written whole or not at all; its new parents go too
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     m = result.manifest
     for note in result.notes:
         click.echo(f"  {note}", err=True)
@@ -136,6 +157,8 @@ def inspect(path: Path, as_json: bool) -> None:
         click.echo(
             f"  scikit-learn {src.sklearn_version}, numpy {src.numpy_version}, python {src.python_version}"
         )
+    if src.libraries:
+        click.echo(f"  also needs {', '.join(f'{k} {v}' for k, v in sorted(src.libraries.items()))}")
     for tag, text in sorted(m.tags.items()):
         click.echo(f"tag {tag}={text}")
     for k, v in sorted(m.metrics.items()):
@@ -204,33 +227,14 @@ def verify(path: Path, allow_pickle: bool, onnx_domains: str) -> None:
     if m.runtime == "sklearn" and not allow_pickle:
         click.echo("model not run: runtime sklearn bundles are pickles (pass --allow-pickle to run it)")
         return
+    from bundlegate.replay import replay  # onnxruntime only for the commands that run a model
+
     domains = tuple(d.strip() for d in onnx_domains.split(",") if d.strip())
-    rows, diff = _replay(bundle, allow_pickle, domains)
+    rows, diff = replay(bundle, allow_pickle=allow_pickle, onnx_domains=domains)
     if rows == 0:
         click.echo("model loads; no stored sample rows to replay")
         return
     click.echo(f"{rows} stored sample rows reproduce the pack-time predictions (max abs diff {diff:.3g})")
-
-
-def _replay(bundle: Bundle, allow_pickle: bool, onnx_domains: tuple[str, ...] = ()) -> tuple[int, float]:
-    """Run the stored sample rows and compare with the stored answers; ``BundleError`` if they differ."""
-    from bundlegate.admission import check_answers, compare_with_expected, tolerance_of
-    from bundlegate.runtime import load_model
-    from bundlegate.schema import CompiledSchema
-
-    m = bundle.manifest
-    model = load_model(bundle, allow_pickle=allow_pickle, onnx_domains=onnx_domains)
-    if m.sample_file is None or m.expected_file is None:
-        return 0, 0.0
-    try:
-        rows = json.loads(bundle.read_file(m.sample_file))
-        expected: dict[str, Any] = json.loads(bundle.read_file(m.expected_file))
-    except ValueError:
-        raise BundleError(f"{m.sample_file} or {m.expected_file} is not valid JSON") from None
-    schema = CompiledSchema(m)
-    pred = model.predict(schema.from_records(rows))
-    check_answers(m, pred, len(rows))
-    return len(rows), compare_with_expected(pred, expected, tolerance_of(m), len(rows))
 
 
 # ------------------------------------------------------------------------------------------------- list

@@ -4,7 +4,7 @@ The exposition names every model and version, so it belongs where only the scrap
 the Service or NetworkPolicy keeps in the cluster), not on the port whose 404s hide from a key the
 models it may not see. With a metrics port the data port answers ``/metrics`` 404.
 
-The listener runs on the gateway's event loop with the gateway's HTTP protocol (``http.wire``, with
+The listener runs on the gateway's event loop with the gateway's HTTP protocol (``server.wire``, with
 its limits), started and stopped with the app's lifespan. With ``--workers N`` every worker binds it
 with ``SO_REUSEPORT``; whichever worker answers, the exposition sums all workers (multi-process mode).
 """
@@ -48,7 +48,7 @@ async def start_metrics_listener(
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-    from bundlegate.http.wire import GatewayHttpProtocol
+    from bundlegate.server.wire import GatewayHttpProtocol
 
     config = Config(app=app, lifespan="off", log_config=None, proxy_headers=False, server_header=False)
     config.load()

@@ -12,19 +12,19 @@ any heavy work, and the version directory appears only when complete (``bundle.w
 from __future__ import annotations
 
 import io
-import json
 import platform
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from bundlegate.bundle import next_version, write_bundle
+from bundlegate.bundle import read_bundle, write_bundle
 from bundlegate.errors import (
     BundleExists,
     ConversionFailed,
     InvalidName,
     ParityFailed,
     SampleMismatch,
+    shorten,
 )
 from bundlegate.manifest import (
     LabelOutput,
@@ -36,43 +36,23 @@ from bundlegate.manifest import (
     utc_now,
     valid_name,
 )
-from bundlegate.packer import onnx_input, reference
+from bundlegate.packer import fallback, onnx_input, reference
+from bundlegate.packer.contents import EXPECTED_FILE, SAMPLE_FILE, json_bytes
 from bundlegate.packer.conversion import Converted, convert
+from bundlegate.packer.mlflow_model import apply_signature, signature_names
 from bundlegate.packer.model_file import class_path, load_model_file
+from bundlegate.packer.options import PackOptions, PackResult
 from bundlegate.packer.parity import (
-    PROBA_TOLERANCE,
-    VALUE_TOLERANCE,
-    Predictions,
     check_parity,
+    draft_manifest,
     predict_original,
 )
 from bundlegate.packer.samples import read_sample
 from bundlegate.packer.schema_inference import ModelSchema, infer_schema, steps_of
 from bundlegate.packer.synthetic import synthesize
+from bundlegate.repository import next_version
 
 MAX_PARITY_ROWS = 5000
-SAMPLE_FILE = "sample.json"
-EXPECTED_FILE = "expected.json"
-
-
-@dataclass(frozen=True)
-class PackOptions:
-    name: str
-    repo: Path = Path("bundles")
-    version: int | None = None
-    sample: Path | None = None
-    features: list[str] | None = None
-    description: str = ""
-    tags: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float | str] = field(default_factory=dict)
-    allow_pickle_fallback: bool = False
-
-
-@dataclass(frozen=True)
-class PackResult:
-    path: Path
-    manifest: Manifest
-    notes: list[str]  # what happened on the way, e.g. "float32 parity failed: ...; float64 passed"
 
 
 def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
@@ -88,13 +68,19 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
     if (options.repo / options.name / str(version)).exists():
         raise BundleExists(f"{options.name} version {version} already exists in {options.repo}")
 
-    model = load_model_file(model_path)
-    sample = read_sample(options.sample) if options.sample is not None else None
+    model = load_model_file(model_path, trust_pickle=options.trust_pickle)
+    sample = read_sample(options.sample) if options.sample is not None else model.sample
+    options = replace(
+        options,
+        tags={**model.provenance, **options.tags},
+        features=options.features if options.features is not None else signature_names(model.signature),
+    )
     if model.onnx_bytes is not None:
         return onnx_input.pack_onnx_file(model.path, model.onnx_bytes, sample, options, version)
 
     est = model.estimator
     schema = infer_schema(est, sample, options.features, model.path.name)
+    apply_signature(schema, model.signature)
     kind: Literal["provided", "synthesized"] = "provided"
     frame = schema.frame
     if frame is None:
@@ -105,7 +91,8 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
         original = predict_original(est, schema, check_frame)
     except Exception as exc:  # the estimator's own complaint about the rows
         raise SampleMismatch(
-            f"{type(est).__name__} cannot predict the sample rows: {type(exc).__name__}: {_short(exc)}"
+            f"{type(est).__name__} cannot predict the sample rows: "
+            f"{type(exc).__name__}: {shorten(str(exc), 200)}"
         ) from None
 
     notes: list[str] = []
@@ -115,15 +102,17 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
     for precision in ("float32", "float64"):
         try:
             attempt = convert(est, schema, precision)
-            result, _ = check_parity(
-                est, schema, check_frame, attempt.onnx_bytes, attempt.onnx_inputs, kind, original
-            )
+            draft = draft_manifest(schema, attempt.onnx_inputs, _outputs(schema, attempt.output_names))
+            result, _ = check_parity(est, schema, check_frame, attempt.onnx_bytes, draft, kind, original)
         except ConversionFailed as exc:
             why = exc.message
             notes.append(why)
             continue
         except Exception as exc:  # onnxruntime refusing the converted graph
-            why = f"onnxruntime cannot run the {precision} conversion: {type(exc).__name__}: {_short(exc)}"
+            why = (
+                f"onnxruntime cannot run the {precision} conversion: "
+                f"{type(exc).__name__}: {shorten(str(exc), 200)}"
+            )
             notes.append(why)
             continue
         parity = result
@@ -142,24 +131,11 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
                 "Pass --allow-pickle-fallback to write a runtime: sklearn bundle instead"
             )
         notes.append("written as a runtime: sklearn bundle (--allow-pickle-fallback)")
-        if parity is None:  # nothing converted, nothing compared: say why in the manifest
-            parity = Parity(
-                rows=0,
-                sample=kind,
-                tolerance=PROBA_TOLERANCE if schema.task == "classification" else VALUE_TOLERANCE,
-                passed=False,
-                reason=_short(ConversionFailed(why), 300),
-            )
-        if schema.named_columns or schema.mode != "numeric":
-            notes.append(
-                "note: this estimator was fitted on a DataFrame; the gateway's sklearn runtime "
-                "serves only models fitted on plain arrays"
-            )
 
     stored = frame.head(reference.STORED_ROWS)
     files = {
-        SAMPLE_FILE: _json_bytes(reference.stored_rows(schema, stored)),
-        EXPECTED_FILE: _json_bytes(reference.expected_document(head(original, len(stored)))),
+        SAMPLE_FILE: json_bytes(reference.stored_rows(schema, stored)),
+        EXPECTED_FILE: json_bytes(reference.expected_document(original.head(len(stored)))),
     }
     everything = original if len(check_frame) == len(frame) else predict_original(est, schema, frame)
     ref = reference.build_reference(schema, frame, everything)
@@ -183,7 +159,9 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
         task=schema.task,
         runtime="onnx" if converted is not None else "sklearn",
         model_file=model_file,
-        source=_source(est, model.path.name, converted),
+        source=_source(est, model.path.name, converted).model_copy(
+            update={"libraries": fallback.libraries(est) if converted is None else None}
+        ),
         inputs=schema.inputs,
         onnx_inputs=converted.onnx_inputs if converted is not None else [],
         outputs=outputs,
@@ -193,21 +171,15 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
         sample_file=SAMPLE_FILE,
         expected_file=EXPECTED_FILE,
     )
+    if converted is None:  # the fallback is written only when the gateway serves it as the original
+        served = fallback.served_parity(
+            manifest, files[model_file], schema, check_frame, original, kind, shorten(why, 300)
+        )
+        manifest = manifest.model_copy(update={"parity": served})
     if converted is not None:
         notes.extend(_domain_notes(converted.onnx_bytes))
     path = write_bundle(options.repo, manifest, files)
-    from bundlegate.bundle import read_bundle
-
     return PackResult(path, read_bundle(path).manifest, notes)
-
-
-def head(p: Predictions, n: int) -> Predictions:
-    """The first ``n`` rows of ``p``."""
-    return Predictions(
-        labels=None if p.labels is None else p.labels[:n],
-        probabilities=None if p.probabilities is None else p.probabilities[:n],
-        values=None if p.values is None else p.values[:n],
-    )
 
 
 def _outputs(schema: ModelSchema, names: list[str]) -> Outputs:
@@ -222,7 +194,6 @@ def _outputs(schema: ModelSchema, names: list[str]) -> Outputs:
 
 def _source(est: Any, file_name: str, converted: Converted | None) -> Source:
     import numpy
-    import skl2onnx
     import sklearn
 
     steps = steps_of(est)
@@ -233,11 +204,17 @@ def _source(est: Any, file_name: str, converted: Converted | None) -> Source:
         sklearn_version=sklearn.__version__,
         numpy_version=numpy.__version__,
         python_version=platform.python_version(),
-        converter="skl2onnx" if converted is not None else None,
-        converter_version=skl2onnx.__version__ if converted is not None else None,
+        converter=converted.converter if converted is not None else None,
+        converter_version=_version(converted.converter) if converted is not None else None,
         opset=converted.opset if converted is not None else None,
         precision=converted.precision if converted is not None else None,
     )
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import version
+
+    return version(distribution)
 
 
 def _joblib_bytes(est: Any) -> bytes:
@@ -248,18 +225,6 @@ def _joblib_bytes(est: Any) -> bytes:
     return buf.getvalue()
 
 
-def _json_bytes(doc: Any) -> bytes:
-    """Compact JSON with one record (or one output) per line: small, and readable in a diff."""
-    if isinstance(doc, list):
-        body = ",\n".join(json.dumps(r, allow_nan=False) for r in doc)
-        return f"[\n{body}\n]\n".encode()
-    parts = [
-        f"{json.dumps(k)}: [\n" + ",\n".join(json.dumps(v, allow_nan=False) for v in values) + "\n]"
-        for k, values in doc.items()
-    ]
-    return ("{\n" + ",\n".join(parts) + "\n}\n").encode()
-
-
 def _describe(est: Any) -> str:
     steps = steps_of(est)
     if len(steps) == 1:
@@ -267,12 +232,7 @@ def _describe(est: Any) -> str:
     return f"{type(est).__name__}({' → '.join(type(s).__name__ for s in steps)})"
 
 
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-__all__ = ["PackOptions", "PackResult", "Predictions", "pack_bundle"]
+__all__ = ["PackOptions", "PackResult", "pack_bundle"]
 
 
 def _domain_notes(onnx_bytes: bytes) -> list[str]:
