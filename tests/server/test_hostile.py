@@ -284,7 +284,16 @@ def test_a_version_segment_of_non_ascii_digits_is_an_unknown_version(g: Gateway,
 
 @pytest.mark.parametrize(
     "path",
-    ["/metrics", "/v1/models", "/v1/models/iris", "/v2/models/iris", "/v2/models/iris/ready", "/v2"],
+    [
+        "/metrics",
+        "/v1/models",
+        "/v1/models/iris",
+        "/v2/models/iris",
+        "/v2/models/iris/ready",
+        "/v2",
+        "/openapi.json",
+        "/docs",
+    ],
 )
 def test_nothing_on_the_data_port_names_a_model_to_a_caller_without_a_key(g: Gateway, path: str) -> None:
     answer = g.request("GET", path)

@@ -93,8 +93,10 @@ def serve(**values: Any) -> None:
     if settings.insecure_no_auth and settings.keys_file is None:
         click.echo(INSECURE_BANNER, err=True)
     workers = f"{settings.workers} worker{'s' if settings.workers > 1 else ''}"
+    scheme = "https" if settings.ssl_certfile is not None else "http"
     click.echo(
-        f"bundle serve: {settings.repository} on http://{settings.host}:{settings.port} ({workers})", err=True
+        f"bundle serve: {settings.repository} on {scheme}://{settings.host}:{settings.port} ({workers})",
+        err=True,
     )
     code = run_server(settings)
     if code:
