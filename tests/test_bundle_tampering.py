@@ -4,6 +4,7 @@ Signatures are real ed25519 (the ``cryptography`` package of the ``sign`` extra)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -136,6 +137,24 @@ def test_a_signature_by_an_untrusted_key_is_refused(tmp_path: Path, signing: tup
     assert (path / SIGNATURE_FILE).exists()
     with pytest.raises(SignatureError, match="not trusted"):
         read_bundle(path, trusted_keys=read_trusted_keys(trusted_file))
+
+
+def test_the_signing_commands_print_json(tmp_path: Path) -> None:
+    key = tmp_path / "signing.pem"
+    created = CliRunner().invoke(cli, ["signing-key", "create", str(key), "--json"])
+    assert created.exit_code == 0, created.output
+    public = json.loads(created.stdout)["public_key"]
+    trusted = tmp_path / "trusted.keys"
+    trusted.write_text(public + "\n")
+    path = write(tmp_path / "repo", iris_model())
+    signed = CliRunner().invoke(cli, ["sign", str(path), "--key", str(key), "--json"])
+    assert signed.exit_code == 0, signed.output
+    assert json.loads(signed.stdout) == {
+        "name": "iris",
+        "version": 1,
+        "signature": str(path / SIGNATURE_FILE),
+    }
+    read_bundle(path, trusted_keys=read_trusted_keys(trusted))
 
 
 async def test_the_registry_serves_only_signed_bundles_with_trusted_keys(

@@ -9,6 +9,7 @@ signature never vouches for a bundle that does not read.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -24,9 +25,13 @@ def signing_key_group() -> None:
 
 @signing_key_group.command("create")
 @click.argument("private_key", type=click.Path(dir_okay=False, path_type=Path))
-def create(private_key: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def create(private_key: Path, as_json: bool) -> None:
     """Write a new private key to PRIVATE_KEY; print its public key for the trusted keys file."""
     line = create_signing_key(private_key)
+    if as_json:
+        click.echo(json.dumps({"private_key": str(private_key), "public_key": line}))
+        return
     click.echo(
         f"private key written to {private_key} (keep it secret); add this line to the "
         "gateway's --trusted-keys file:",
@@ -44,10 +49,15 @@ def create(private_key: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The private key from `bundle signing-key create`.",
 )
-def sign(path: Path, private_key: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def sign(path: Path, private_key: Path, as_json: bool) -> None:
     """Sign the bundle version at PATH (writes bundle.json.sig)."""
     bundle = read_bundle(path, verify=True)
     target = sign_bundle(path, private_key)
+    if as_json:
+        m = bundle.manifest
+        click.echo(json.dumps({"name": m.name, "version": m.version, "signature": str(target)}))
+        return
     click.echo(f"signed {bundle.manifest.name} version {bundle.manifest.version}: {target}", err=True)
 
 
