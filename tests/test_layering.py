@@ -63,6 +63,10 @@ FORBIDDEN: dict[str, set[str]] = {
     "client/errors": ML | ORT | PROM | {"starlette", "uvicorn", "numpy", "pydantic"},
     "client/answers": ML | ORT | PROM | {"starlette", "uvicorn", "numpy", "pydantic"},
     "sklearn_model": WEB | ORT | PROM | {"skl2onnx", "onnx"},
+    "admission": WEB | ML | ORT | PROM,
+    # runs as a script with no site-packages (python -I -S): the standard library only
+    "onnx_check": WEB | ML | ORT | PROM | {"numpy", "pydantic", "bundlegate"},
+    "signing": WEB | ML | ORT | PROM | {"numpy"},
 }
 PACKER_ONLY = {"skl2onnx", "onnx", "pandas"}
 _SERVES_PICKLES = {"sklearn_model.py": {"pandas"}}  # runtime sklearn: DataFrame models get a DataFrame

@@ -10,7 +10,8 @@ No module below the HTTP layer knows a status code; the statuses below are what 
     │   ├── UnsafePath              symlink, '..', absolute path, external data  code: unsafe_path
     │   ├── DigestMismatch          a file's size/sha256 differs from the manifest  code: digest_mismatch
     │   ├── BundleExists            the version directory already exists    code: bundle_exists
-    │   └── ManifestError           bundle.json missing, not JSON, or not format v1  code: invalid_manifest
+    │   ├── ManifestError           bundle.json missing, not JSON, or not format v1  code: invalid_manifest
+    │   └── SignatureError          no valid signature by a trusted key      code: invalid_signature
     ├── InvalidSetting              a setting cannot be parsed or is out of range  code: invalid_setting
     ├── CannotServe                 ``bundle serve`` cannot listen (the address is in use)  code: cannot_serve
     ├── KeysFileError               the keys file is missing, unreadable or invalid  code: invalid_keys_file
@@ -88,6 +89,10 @@ class BundleExists(BundleError):
 
 class ManifestError(BundleError):
     code = "invalid_manifest"
+
+
+class SignatureError(BundleError):
+    code = "invalid_signature"
 
 
 class InvalidSetting(BundlegateError):

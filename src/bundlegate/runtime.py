@@ -19,12 +19,16 @@ sklearn, joblib and pandas are imported only then.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnxruntime as ort
 
+from bundlegate import onnx_check
+from bundlegate.admission import admit_onnx
 from bundlegate.bundle import Bundle
 from bundlegate.dtypes import ONNX
-from bundlegate.errors import BundleError, UnsafePath, shorten
+from bundlegate.errors import BundleError, DeadlineExceeded, UnsafePath, shorten
 from bundlegate.feed import Feed, Prediction
 from bundlegate.manifest import Manifest
 from bundlegate.sklearn_model import SklearnModel
@@ -34,6 +38,7 @@ __all__ = [
     "OnnxModel",
     "Prediction",
     "SklearnModel",
+    "StoppableRun",
     "load_model",
     "refuse_external_data",
 ]
@@ -91,19 +96,52 @@ class OnnxModel:
             )
         self._classes = manifest.classes or []
 
-    def predict(self, feed: Feed) -> Prediction:
+    def predict(self, feed: Feed, run_options: Any = None) -> Prediction:
         """Run the model on every row of ``feed`` (blocking)."""
-        results = self.session.run(self._names, feed.arrays)
+        results = self.session.run(self._names, feed.arrays, run_options)
         labels, proba, values = (results[i] if i >= 0 else None for i in self._at)
         if isinstance(proba, list):  # a ZipMap output: one {class: p} per row
             proba = np.array([[row[c] for c in self._classes] for row in proba], dtype=np.float32)
         return Prediction(labels, proba, values)
 
+    def stoppable(self) -> StoppableRun:
+        """A ``predict`` call that ``stop()`` can end before it is done (a deadline passed)."""
+        return StoppableRun(self)
+
+
+class StoppableRun:
+    """One ``predict`` call of an ``OnnxModel`` that ``stop()``, from any thread, ends early:
+    onnxruntime checks its run options' ``terminate`` flag between the graph's nodes (inside
+    loops too), so the call returns within about one node's time and its thread is free again.
+    A stopped call raises ``DeadlineExceeded``."""
+
+    __slots__ = ("_model", "_options", "stopped")
+
+    def __init__(self, model: OnnxModel) -> None:
+        self._model = model
+        self._options = ort.RunOptions()
+        self._options.log_severity_level = 4  # a terminated run is not an error worth a log line
+        self.stopped = False
+
+    def predict(self, feed: Feed) -> Prediction:
+        try:
+            return self._model.predict(feed, self._options)
+        except Exception:
+            if self.stopped:
+                raise DeadlineExceeded("the request deadline passed during inference") from None
+            raise
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._options.terminate = True
+
 
 Model = OnnxModel | SklearnModel
 
 
-def load_model(bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = False) -> Model:
+def load_model(
+    bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = False, onnx_domains: tuple[str, ...] = ()
+) -> Model:
     """The model of one bundle version, from its verified model file.
 
     Raises ``BundleError`` (or a subclass) with the reason: digest mismatch, external data, a pickle
@@ -116,90 +154,26 @@ def load_model(bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = Fal
                 "runtime sklearn bundles are pickles; start the gateway with --allow-pickle to load them"
             )
         return SklearnModel(manifest, bundle.read_file(manifest.model_file))
-    return OnnxModel(manifest, bundle.read_file(manifest.model_file), ort_threads=ort_threads)
+    model_bytes = bundle.read_file(manifest.model_file)
+    admit_onnx(model_bytes, onnx_domains)
+    return OnnxModel(manifest, model_bytes, ort_threads=ort_threads)
 
 
 # ---------------------------------------------------------------------- external data check
 
 
-# message kind -> {field number in onnx.proto: kind of the sub-message}, for fields that hold tensors
-# or messages holding tensors; every other field is skipped by its wire type.
-_CHILDREN: dict[str, dict[int, str]] = {
-    "model": {7: "graph", 20: "training", 25: "function"},
-    "training": {1: "graph", 2: "graph"},
-    "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "function": {7: "node"},
-    "node": {5: "attribute"},
-    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
-    "sparse": {1: "tensor", 2: "tensor"},
-    "tensor": {},
-}
-_TENSOR_EXTERNAL_DATA = 13
-_TENSOR_DATA_LOCATION = 14
-_MAX_DEPTH = 64
-
-
 def refuse_external_data(model_bytes: bytes) -> None:
     """Raise ``UnsafePath`` if any tensor of the ONNX model keeps its data outside the file.
 
-    A small protobuf wire-format walk over the messages that can hold tensors (graphs, nodes,
-    attributes, functions, sparse tensors), so the runtime needs no ``onnx`` package. onnxruntime
-    finds an external file only through a ``location`` entry, so a model without those bytes
-    anywhere needs no walk (which matters: tree ensembles hold millions of unpacked integers).
+    The protobuf wire-format walk of ``onnx_check`` (no ``onnx`` package needed). onnxruntime finds
+    an external file only through a ``location`` entry, so a model without those bytes anywhere needs
+    no walk.
     """
     if b"location" not in model_bytes:
         return
     try:
-        _walk(memoryview(model_bytes), "model", 0)
-    except _WireError:
+        external = onnx_check.refers_to_external_data(model_bytes)
+    except onnx_check.WireError:
         raise BundleError("model.onnx is not a valid ONNX protobuf") from None
-
-
-class _WireError(Exception):
-    pass
-
-
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise _WireError
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _walk(buf: memoryview, kind: str, depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        raise _WireError
-    children = _CHILDREN[kind]
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-            if kind == "tensor" and field == _TENSOR_DATA_LOCATION and value == 1:
-                raise UnsafePath("model.onnx refers to external data, which bundles may not use")
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            end = pos + length
-            if end > len(buf):
-                raise _WireError
-            if kind == "tensor" and field == _TENSOR_EXTERNAL_DATA:
-                raise UnsafePath("model.onnx refers to external data, which bundles may not use")
-            child = children.get(field)
-            if child is not None:
-                _walk(buf[pos:end], child, depth + 1)
-            pos = end
-        else:
-            raise _WireError
-    if pos != len(buf):
-        raise _WireError
+    if external:
+        raise UnsafePath("model.onnx refers to external data, which bundles may not use")

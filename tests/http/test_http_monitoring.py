@@ -87,7 +87,7 @@ async def test_monitoring_is_off_by_default_and_its_routes_say_so(app: Any, keys
         feedback = await client.post("/v1/models/iris/feedback", json=body, headers=keys.auth())
         assert feedback.status_code == 404
         assert "--feedback" in feedback.json()["error"]["message"]
-        assert "bundlegate_feature_drift_psi" not in (await client.get("/metrics")).text
+        assert "bundlegate_feature_drift_psi" not in (await client.get("/metrics", headers=keys.auth())).text
 
 
 async def test_drift_counts_unseen_categories_and_nulls_in_their_own_buckets(
@@ -124,14 +124,14 @@ async def test_drift_counts_unseen_categories_and_nulls_in_their_own_buckets(
         assert iris["reference"] is False
         assert iris["features"] == []
         assert iris["prediction"] is None
-        exposition = (await client.get("/metrics")).text
+        exposition = (await client.get("/metrics", headers=keys.auth())).text
         assert metric(exposition, "bundlegate_feature_drift_psi", model="credit", feature="city") is not None
         assert metric(exposition, "bundlegate_drift_window_rows", model="credit", version="1") == 10
         # an hour without traffic empties the window: no PSI series is left to alert on
         drift = app.ctx.monitor._versions[("credit", 1)].drift
         later = time.monotonic() + app.settings.drift_window_s + 1
         drift._clock = lambda: later
-        exposition = (await client.get("/metrics")).text
+        exposition = (await client.get("/metrics", headers=keys.auth())).text
         assert metric(exposition, "bundlegate_feature_drift_psi", model="credit", feature="city") is None
         assert metric(exposition, "bundlegate_prediction_drift_psi", model="credit") is None
         assert metric(exposition, "bundlegate_drift_window_rows", model="credit", version="1") == 0
@@ -224,7 +224,7 @@ async def test_bad_feedback_is_answered_and_predictions_go_on(make_app: MakeApp,
         assert r.status_code == 422
         assert r.json()["error"]["details"][0]["type"] == "expired"
         assert (await _predict_iris(client, keys, 1))[0]["prediction"] == "setosa"
-        exposition = (await client.get("/metrics")).text
+        exposition = (await client.get("/metrics", headers=keys.auth())).text
     assert metric(exposition, "bundlegate_feedback_total", model="iris", outcome="matched") == 1
     assert metric(exposition, "bundlegate_feedback_total", model="iris", outcome="unmatched") == 1
     assert metric(exposition, "bundlegate_feedback_total", model="iris", outcome="late") == 1
@@ -254,7 +254,7 @@ async def test_regressor_feedback_gives_the_live_mean_absolute_error(
         )
         assert r.status_code == 422
         assert r.json()["error"]["details"][0]["loc"] == ["feedback", 0, "value"]
-        exposition = (await client.get("/metrics")).text
+        exposition = (await client.get("/metrics", headers=keys.auth())).text
     assert metric(exposition, "bundlegate_live_mae", model="price", version="1") == pytest.approx(
         2.0, abs=1e-3
     )

@@ -63,13 +63,14 @@ class Call:
     def header(self, name: bytes) -> bytes | None:
         return header(self.scope["headers"], name)
 
-    def authenticate(self) -> KeyRecord:
-        """The caller's key record (401 missing/unknown key, 429 over its rate limit). Without keys
-        (``--insecure-no-auth``) only loopback clients are answered, however the server was bound."""
+    def authenticate(self, *, rate_limited: bool = True) -> KeyRecord:
+        """The caller's key record (401 missing/unknown key, 429 over its rate limit unless not
+        ``rate_limited``). Without keys (``--insecure-no-auth``) only loopback clients are answered,
+        however the server was bound."""
         auth = self.ctx.auth
         if auth.insecure and not is_loopback(self.scope.get("client")):
             raise Unauthenticated("this gateway runs without API keys and answers loopback clients only")
-        key = auth.authenticate(self.scope["headers"])
+        key = auth.authenticate(self.scope["headers"], rate_limited=rate_limited)
         self.key = key
         self.info.key_id = key.id
         return key
@@ -153,10 +154,14 @@ def is_loopback(client: tuple[str, int] | list[Any] | None) -> bool:
 
 
 def parse_version(version: str | None) -> int | None:
-    """A version from the path; anything but a positive integer is an unknown version (404)."""
+    """A version from the path; anything but a positive integer in ASCII digits is an unknown
+    version (404): ``str.isdigit`` alone also takes ``²`` (which ``int`` refuses) and fullwidth or
+    Arabic-Indic digits (which ``int`` reads as the ASCII number)."""
     if version is None:
         return None
-    if not version.isdigit() or len(version) > _MAX_VERSION_DIGITS or int(version) < 1:
+    if not (version.isascii() and version.isdigit()) or len(version) > _MAX_VERSION_DIGITS:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    if int(version) < 1:
         raise NotFound(NOT_FOUND_MESSAGE)
     return int(version)
 
