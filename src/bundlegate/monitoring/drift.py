@@ -1,15 +1,15 @@
 """Drift of one served model version against its bundle's reference: ``VersionDrift``.
 
 ``add(feed, prediction)`` does constant work on the request path: a numeric model's rows are copied
-into the chunk's buffers (nothing of the request is kept), other models' arrays are kept (of a request
+into the chunk's buffers (nothing of the request is kept), other models' arrays are kept; of a request
 with more than ``ROWS_PER_REQUEST`` rows, an evenly spaced sample of that many, so the window weighs
-a large batch like a few single rows). Once
-``flush_rows`` rows are pending, or when someone reads the drift, the pending rows are counted into
-buckets in one go (``buckets``: array operations over the whole chunk) and the chunk joins a sliding
-window: whole chunks, the newest first, while the others hold at least ``window_rows`` rows and none
-is older than ``window_s``. ``report()`` gives each feature's PSI against the reference and both
-histograms, and the PSI of the predictions against the reference the packer stored for the original
-model's answers on the sample (bundles without one have no prediction drift).
+a large batch like a few single rows. Once ``flush_rows`` rows are pending, or when someone reads the
+drift, the pending rows are counted into buckets in one go (``buckets``: array operations over the
+whole chunk) and the chunk joins a sliding window: whole chunks, the newest first, while the others
+hold at least ``window_rows`` rows and none is older than ``window_s``. ``report()`` gives each
+feature's PSI against the reference and both histograms, and the PSI of the predictions against the
+reference the packer stored for the original model's answers on the sample (bundles without one have
+no prediction drift).
 
 Features the reference says nothing about (no bins, no frequencies) are left out.
 """
