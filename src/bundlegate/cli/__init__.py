@@ -17,7 +17,7 @@ from typing import IO, Any
 import click
 
 from bundlegate import __version__
-from bundlegate.cli import bundle_commands, keys_commands, serve_command
+from bundlegate.cli import bundle_commands, keys_commands, offline_commands, serve_command
 from bundlegate.errors import BundlegateError
 
 
@@ -57,6 +57,7 @@ def cli() -> None:
 bundle_commands.register(cli)
 keys_commands.register(cli)
 serve_command.register(cli)
+offline_commands.register(cli)
 
 
 def main() -> None:
