@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gateway import pack_models, prepare_models  # noqa: E402
+from gateway import pack_models, prepare_models
 
 
 def tables(root: Path, name: str, rows: int) -> dict[str, Path]:
@@ -74,7 +74,9 @@ def predict_turn(bundle: Path, source: Path, target: Path, chunk_rows: int) -> t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chunk-rows", type=int, default=50_000)
@@ -95,7 +97,9 @@ def main() -> None:
         predict_turn(bundle, files["parquet"], root / "out.parquet", a.chunk_rows)  # imports, caches
         for _ in range(a.rounds):
             turns["raw"].append(raw_turn(bundle / "model.onnx", data, a.chunk_rows))
-            turns["parquet"].append(predict_turn(bundle, files["parquet"], root / "out.parquet", a.chunk_rows))
+            turns["parquet"].append(
+                predict_turn(bundle, files["parquet"], root / "out.parquet", a.chunk_rows)
+            )
             turns["csv"].append(predict_turn(bundle, files["csv"], root / "out.csv", a.chunk_rows))
         wall = {k: statistics.median(t[0] for t in v) for k, v in turns.items()}
         cpu = {k: statistics.median(t[1] for t in v) for k, v in turns.items()}

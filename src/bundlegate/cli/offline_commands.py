@@ -81,7 +81,8 @@ def predict(
     def advance(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = click.progressbar(length=max(total, 1), label=f"scoring {source.name}", file=click.get_text_stream("stderr"))
+            stderr = click.get_text_stream("stderr")
+            bar = click.progressbar(length=max(total, 1), label=f"scoring {source.name}", file=stderr)
             bar.__enter__()
         bar.update(done - bar.pos)
 
