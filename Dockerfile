@@ -10,6 +10,8 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 # --- build: the wheel, then a virtualenv with it and its runtime dependencies --------------------------
 FROM ${PYTHON_IMAGE} AS build
+# s3: bundles from object storage (`bundle serve s3://...`); build with --build-arg EXTRAS= to leave it out
+ARG EXTRAS=s3
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -18,7 +20,8 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/bundlegate \
- && /opt/bundlegate/bin/python -m pip install --no-compile /wheels/bundlegate-*.whl \
+ && wheel="$(echo /wheels/bundlegate-*.whl)" \
+ && /opt/bundlegate/bin/python -m pip install --no-compile "${wheel}${EXTRAS:+[${EXTRAS}]}" \
  && /opt/bundlegate/bin/python -m compileall -q /opt/bundlegate/lib \
  && /opt/bundlegate/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('sklearn') is not None)"
 

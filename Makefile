@@ -9,7 +9,7 @@ PORT ?= 8080
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[pack,test,bench]'
+	$(BIN)/pip install --quiet -e '.[pack,test,bench,s3,offline,distributed]'
 	touch $@
 
 ## serve: run the gateway on the example bundles with a fresh development key

@@ -40,7 +40,7 @@ from bundlegate.batching import (
     run_blocking,
     usable_cpus,
 )
-from bundlegate.bundle import read_bundle, scan_repository
+from bundlegate.bundle import BundleRef, read_bundle, scan_repository
 from bundlegate.errors import BundleError, ModelNotReady, NotFound, one_line
 from bundlegate.manifest import Manifest
 from bundlegate.runtime import Model, load_model, warm_up
@@ -138,8 +138,10 @@ class ModelRegistry:
         inference_executor: ThreadPoolExecutor | None = None,
         inline_max_s: float = DEFAULT_INLINE_MAX_S,
         run_in_threads: bool | None = None,
+        sync: Callable[[], object] | None = None,
     ) -> None:
         self.repo = Path(repo)
+        self.sync = sync  # brings ``repo`` up to date before each scan (an object-storage mirror)
         self.settings = settings
         self.observer_factory = observer_factory
         self.on_loaded = on_loaded
@@ -175,7 +177,7 @@ class ModelRegistry:
         loaded and warmed, and a removed version finishes its in-flight requests before it goes.
         """
         async with self._reload_lock:
-            refs = await run_blocking(self._load_pool, scan_repository, self.repo)
+            refs = await self._scan()
             found: dict[str, dict[int, Path]] = {}
             for ref in refs:
                 found.setdefault(ref.name, {})[ref.version] = Path(ref.path)
@@ -206,9 +208,7 @@ class ModelRegistry:
     async def load(self, name: str) -> ModelStatus:
         """Admin: (re)load every version of ``name`` found on disk that is not loaded."""
         async with self._reload_lock:
-            refs = [
-                r for r in await run_blocking(self._load_pool, scan_repository, self.repo) if r.name == name
-            ]
+            refs = [r for r in await self._scan() if r.name == name]
             if not refs:
                 raise NotFound(f"no model named {name[:64]!r} in the repository")
             await self._refresh_serving(name)
@@ -317,6 +317,11 @@ class ModelRegistry:
         return counts
 
     # ------------------------------------------------------------------ internals
+
+    async def _scan(self) -> list[BundleRef]:
+        if self.sync is not None:
+            await run_blocking(self._load_pool, self.sync)
+        return await run_blocking(self._load_pool, scan_repository, self.repo)
 
     def _entry(self, name: str, version: int) -> _Entry | None:
         return self._models.get(name, {}).get(version)

@@ -41,6 +41,11 @@ class Settings:
     settings trade latency for throughput; see docs/architecture.md for the table."""
 
     repository: Path = Path("bundles")
+    # an object-storage repository (s3://bucket/prefix) mirrored into cache_dir; BUNDLEGATE_REPOSITORY
+    # may name one too (bundlegate.objectstore)
+    repository_url: str | None = None
+    s3_endpoint_url: str | None = None  # an S3-compatible store instead of AWS
+    cache_dir: Path | None = None  # where a repository_url is mirrored (default: the user's cache)
     host: str = "127.0.0.1"
     port: int = 8080
     keys_file: Path | None = None
@@ -78,6 +83,10 @@ class Settings:
             raw = environ.get(name)
             if raw is not None:
                 values[f.name] = _parse(name, f.name, raw)
+        repository = environ.get(ENV_PREFIX + "REPOSITORY", "").strip()
+        if "://" in repository:  # an object-storage URL, not a directory
+            values["repository_url"] = repository
+            del values["repository"]
         return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
@@ -128,7 +137,7 @@ _INTS = frozenset(
 _FLOATS = frozenset({"rate_limit_rps", "batch_max_delay_ms", "reload_interval_s", "drain_timeout_s"})
 _BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log"})
 _PATHS = frozenset({"repository"})
-_OPTIONAL_PATHS = frozenset({"keys_file"})
+_OPTIONAL_PATHS = frozenset({"keys_file", "cache_dir"})
 
 # (minimum, maximum) per numeric field
 _RANGES: dict[str, tuple[float, float]] = {
@@ -174,6 +183,8 @@ def _parse(env_name: str, field_name: str, raw: str) -> Any:
         return Path(text) if text else None
     if field_name == "log_level":
         return text.lower()
+    if field_name in ("repository_url", "s3_endpoint_url"):
+        return text or None
     return text
 
 

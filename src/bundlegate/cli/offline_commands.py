@@ -6,6 +6,7 @@ commands, so the rest of the CLI starts without them; a missing extra is a one-l
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,7 @@ def predict(
     def advance(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            stderr = click.get_text_stream("stderr")
-            bar = click.progressbar(length=max(total, 1), label=f"scoring {source.name}", file=stderr)
+            bar = click.progressbar(length=max(total, 1), label=f"scoring {source.name}", file=sys.stderr)
             bar.__enter__()
         bar.update(done - bar.pos)
 

@@ -72,7 +72,11 @@ def resolve_settings(environ: dict[str, str] | os._Environ[str], **flags: Any) -
 def check_startable(settings: Settings) -> Settings:
     """Refuse to start without keys (unless insecure); insecure forces loopback. Loads the keys file
     once so a missing or broken file is a one-line error before uvicorn starts."""
-    if not settings.repository.is_dir():
+    if settings.repository_url is not None:
+        from bundlegate.objectstore import open_store
+
+        open_store(settings.repository_url, settings.s3_endpoint_url)  # the extra is installed
+    elif not settings.repository.is_dir():
         raise InvalidSetting(
             f"model repository not found: {settings.repository} (build bundles with `bundle pack`)"
         )
@@ -172,7 +176,7 @@ def _log_config(level: str) -> dict[str, Any]:
 def register(group: click.Group) -> None:
     """Add ``serve`` to the ``bundle`` group."""
 
-    @click.argument("repo", required=False, type=click.Path(file_okay=False, path_type=Path))
+    @click.argument("repo", required=False)
     @click.option(
         "--keys",
         "keys_file",
@@ -192,15 +196,33 @@ def register(group: click.Group) -> None:
         default=None,
         help="Load runtime: sklearn bundles (pickles) made with this sklearn version.",
     )
+    @click.option(
+        "--s3-endpoint-url",
+        default=None,
+        help="S3-compatible endpoint for an s3:// REPO instead of AWS (BUNDLEGATE_S3_ENDPOINT_URL).",
+    )
+    @click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where an s3:// REPO is mirrored (BUNDLEGATE_CACHE_DIR, default ~/.cache/bundlegate).",
+    )
     @click.option("--access-log/--no-access-log", default=None, help="JSON lines access log on stderr.")
     @click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None, help="Log level (info).")
-    def serve(repo: Path | None, **flags: Any) -> None:
-        """Serve every bundle in REPO (default: BUNDLEGATE_REPOSITORY or ./bundles)."""
-        settings = check_startable(resolve_settings(os.environ, repository=repo, **flags))
+    def serve(repo: str | None, **flags: Any) -> None:
+        """Serve every bundle in REPO: a directory, or object storage (s3://bucket/prefix, mirrored
+        into --cache-dir and polled every --reload-interval-s). Default: BUNDLEGATE_REPOSITORY or
+        ./bundles."""
+        if repo is not None and "://" in repo:
+            flags["repository_url"] = repo
+        elif repo is not None:
+            flags["repository"] = Path(repo)
+        settings = check_startable(resolve_settings(os.environ, **flags))
         if settings.insecure_no_auth and settings.keys_file is None:
             click.echo(INSECURE_BANNER, err=True)
+        where = settings.repository_url or settings.repository
         click.echo(
-            f"bundle serve: {settings.repository} on http://{settings.host}:{settings.port} "
+            f"bundle serve: {where} on http://{settings.host}:{settings.port} "
             f"({settings.workers} worker{'s' if settings.workers > 1 else ''})",
             err=True,
         )

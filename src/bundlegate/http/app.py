@@ -36,6 +36,7 @@ from bundlegate.http.middleware import AccessLog, GatewayMiddleware
 from bundlegate.http.routing import HotRoutes
 from bundlegate.keys import KeyStore
 from bundlegate.metrics import GatewayMetrics
+from bundlegate.objectstore import RepositoryMirror, default_cache_root
 from bundlegate.ratelimit import RateLimiter
 from bundlegate.registry import ModelRegistry
 from bundlegate.settings import InvalidSetting, Settings
@@ -208,7 +209,15 @@ def create_app(
         logger.warning(INSECURE_WARNING)
     auth = ApiKeyAuth(keys, RateLimiter(settings.rate_limit_rps))
     if registry is None:
+        repo, sync = settings.repository, None
+        if settings.repository_url is not None:  # served from a local mirror of the object store
+            mirror = RepositoryMirror(
+                settings.repository_url,
+                settings.cache_dir or default_cache_root(),
+                endpoint_url=settings.s3_endpoint_url,
+            )
+            repo, sync = mirror.local, mirror.sync
         registry = ModelRegistry(
-            settings.repository, settings, metrics.observer_for, on_loaded=metrics.model_loaded
+            repo, settings, metrics.observer_for, on_loaded=metrics.model_loaded, sync=sync
         )
     return Gateway(GatewayContext(settings, registry, metrics, auth), listen_after_load=listen_after_load)
