@@ -90,8 +90,8 @@ class Scorer:
         classes = label.classes if label is not None else None
         first = classes[0] if classes else None
         kind = "bool" if isinstance(first, bool) else "int64" if isinstance(first, int) else "string"
-        types = dict.fromkeys(self.output_columns, "float64")
-        types[PREDICTION] = kind if label is not None else "float64"
+        types = dict.fromkeys(self.output_columns, "float32")
+        types[PREDICTION] = kind if label is not None else "float32"
         types[ERROR] = "string"
         return types
 
