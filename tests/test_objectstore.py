@@ -19,7 +19,7 @@ import bundle_factory as bf
 from bundlegate.bundle import read_bundle, scan_repository
 from bundlegate.cli import cli
 from bundlegate.keys import create_key
-from bundlegate.objectstore import RepositoryMirror, is_store_url, open_store, push_bundle
+from bundlegate.objectstore import RepositoryMirror, open_store, push_bundle
 from bundlegate.settings import Settings
 from s3_server import SECRET, S3Server, running_s3
 from test_serve_socket import serve
@@ -136,10 +136,7 @@ def test_an_unreachable_store_leaves_the_mirror_as_it_is(
     assert SECRET not in caplog.text
 
 
-def test_store_urls_and_settings() -> None:
-    assert is_store_url("s3://bucket/prefix")
-    assert not is_store_url("bundles")
-    assert not is_store_url("file:///srv/bundles")
+def test_a_repository_url_in_the_environment_is_an_object_store() -> None:
     settings = Settings.from_env(
         {"BUNDLEGATE_REPOSITORY": URL, "BUNDLEGATE_S3_ENDPOINT_URL": "http://s3.test"}
     )

@@ -48,12 +48,6 @@ class StoreError(BundleError):
     code = "store_unavailable"
 
 
-def is_store_url(text: str) -> bool:
-    """``text`` names an object-storage repository (``scheme://...``) rather than a directory."""
-    scheme, sep, _ = text.partition("://")
-    return bool(sep) and scheme.isalnum() and scheme != "file"
-
-
 def open_store(url: str, endpoint_url: str | None = None) -> tuple[Any, str]:
     """The fsspec filesystem of ``url`` and the root path in it (no trailing slash)."""
     try:
@@ -291,7 +285,6 @@ __all__ = [
     "SyncReport",
     "cache_dir_for",
     "default_cache_root",
-    "is_store_url",
     "open_store",
     "push_bundle",
 ]
