@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 
 ## serve: run the gateway on the example bundles with a fresh development key
 serve: $(BIN)/.installed
-	$(BIN)/python -m bundlegate.devserve bundles/ --port $(PORT)
+	$(BIN)/python -m bundlegate.cli.devserve bundles/ --port $(PORT)
 
 ## test: lint, type-check and run the whole test suite
 test: $(BIN)/.installed lint

@@ -440,7 +440,7 @@ def _wrk_turn(
 # shape check and simdjson into one buffer of doubles), on the body the load steps send
 _PARSE = (
     "import json, sys, time\n"
-    "from bundlegate.http.flatrows import flat_rows\n"
+    "from bundlegate.http.v1._flatrows import flat_rows\n"
     "body = open(sys.argv[1], 'rb').read()\n"
     "width, end, times = len(json.loads(body)['inputs'][0]), time.perf_counter() + float(sys.argv[2]), []\n"
     "while time.perf_counter() < end:\n"

@@ -14,10 +14,10 @@ import pytest
 from bundle_factory import iris_model, write
 from bundlegate.batching import BatchQueue
 from bundlegate.bundle import read_bundle
+from bundlegate.decoding import CompiledSchema
 from bundlegate.errors import DeadlineExceeded, Overloaded
 from bundlegate.feed import Feed, Prediction
 from bundlegate.runtime import OnnxModel, load_model
-from bundlegate.schema import CompiledSchema
 
 
 class Gated:

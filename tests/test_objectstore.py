@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,9 @@ from bundlegate.keys import create_key
 from bundlegate.objectstore import RepositoryMirror, open_store, push_bundle
 from bundlegate.settings import Settings
 from s3_server import SECRET, S3Server, running_s3
-from test_serve_socket import serve
+
+sys.path.append(str(Path(__file__).resolve().parent / "server"))
+from test_serve_socket import serve  # bundle serve in a subprocess, as a user runs it
 
 BUCKET = "models"
 URL = f"s3://{BUCKET}/prod"
@@ -142,7 +145,13 @@ def test_a_repository_url_in_the_environment_is_an_object_store() -> None:
     )
     assert settings.repository_url == URL
     assert settings.s3_endpoint_url == "http://s3.test"
-    assert Settings.from_env(settings.to_env()) == settings
+    # bundle serve takes the URL as its argument or from BUNDLEGATE_REPOSITORY: no directory check
+    # (the next refusal is the missing keys)
+    for args, env in (([URL], {}), ([], {"BUNDLEGATE_REPOSITORY": URL})):
+        result = CliRunner().invoke(cli, ["serve", *args], env=env)
+        assert result.exit_code == 1
+        assert "no API keys" in result.output
+        assert "repository not found" not in result.output
 
 
 def test_push_refuses_a_tampered_local_bundle(s3: S3Server, local: Path, tmp_path: Path) -> None:

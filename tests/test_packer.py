@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from bundlegate.bundle import read_bundle
+from bundlegate.decoding import CompiledSchema
 from bundlegate.errors import (
     BundleExists,
     InvalidName,
@@ -26,7 +27,6 @@ from bundlegate.errors import (
 )
 from bundlegate.packer import PackOptions, pack_bundle
 from bundlegate.runtime import load_model
-from bundlegate.schema import CompiledSchema
 from packer_zoo import IRIS_FEATURES, iris, mixed
 
 

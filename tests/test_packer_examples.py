@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bundlegate.bundle import read_bundle, scan_repository
+from bundlegate.decoding import CompiledSchema
 from bundlegate.runtime import load_model
-from bundlegate.schema import CompiledSchema
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "bundles"
 NAMES = ["diabetes", "diabetes-risk", "iris"]

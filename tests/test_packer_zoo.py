@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from bundlegate.bundle import read_bundle
+from bundlegate.decoding import CompiledSchema
 from bundlegate.errors import ConversionFailed, ParityFailed
 from bundlegate.packer import PackOptions, pack_bundle
 from bundlegate.runtime import load_model
-from bundlegate.schema import CompiledSchema
 from packer_zoo import CASES, ZooCase
 
 SLOW = {"gaussian_process_regressor", "hist_gradient_boosting", "column_transformer_forest"}

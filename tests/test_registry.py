@@ -69,7 +69,7 @@ async def registry(repo: Path) -> AsyncIterator[ModelRegistry]:
 async def _predict(registry: ModelRegistry, name: str, version: int | None = None) -> object:
     loaded = registry.get(name, version)
     prediction = await loaded.queue.submit(loaded.schema.from_record(SETOSA))
-    return loaded.schema.decode_one(prediction)["prediction"]
+    return loaded.answers.decode_one(prediction)["prediction"]
 
 
 async def test_every_version_loads_and_a_corrupted_bundle_fails_alone(registry: ModelRegistry) -> None:
@@ -115,7 +115,7 @@ async def test_mixed_model_serves_through_the_registry(registry: ModelRegistry) 
     feed = loaded.schema.from_records(
         [{"age": None, "income": 70, "city": "Rome"}, {"age": 30, "income": 20, "city": None}]
     )
-    out = loaded.schema.decode_batch(await loaded.queue.submit(feed))
+    out = loaded.answers.decode_batch(await loaded.queue.submit(feed))
     assert out["predictions"] == ["approve", "reject"]
 
 
@@ -245,9 +245,9 @@ async def test_loading_versions_are_visible_and_not_ready(repo: Path) -> None:
     gate = threading.Event()
 
     class SlowRegistry(ModelRegistry):
-        def _load_blocking(self, name: str, version: int, path: Path) -> Any:
+        def _load_parts(self, name: str, version: int, path: Path) -> Any:
             assert gate.wait(10)
-            return super()._load_blocking(name, version, path)
+            return super()._load_parts(name, version, path)
 
     registry = SlowRegistry(repo, Settings(), load_threads=2)
     try:
@@ -281,7 +281,7 @@ async def test_example_bundles_answer_like_sklearn() -> None:
             bundle_dir = EXAMPLES / name / str(loaded.version)
             sample = json.loads((bundle_dir / "sample.json").read_text())
             expected = json.loads((bundle_dir / "expected.json").read_text())
-            out = loaded.schema.decode_batch(await loaded.queue.submit(loaded.schema.from_records(sample)))
+            out = loaded.answers.decode_batch(await loaded.queue.submit(loaded.schema.from_records(sample)))
             if "labels" in expected:
                 assert out["predictions"] == expected["labels"], name
                 np.testing.assert_allclose(out["probabilities"], expected["probabilities"], atol=1e-4)

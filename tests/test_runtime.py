@@ -17,10 +17,12 @@ from bundle_factory import (
     with_files,
     write,
 )
+from bundlegate.answers import Answers
 from bundlegate.bundle import Bundle, read_bundle
+from bundlegate.decoding import CompiledSchema
 from bundlegate.errors import BundleError, DigestMismatch, UnsafePath
-from bundlegate.runtime import OnnxModel, SklearnModel, load_model, refuse_external_data, warm_up
-from bundlegate.schema import CompiledSchema
+from bundlegate.loader import warm_up
+from bundlegate.runtime import OnnxModel, SklearnModel, load_model, refuse_external_data
 
 
 def _bundle(tmp_path: Path, built: Built) -> Bundle:
@@ -53,7 +55,7 @@ def test_mixed_pipeline_with_missing_values_matches_sklearn(tmp_path: Path) -> N
         "income": X["income"].tolist(),
         "city": [c or None for c in X["city"]],
     }
-    out = schema.decode_batch(model.predict(schema.from_columns(columns)))
+    out = Answers(schema.manifest).decode_batch(model.predict(schema.from_columns(columns)))
     assert out["predictions"] == built.estimator.predict(X).tolist()
 
 

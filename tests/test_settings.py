@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from bundlegate.settings import InvalidSetting, Settings
+from bundlegate.cli import cli, serve_command
+from bundlegate.errors import InvalidSetting
+from bundlegate.settings import FLAGS, Settings, env_name
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -15,7 +19,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (s.host, s.port, s.keys_file, s.insecure_no_auth, s.workers) == ("127.0.0.1", 8080, None, False, 1)
     assert s.allow_pickle is False
     assert s.max_body_bytes == 16 * 1024 * 1024
-    assert (s.max_batch_rows, s.max_string_length, s.max_json_depth) == (10_000, 1024, 32)
+    assert (s.request_max_rows, s.max_string_length, s.max_json_depth) == (10_000, 1024, 32)
     assert (s.batch_max_rows, s.batch_max_delay_ms, s.queue_max_rows) == (256, 1.0, 20_000)
     assert (s.request_timeout_ms, s.reload_interval_s, s.drain_timeout_s, s.ort_threads) == (10_000, 0, 20, 1)
     assert (s.access_log, s.log_level, s.rate_limit_rps) == (True, "info", 0)
@@ -31,7 +35,7 @@ def test_from_env_reads_every_documented_variable() -> None:
         "BUNDLEGATE_WORKERS": "2",
         "BUNDLEGATE_ALLOW_PICKLE": "1",
         "BUNDLEGATE_MAX_BODY_BYTES": "2048",
-        "BUNDLEGATE_MAX_BATCH_ROWS": "50",
+        "BUNDLEGATE_REQUEST_MAX_ROWS": "50",
         "BUNDLEGATE_MAX_STRING_LENGTH": "64",
         "BUNDLEGATE_MAX_JSON_DEPTH": "8",
         "BUNDLEGATE_BATCH_MAX_ROWS": "32",
@@ -50,7 +54,7 @@ def test_from_env_reads_every_documented_variable() -> None:
     assert s.repository == Path("/srv/bundles")
     assert s.keys_file == Path("/etc/keys.json")
     assert (s.host, s.port, s.workers, s.insecure_no_auth, s.allow_pickle) == ("0.0.0.0", 9000, 2, True, True)
-    assert (s.max_body_bytes, s.max_batch_rows, s.max_string_length, s.max_json_depth) == (2048, 50, 64, 8)
+    assert (s.max_body_bytes, s.request_max_rows, s.max_string_length, s.max_json_depth) == (2048, 50, 64, 8)
     assert (s.batch_max_rows, s.batch_max_delay_ms, s.queue_max_rows) == (32, 2.5, 100)
     assert (s.request_timeout_ms, s.reload_interval_s, s.drain_timeout_s, s.ort_threads) == (500, 30, 5, 2)
     assert (s.access_log, s.log_level, s.rate_limit_rps) == (False, "debug", 10)
@@ -88,7 +92,7 @@ def test_replace_applies_flags_over_the_environment_and_skips_missing_flags() ->
     with pytest.raises(TypeError):
         s.replace(colour="blue")
     with pytest.raises(InvalidSetting):
-        s.replace(max_batch_rows=0)
+        s.replace(request_max_rows=0)
 
 
 def test_settings_are_immutable() -> None:
@@ -97,8 +101,25 @@ def test_settings_are_immutable() -> None:
         s.port = 1  # type: ignore[misc]
 
 
-def test_to_env_round_trips() -> None:
-    s = Settings(repository=Path("repo"), keys_file=Path("k.json"), port=9001, access_log=False)
-    assert Settings.from_env(s.to_env()) == s
-    assert Settings.from_env(Settings().to_env()) == Settings()
-    assert "BUNDLEGATE_KEYS_FILE" not in Settings().to_env()
+def test_every_setting_has_a_flag_and_help_names_its_variable() -> None:
+    """One declaration: every setting is a flag of ``bundle serve`` (the repository, a directory or
+    an object-store URL, its argument), and ``--help`` names the ``BUNDLEGATE_*`` variable of each."""
+    argument = {"repository", "repository_url"}
+    assert {f.field for f in FLAGS} | argument == {f.name for f in fields(Settings)}
+    out = CliRunner().invoke(cli, ["serve", "--help"], terminal_width=200).output
+    missing = [env_name(f.name) for f in fields(Settings) if env_name(f.name) not in out]
+    assert missing == []
+    assert "--request-max-rows" in out
+    assert "--max-batch-rows" not in out
+
+
+def test_serve_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUNDLEGATE_PORT", "9000")
+    monkeypatch.setenv("BUNDLEGATE_WORKERS", "3")
+    monkeypatch.setenv("BUNDLEGATE_ACCESS_LOG", "off")
+    monkeypatch.setenv("BUNDLEGATE_REPOSITORY", "from-env")
+    ctx = cli.commands["serve"].make_context("serve", ["--port", "9001", "--request-max-rows", "7"])
+    s = serve_command.settings_from(ctx.params)
+    assert (s.port, s.workers, s.access_log, s.request_max_rows) == (9001, 3, False, 7)
+    assert s.repository == Path("from-env")
+    assert s.batch_max_rows == Settings().batch_max_rows  # neither given: the default

@@ -1,8 +1,10 @@
-"""Model outputs → JSON answers (DESIGN.md §3): ``Answers``, built once per bundle version.
+"""Model outputs → JSON-ready answers (DESIGN.md §3): ``Answers``, built once per bundle version.
 
     decode_one(prediction)    {"prediction": label or value, "probabilities": {class: p}}
     decode_batch(prediction)  {"predictions": [...], "probabilities": [[p, ...], ...]}
     encode_batch(prediction)  decode_batch's JSON, numeric outputs left as numpy arrays for orjson
+
+``/v1`` writes these fields into its answers; ``/v2`` and offline scoring take their columns.
 
 Probabilities and values keep their float32 digits (``_shortest``); boolean classes come back as
 ``true``/``false`` whatever onnxruntime returned for them (0/1 or strings).
@@ -21,7 +23,7 @@ from bundlegate.manifest import Manifest
 
 
 class Answers:
-    """How the predictions of one bundle version are written as JSON (``CompiledSchema`` is one)."""
+    """How the predictions of one bundle version are written as JSON."""
 
     def __init__(self, manifest: Manifest) -> None:
         self._label_lookup = self._labels(manifest)

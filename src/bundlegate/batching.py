@@ -1,56 +1,36 @@
 """Adaptive batching per model version (DESIGN.md §5): ``BatchQueue``.
 
 Concurrent ``await queue.submit(feed, deadline)`` calls are coalesced into one ``predict`` call of at
-most ``max_batch_rows`` rows; each caller gets back exactly its own rows.
+most ``max_batch_rows`` rows; each caller gets back exactly its own rows. No request waits for
+company that is not coming:
 
-The algorithm (no waiting for company that is not coming):
-
-0. A request arriving at an idle queue whose estimated inference time is at most ``inline_max_s``
-   is cheap, and runs on the event loop, never in a thread. Under load a server reads many requests
-   per loop iteration (at concurrency 16, bursts of them), and one ``predict`` call for all their rows
-   is far cheaper than one call each: ``session.run`` costs ~20-30 µs whatever the rows, one more iris
-   row ~1 µs. So the queue keeps a moving average of its cheap requests per turn (per loop
-   iteration while they run at once, per tick while they wait): from 1.5 on, a cheap request waits
-   for the end of the *next* iteration and runs in one call with the others (a future each and one
-   ``call_soon`` callback, queued again once; no task, no timer), so the requests whose bytes the
-   next poll reads join it. On a saturated core that doubles the rows of a call (iris at c=8: ~3.6 →
-   ~7) and takes ~10% off the CPU a request at c=8 (bench/README.md, run J: 163 µs against run I's
-   178): a call's fixed cost in the server (~10 µs of ``session.run`` in a hot loop, far more with
-   the caches cold from the HTTP work) is shared by twice as many requests, and the one more
-   iteration a request waits is shorter, under that load, than what it saves. Below 1.5, as at
-   concurrency 1, a request runs at once, right in ``submit``: a future and two loop iterations would
-   cost ~20 µs and buy nothing. With ``max_batch_rows=1`` (batching off) cheap requests always run at
-   once.
-1. Otherwise a request arriving at an idle queue starts a worker task. The worker first yields one
-   event-loop tick, so requests whose handlers are ready in the same tick join the batch, then runs.
+0. A cheap request (estimated inference at most ``inline_max_s``) arriving at an idle queue runs on
+   the event loop, never in a thread. ``session.run`` has a fixed cost per call far above the cost of
+   one more small row, so when cheap requests arrive in bursts (the queue keeps a moving average of
+   them per loop turn, ``_COMPANY``) a request waits for the end of the *next* loop iteration and
+   runs in one call with the requests that iteration reads (a future each and one ``call_soon``
+   callback; no task, no timer). Below that average, as at concurrency 1, it runs at once, right in
+   ``submit``. With ``max_batch_rows=1`` (batching off) cheap requests always run at once.
+1. Otherwise a request arriving at an idle queue starts a worker task, which yields one event-loop
+   tick (requests whose handlers are ready in the same tick join the batch), then runs.
 2. Requests arriving while a batch runs accumulate and go together in the next batch.
-3. Within a busy period only, the worker may wait a little for the next batch to fill: until
-   ``max_batch_rows`` rows are queued, or the oldest queued request has waited ``max_delay_s``, or
-   for as long as one ``predict`` call has recently taken, whichever comes first. Waiting longer
-   than one call costs cannot pay for itself, so a model that answers in 10 µs never waits 1 ms.
-4. A request larger than ``max_batch_rows`` runs alone. The worker ends when the queue is empty,
-   so the next request finds the queue idle again.
-
-An expensive model pays a task, a tick and a thread hop (~0.1-0.25 ms), small next to the inference
-that sent it to the pool.
+3. Within a busy period only, the worker may wait for the next batch to fill: until
+   ``max_batch_rows`` rows are queued, the oldest request has waited ``max_delay_s``, or as long as
+   one ``predict`` call has recently taken, whichever comes first (waiting longer than a call costs
+   cannot pay for itself).
+4. A request larger than ``max_batch_rows`` runs alone. The worker ends when the queue is empty.
 
 Limits: a full queue (``max_queue_rows`` rows waiting) or a draining queue raises ``Overloaded`` at
 once; a request whose ``deadline`` (a ``time.monotonic()`` value) passes while it waits raises
-``DeadlineExceeded`` and is dropped before its batch runs, never run.
+``DeadlineExceeded`` and is dropped before its batch runs.
 
-Where ``predict`` runs: ``session.run`` for a small model takes ~10 µs, while handing it to a thread
-costs ~70 µs on one core (~200 µs on a busy two-core machine) and gains nothing when the event loop
-has no other core to run on. So a batch whose *estimated* inference time (learnt from the recent
-calls, seeded by the warm-up, see ``estimate_s``) is at most ``inline_max_s`` (default 0.5 ms) runs
-inline on the event loop; longer ones go to the thread pool through ``run_blocking``,
-where onnxruntime releases the GIL and the loop keeps serving. In a process that may run on one CPU
-only (its affinity: ``taskset``, a cpuset, Kubernetes' static CPU manager) the worker runs its
-batches on the loop too (``run_in_threads=False``, which the registry sets from ``usable_cpus``):
-there the thread cannot run beside the loop, only take turns with it, and the hand-off plus the loop
-preempting onnxruntime mid-call to read the next request cost a 1000-row random-forest batch ~3-5%
-more CPU (~0.3-0.4 ms of ~8; ABBA pairs on the bench box). Queueing, the 503 of a full queue and
-deadlines are unchanged; the price is that a request arriving during a long call waits for it
-instead of sharing the CPU with it.
+Where ``predict`` runs: a batch whose estimated inference time (learnt from recent calls, seeded by
+the warm-up, ``estimate_s``) is at most ``inline_max_s`` runs inline on the event loop, where a
+thread hop would cost more than the call; longer ones go to the thread pool (``run_blocking``),
+where onnxruntime releases the GIL and the loop keeps serving. A process that may run on one CPU
+only (its affinity; ``run_in_threads=False``, set by the registry from ``usable_cpus``) runs every
+batch on the loop: there a thread could only take turns with the loop, not run beside it. The
+measurements behind these choices are in bench/HISTORY.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every error the core raises carries a stable ``code`` string; the HTTP layer maps codes to status codes
 (``bundlegate.http.errors``) and the CLI prints ``message`` and exits non-zero (``bundlegate.cli``).
-No module below the HTTP layer knows a status code.
+No module below the HTTP layer knows a status code; the statuses below are what the HTTP layer answers.
 
     BundlegateError                 base; ``code``, ``message``, ``details``
     ├── BundleError                 a bundle on disk is unusable            code: invalid_bundle
@@ -10,7 +10,15 @@ No module below the HTTP layer knows a status code.
     │   ├── UnsafePath              symlink, '..', absolute path, external data  code: unsafe_path
     │   ├── DigestMismatch          a file's size/sha256 differs from the manifest  code: digest_mismatch
     │   ├── BundleExists            the version directory already exists    code: bundle_exists
-    │   └── ManifestError           bundle.json missing, not JSON, or not format v1  code: invalid_manifest
+    │   ├── ManifestError           bundle.json missing, not JSON, or not format v1  code: invalid_manifest
+    │   └── StoreError              the object store is unreachable or refuses  code: store_unavailable
+    ├── TableError                  a table cannot be read or written (bundle predict)  code: invalid_table
+    ├── InvalidSetting              a setting cannot be parsed or is out of range  code: invalid_setting
+    ├── CannotServe                 ``bundle serve`` cannot listen (the address is in use)  code: cannot_serve
+    ├── KeysFileError               the keys file is missing, unreadable or invalid  code: invalid_keys_file
+    │   ├── InvalidKeySpec          a key id or model pattern is not allowed  code: invalid_key_spec
+    │   ├── DuplicateKeyId          ``keys create`` with an id already in use  code: duplicate_key_id
+    │   └── UnknownKeyId            ``keys revoke`` of an id not in the file  code: unknown_key_id
     ├── PackError                   ``bundle pack`` cannot produce a bundle  code: pack_failed
     │   ├── ModelFileError          not a pickle/joblib/onnx, or unreadable  code: invalid_model_file
     │   ├── NotAnEstimator          the file holds no fitted sklearn estimator  code: not_an_estimator
@@ -25,6 +33,8 @@ No module below the HTTP layer knows a status code.
     │   ├── PayloadTooLarge         body over the limit                       code: payload_too_large (413)
     │   ├── UnsupportedMediaType    not application/json      code: unsupported_media_type (415)
     │   ├── InvalidInput            schema violation; ``details`` locate it    code: invalid_input   (422)
+    │   │   └── InvalidRows         request values that do not fit the model's schema, as ``Problem``s
+    │   │                           (row, feature, what); each protocol locates them its own way
     │   └── RateLimited             per-key rate limit; ``retry_after``        code: rate_limited    (429)
     └── Unavailable                 the server cannot answer now (HTTP 5xx); ``retry_after``
         ├── Overloaded              queue full or draining                    code: overloaded      (503)
@@ -35,7 +45,7 @@ No module below the HTTP layer knows a status code.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 Location = Sequence[str | int]
 
@@ -78,6 +88,38 @@ class BundleExists(BundleError):
 
 class ManifestError(BundleError):
     code = "invalid_manifest"
+
+
+class StoreError(BundleError):
+    code = "store_unavailable"
+
+
+class TableError(BundlegateError):
+    code = "invalid_table"
+
+
+class InvalidSetting(BundlegateError):
+    code = "invalid_setting"
+
+
+class CannotServe(BundlegateError):
+    code = "cannot_serve"
+
+
+class KeysFileError(BundlegateError):
+    code = "invalid_keys_file"
+
+
+class InvalidKeySpec(KeysFileError):
+    code = "invalid_key_spec"
+
+
+class DuplicateKeyId(KeysFileError):
+    code = "duplicate_key_id"
+
+
+class UnknownKeyId(KeysFileError):
+    code = "unknown_key_id"
 
 
 class PackError(BundlegateError):
@@ -136,6 +178,44 @@ class InvalidInput(RequestError):
     code = "invalid_input"
 
 
+class Problem(NamedTuple):
+    """One thing wrong with the values of a request, in the model's terms: the row (None: the whole
+    request or a whole column), the feature name or the key as sent (None: the whole row), what is
+    wrong, and its kind (``missing``, ``extra``, ``type``, ``value``, ``width``, ...)."""
+
+    row: int | None
+    feature: str | None
+    msg: str
+    kind: str = "invalid"
+
+
+class InvalidRows(InvalidInput):
+    """Request values that do not fit the model's schema (``bundlegate.decoding``).
+
+    ``problems`` say what is wrong by row and feature; ``shape`` is how the values came (``record``,
+    ``values``, ``records``, ``columns`` or ``rows``). ``details`` holds a neutral location
+    (``["inputs", row, feature]``) until a protocol replaces it with its own (``locate``).
+    """
+
+    def __init__(self, message: str, problems: Sequence[Problem], shape: str = "records") -> None:
+        self.problems = list(problems)[:MAX_DETAILS]
+        self.shape = shape
+        super().__init__(message, [_neutral(p) for p in self.problems])
+
+    def locate(self, where: Any) -> InvalidInput:
+        """The same error with every problem located by ``where(problem) -> loc``."""
+        return InvalidInput(self.message, [problem(where(p), p.msg, p.kind) for p in self.problems])
+
+
+def _neutral(p: Problem) -> dict[str, Any]:
+    loc: list[str | int] = ["inputs"]
+    if p.row is not None:
+        loc.append(p.row)
+    if p.feature is not None:
+        loc.append(p.feature)
+    return problem(loc, p.msg, p.kind)
+
+
 class RateLimited(RequestError):
     code = "rate_limited"
 
@@ -172,9 +252,15 @@ def problem(loc: Location, msg: str, kind: str = "invalid") -> dict[str, Any]:
     return {"loc": list(loc), "type": kind, "msg": msg}
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``exc`` as one bounded line for a model's state and the log: the message of a bundlegate error,
-    else ``Type: message``; whitespace collapsed, cut at ``limit`` characters."""
-    text = exc.message if isinstance(exc, BundlegateError) else f"{type(exc).__name__}: {exc}"
+def shorten(text: str, limit: int = 300) -> str:
+    """``text`` on one line (whitespace collapsed), cut at ``limit`` characters with an ellipsis: the
+    one way messages quote things they do not control (exception texts, names sent by clients)."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc`` as one bounded line for a model's state, the log or a message: the message of a
+    bundlegate error, else ``Type: message`` (``shorten``)."""
+    text = exc.message if isinstance(exc, BundlegateError) else f"{type(exc).__name__}: {exc}"
+    return shorten(text, limit)

@@ -12,13 +12,7 @@ within about a second, without a restart) and keeps the last good set when a cha
 ``create_key``, ``list_keys`` and ``revoke_key`` serve the ``bundle keys`` commands.
 
 Keys never appear in a log line, an error message or a metric; key ids may (the access log names them).
-The errors raised here extend the tree of ``bundlegate.errors``::
-
-    BundlegateError
-    └── KeysFileError       keys file missing, unreadable or not the documented shape  code: invalid_keys_file
-        ├── InvalidKeySpec  a key id or model pattern that is not allowed              code: invalid_key_spec
-        ├── DuplicateKeyId  ``create_key`` with an id that already exists              code: duplicate_key_id
-        └── UnknownKeyId    ``revoke_key`` with an id that does not exist              code: unknown_key_id
+Errors: ``KeysFileError`` and its subclasses (``bundlegate.errors``).
 """
 
 from __future__ import annotations
@@ -42,7 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundlegate.errors import BundlegateError, Unauthenticated
+from bundlegate.errors import (
+    DuplicateKeyId,
+    InvalidKeySpec,
+    KeysFileError,
+    Unauthenticated,
+    UnknownKeyId,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,22 +54,6 @@ _SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 # A real key is 46 characters; anything much longer is not worth hashing.
 MAX_PRESENTED_KEY_LENGTH = 256
 RELOAD_CHECK_INTERVAL_S = 1.0
-
-
-class KeysFileError(BundlegateError):
-    code = "invalid_keys_file"
-
-
-class InvalidKeySpec(KeysFileError):
-    code = "invalid_key_spec"
-
-
-class DuplicateKeyId(KeysFileError):
-    code = "duplicate_key_id"
-
-
-class UnknownKeyId(KeysFileError):
-    code = "unknown_key_id"
 
 
 def generate_key() -> str:

@@ -33,19 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from bundlegate.bundle import MAX_MANIFEST_BYTES, read_bundle, scan_repository
-from bundlegate.errors import BundleError, BundleExists, InvalidName, ManifestError
+from bundlegate.errors import BundleError, BundleExists, InvalidName, ManifestError, StoreError
 from bundlegate.manifest import MANIFEST_FILE, Manifest, valid_file_name, valid_name
 
 log = logging.getLogger("bundlegate.objectstore")
 
 SERVING_FILE = "serving.json"
 _TIMEOUTS = {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 2}}
-
-
-class StoreError(BundleError):
-    """The object store cannot be reached or refuses a request.        code: store_unavailable"""
-
-    code = "store_unavailable"
 
 
 def open_store(url: str, endpoint_url: str | None = None) -> tuple[Any, str]:

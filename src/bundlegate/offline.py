@@ -10,7 +10,7 @@ pandas frames with it::
 Each feature column goes through ``CompiledSchema.from_columns`` exactly as a ``/v1`` columns batch
 does, so a value the gateway answers 422 for is refused here with the same message. A refused row gets
 its problems in the ``error`` column and empty outputs; the other rows are scored (``fail_fast`` raises
-``InvalidInput`` instead, with the row's position in the frame). Answers are the gateway's
+``InvalidRows`` instead, with the row's position in the frame). Answers are the gateway's
 ``decode_batch``: the same labels, and float32 numbers with the same shortest digits.
 
 A table holds more than the features (ids, dates): columns the model does not take are left alone.
@@ -30,11 +30,11 @@ import numpy as np
 
 from bundlegate.answers import Answers, json_key
 from bundlegate.bundle import read_bundle
-from bundlegate.errors import InvalidInput, problem
+from bundlegate.decoding import DEFAULT_MAX_STRING_LENGTH, CompiledSchema
+from bundlegate.errors import InvalidInput, InvalidRows, Problem, TableError, problem
 from bundlegate.feed import Feed
 from bundlegate.manifest import Manifest
 from bundlegate.runtime import Model, load_model
-from bundlegate.schema import DEFAULT_MAX_STRING_LENGTH, CompiledSchema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,7 +74,7 @@ class Scorer:
         model = load_model(bundle, ort_threads=ort_threads, allow_pickle=allow_pickle)
         # a frame is one "request": its size is the reader's chunk, not the gateway's request limit
         schema = CompiledSchema(manifest, max_rows=2**62, max_string_length=max_string_length)
-        return cls(manifest, schema, schema, model, fail_fast)
+        return cls(manifest, schema, Answers(manifest), model, fail_fast)
 
     @property
     def output_columns(self) -> list[str]:
@@ -105,9 +105,9 @@ class Scorer:
     ) -> pd.DataFrame:
         """The answers for every row of ``frame``, on ``frame``'s index. ``errors`` marks rows a reader
         could not parse (they are not scored); ``from_text``: string cells came from CSV text and may
-        hold numbers and booleans. Raises ``InvalidInput`` when a feature column is missing, and for
-        the first refused row under ``fail_fast`` (counted from ``first_row``: the frame's place in a
-        table)."""
+        hold numbers and booleans. Raises ``InvalidInput`` when a feature column is missing, and
+        ``InvalidRows`` for the first refused row under ``fail_fast`` (counted from ``first_row``, the
+        frame's place in a table)."""
         import pandas as pd
 
         n = len(frame)
@@ -115,7 +115,7 @@ class Scorer:
         if problems and self.fail_fast:
             first = min(problems)
             where = first_row + first
-            raise InvalidInput(f"row {where} cannot be read", [problem([where], problems[first])])
+            raise InvalidRows(f"row {where} cannot be read", [Problem(where, None, problems[first])])
         missing = [name for name in self.schema.names if name not in frame.columns]
         if missing:
             shown = ", ".join(missing[:5])
@@ -128,9 +128,9 @@ class Scorer:
             feed, rows = self._feed(frame, rows, problems, from_text)
         except _RowRefused as e:
             where = first_row + e.row
-            raise InvalidInput(
+            raise InvalidRows(
                 f"row {where} does not match the model's schema",
-                [problem([where, feature], msg) for feature, msg in e.problems],
+                [Problem(where, feature, msg) for feature, msg in e.problems],
             ) from None
         out: dict[str, Any] = {}
         names = self.output_columns
@@ -166,7 +166,7 @@ class Scorer:
         while rows:
             try:
                 return self.schema.from_columns(_take(columns, rows)), rows
-            except InvalidInput as e:
+            except InvalidRows as e:
                 refused = self._refused(e, rows)
                 problems.update(refused)
                 rows = [i for i in rows if i not in refused]
@@ -182,28 +182,29 @@ class Scorer:
                     feeds.append(self.schema.from_columns(_take(columns, block)))
                     kept.extend(block)
                     break
-                except InvalidInput as e:
+                except InvalidRows as e:
                     refused = self._refused(e, block)
                     problems.update(refused)
                     block = [i for i in block if i not in refused]
         return (Feed.concat(feeds) if feeds else Feed({}, 0)), kept
 
-    def _refused(self, error: InvalidInput, rows: list[int]) -> dict[int, str]:
-        """The rows ``error`` locates (``["inputs", feature, row]``) → their problems, one line each.
-        A problem with no row (the whole request) is raised: no row could pass it."""
-        found: dict[int, list[tuple[str, str]]] = {}
-        for d in error.details:
-            loc = d.get("loc", [])
-            if len(loc) != 3 or not isinstance(loc[2], int):
+    def _refused(self, error: InvalidRows, rows: list[int]) -> dict[int, str]:
+        """The rows ``error``'s problems name → their problems, one line each. A problem with no row
+        (the whole request, a whole column) is raised: no row could pass it."""
+        found: dict[int, list[tuple[str | None, str]]] = {}
+        for p in error.problems:
+            if p.row is None:
                 raise error
-            found.setdefault(rows[loc[2]], []).append((str(loc[1]), str(d.get("msg", "invalid"))))
+            found.setdefault(rows[p.row], []).append((p.feature, p.msg))
         if not found:
             raise error
         if self.fail_fast:
             first = min(found)
             raise _RowRefused(first, found[first])
         return {
-            i: "; ".join(f"{feature}: {msg}" for feature, msg in texts)[:_MAX_ERROR_CHARS]
+            i: "; ".join(msg if feature is None else f"{feature}: {msg}" for feature, msg in texts)[
+                :_MAX_ERROR_CHARS
+            ]
             for i, texts in found.items()
         }
 
@@ -222,7 +223,7 @@ class Scorer:
 class _RowRefused(Exception):
     """Under ``fail_fast``: the first refused row of a frame and its (feature, problem) pairs."""
 
-    def __init__(self, row: int, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, row: int, problems: list[tuple[str | None, str]]) -> None:
         super().__init__(row)
         self.row = row
         self.problems = problems
@@ -312,7 +313,7 @@ def predict_file(
     """Score the table ``source`` into ``target`` chunk by chunk: the input columns (``keep_inputs``)
     then ``Scorer.output_columns``. ``progress(done, total)`` is called after each chunk (in rows
     for Parquet, bytes for CSV and JSON lines). ``target`` appears only when the whole table is written."""
-    from bundlegate.tables import TableError, open_reader, open_writer, table_format
+    from bundlegate.tables import open_reader, open_writer, table_format
 
     fmt_in = table_format(source, source_format)
     fmt_out = table_format(target, target_format)

@@ -29,10 +29,11 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
+from bundlegate.answers import Answers
 from bundlegate.batching import (
     DEFAULT_INLINE_MAX_S,
     BatchObserver,
@@ -40,29 +41,21 @@ from bundlegate.batching import (
     run_blocking,
     usable_cpus,
 )
-from bundlegate.bundle import BundleRef, read_bundle, scan_repository
-from bundlegate.errors import BundleError, ModelNotReady, NotFound, one_line
+from bundlegate.bundle import BundleRef, scan_repository
+from bundlegate.decoding import CompiledSchema
+from bundlegate.errors import ModelNotReady, NotFound, one_line
+from bundlegate.loader import LoaderSettings, VersionParts, load_version
 from bundlegate.manifest import Manifest
-from bundlegate.runtime import Model, load_model, warm_up
-from bundlegate.schema import CompiledSchema
+from bundlegate.runtime import Model
 from bundlegate.serving import ServingConfig, read_serving
+from bundlegate.status import ModelStatus, ReloadReport, State, VersionStatus
 
 log = logging.getLogger("bundlegate.registry")
 
-State = Literal["loading", "loaded", "failed", "unloaded"]
 
-
-class RegistrySettings(Protocol):
+class RegistrySettings(LoaderSettings, Protocol):
     """The settings the registry reads (``bundlegate.settings.Settings`` has them all)."""
 
-    @property
-    def allow_pickle(self) -> bool: ...
-    @property
-    def ort_threads(self) -> int: ...
-    @property
-    def max_batch_rows(self) -> int: ...
-    @property
-    def max_string_length(self) -> int: ...
     @property
     def batch_max_rows(self) -> int: ...
     @property
@@ -83,36 +76,13 @@ class LoadedVersion:
     version: int
     manifest: Manifest
     schema: CompiledSchema
+    answers: Answers
     model: Model
     queue: BatchQueue
 
     @property
     def runtime(self) -> str:
         return self.model.runtime
-
-
-@dataclass(frozen=True, slots=True)
-class VersionStatus:
-    version: int
-    state: State
-    error: str | None = None
-    load_seconds: float | None = None
-    runtime: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ModelStatus:
-    name: str
-    versions: list[VersionStatus]
-    default: int | None
-    error: str | None = None  # a model-level problem, e.g. a broken serving.json
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadReport:
-    added: list[tuple[str, int]] = field(default_factory=list)
-    removed: list[tuple[str, int]] = field(default_factory=list)
-    failed: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,9 +348,7 @@ class ModelRegistry:
         """Load one version in a thread, then switch it in; a failure is recorded, never raised."""
         started = time.monotonic()
         try:
-            model, manifest, schema, warm = await run_blocking(
-                self._load_pool, self._load_blocking, name, version, path
-            )
+            parts = await run_blocking(self._load_pool, self._load_parts, name, version, path)
         except Exception as exc:  # any failure of one bundle only fails that bundle
             reason = one_line(exc)
             log.warning("bundle %s version %s failed to load: %s", name, version, reason)
@@ -391,7 +359,7 @@ class ModelRegistry:
         serving = self._serving.get(name, ServingConfig())
         observer = self.observer_factory(name, version) if self.observer_factory else None
         queue = BatchQueue(
-            model,
+            parts.model,
             max_batch_rows=self._batch_max_rows(serving),
             max_delay_s=self._batch_max_delay_s(serving),
             max_queue_rows=self.settings.queue_max_rows,
@@ -400,32 +368,17 @@ class ModelRegistry:
             run_in_threads=self.run_in_threads,
             executor=self._inference_pool,
         )
-        if warm is not None:
-            queue.record_inference(*warm)
+        if parts.warm is not None:
+            queue.record_inference(*parts.warm)
         if not self._still_loading(name, version) or self._draining:  # removed or unloaded meanwhile
             return False
-        loaded = LoadedVersion(name, version, manifest, schema, model, queue)
+        loaded = LoadedVersion(name, version, parts.manifest, parts.schema, parts.answers, parts.model, queue)
         self._set(name, version, _Entry(path, "loaded", loaded=loaded, load_seconds=seconds))
-        log.info("bundle %s version %s loaded in %.3fs (%s)", name, version, seconds, model.runtime)
+        log.info("bundle %s version %s loaded in %.3fs (%s)", name, version, seconds, parts.model.runtime)
         if self.on_loaded is not None:
             self.on_loaded(name, version, seconds)
         return True
 
-    def _load_blocking(
-        self, name: str, version: int, path: Path
-    ) -> tuple[Model, Manifest, CompiledSchema, tuple[int, float] | None]:
-        bundle = read_bundle(path, verify=True)
-        manifest = bundle.manifest
-        if manifest.name != name or manifest.version != version:
-            raise BundleError(
-                f"bundle.json says {manifest.name!r} version {manifest.version}, "
-                f"but the directory is {name}/{version}"
-            )
-        model = load_model(
-            bundle, ort_threads=self.settings.ort_threads, allow_pickle=self.settings.allow_pickle
-        )
-        schema = CompiledSchema(
-            manifest, max_rows=self.settings.max_batch_rows, max_string_length=self.settings.max_string_length
-        )
-        rows, seconds = warm_up(model, bundle, schema)
-        return model, manifest, schema, (rows, seconds) if rows else None
+    def _load_parts(self, name: str, version: int, path: Path) -> VersionParts:
+        """Load one version (in a loading thread)."""
+        return load_version(path, name, version, self.settings)

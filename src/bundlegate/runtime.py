@@ -20,18 +20,16 @@ imported only then.
 from __future__ import annotations
 
 import io
-import json
-import time
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from bundlegate.bundle import Bundle
-from bundlegate.errors import BundleError, UnsafePath
+from bundlegate.dtypes import ONNX
+from bundlegate.errors import BundleError, UnsafePath, shorten
 from bundlegate.feed import Feed, Prediction
 from bundlegate.manifest import Manifest
-from bundlegate.schema import CompiledSchema
 
 __all__ = [
     "Model",
@@ -40,17 +38,7 @@ __all__ = [
     "SklearnModel",
     "load_model",
     "refuse_external_data",
-    "warm_up",
 ]
-
-
-_ONNX_TYPES = {
-    "float32": "tensor(float)",
-    "float64": "tensor(double)",
-    "int64": "tensor(int64)",
-    "bool": "tensor(bool)",
-    "string": "tensor(string)",
-}
 
 
 class OnnxModel:
@@ -74,7 +62,7 @@ class OnnxModel:
                 model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own (non-exported) error types
-            raise BundleError(f"onnxruntime cannot load {manifest.model_file}: {_short(exc)}") from None
+            raise BundleError(f"onnxruntime cannot load {manifest.model_file}: {shorten(str(exc))}") from None
         declared = {i.name: i for i in manifest.onnx_inputs}
         actual = {i.name: i for i in self.session.get_inputs()}
         if set(declared) != set(actual):
@@ -84,9 +72,7 @@ class OnnxModel:
         for name, spec in declared.items():
             node = actual[name]
             width = node.shape[1] if len(node.shape) == 2 else None
-            if node.type != _ONNX_TYPES[spec.dtype] or (
-                isinstance(width, int) and width != len(spec.features)
-            ):
+            if node.type != ONNX[spec.dtype] or (isinstance(width, int) and width != len(spec.features)):
                 raise BundleError(
                     f"{manifest.model_file} input {name!r} is {node.type} {node.shape}, but bundle.json "
                     f"declares {spec.dtype} with {len(spec.features)} feature(s)"
@@ -139,7 +125,7 @@ class SklearnModel:
         try:
             self.estimator: Any = joblib.load(io.BytesIO(model_bytes))
         except Exception as exc:  # unpickling can raise anything
-            raise BundleError(f"cannot unpickle {manifest.model_file}: {_short(exc)}") from None
+            raise BundleError(f"cannot unpickle {manifest.model_file}: {shorten(str(exc))}") from None
         names = getattr(self.estimator, "feature_names_in_", None)
         if names is not None and any(isinstance(n, str) for n in names):
             # Fitted on a DataFrame: named columns need pandas, which the gateway does not import.
@@ -178,27 +164,6 @@ def load_model(bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = Fal
             )
         return SklearnModel(manifest, bundle.read_file(manifest.model_file))
     return OnnxModel(manifest, bundle.read_file(manifest.model_file), ort_threads=ort_threads)
-
-
-def warm_up(model: Model, bundle: Bundle, schema: CompiledSchema) -> tuple[int, float]:
-    """Predict the bundle's sample rows twice: the first call pays the one-off allocations before real
-    traffic does, the second measures a warm call.
-
-    Returns ``(rows, seconds of the warm call)``, ``(0, 0.0)`` when the bundle has no ``sample_file``.
-    A sample the schema rejects is a broken bundle: ``BundleError``.
-    """
-    name = bundle.manifest.sample_file
-    if name is None:
-        return 0, 0.0
-    try:
-        rows = json.loads(bundle.read_file(name))
-        feed = schema.from_records(rows[: schema.max_rows])
-    except (ValueError, TypeError, BundleError) as exc:
-        raise BundleError(f"the sample rows in {name} do not fit the schema: {_short(exc)}") from None
-    model.predict(feed)
-    started = time.monotonic()
-    model.predict(feed)
-    return feed.n_rows, time.monotonic() - started
 
 
 # ---------------------------------------------------------------------- external data check
@@ -285,8 +250,3 @@ def _walk(buf: memoryview, kind: str, depth: int) -> None:
             raise _WireError
     if pos != len(buf):
         raise _WireError
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,17 +1,15 @@
-"""Gateway settings: defaults in code, ``BUNDLEGATE_*`` environment variables, ``bundle serve`` flags.
+"""Gateway settings: one declaration, read from ``bundle serve`` flags or ``BUNDLEGATE_*`` variables.
 
-``Settings`` is a frozen dataclass built where the gateway starts (``create_app``, the CLI) and passed
-down; nothing here reads the environment at import time::
+``Settings`` is a frozen dataclass built where the gateway starts and passed down; nothing here reads
+the environment at import time. ``FLAGS`` declares, once, each setting's command-line flag and help;
+its environment variable is ``BUNDLEGATE_`` + the field name in upper case (``env_name``). The CLI
+builds its options from ``FLAGS`` (click reads the flag, else the variable, and ``--help`` names it);
+``Settings.from_env`` reads the same variables for ``uvicorn --factory bundlegate.http.app:create_app``::
 
     settings = Settings.from_env(os.environ)                 # BUNDLEGATE_PORT=9000 → port=9000
-    settings = settings.replace(port=8081, keys_file=path)   # CLI flags override the environment
+    settings = settings.replace(port=8081, keys_file=path)   # a copy with some values changed
 
-Every field is one row of the settings table in docs/architecture.md; the environment variable is
-``BUNDLEGATE_`` + the field name in upper case. A value that cannot be parsed, or is out of range,
-raises ``InvalidSetting`` naming the variable (the CLI prints it as a one-line error).
-
-    BundlegateError
-    └── InvalidSetting     a setting that cannot be parsed or is out of range   code: invalid_setting
+A value that cannot be parsed, or is out of range, raises ``InvalidSetting`` naming the variable.
 """
 
 from __future__ import annotations
@@ -23,16 +21,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from bundlegate.errors import BundlegateError
+from bundlegate.errors import InvalidSetting
 
 ENV_PREFIX = "BUNDLEGATE_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-class InvalidSetting(BundlegateError):
-    code = "invalid_setting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +48,7 @@ class Settings:
     allow_pickle: bool = False
     # request limits (DESIGN.md §4)
     max_body_bytes: int = 16 * 1024 * 1024
-    max_batch_rows: int = 10_000
+    request_max_rows: int = 10_000
     max_string_length: int = 1024
     max_json_depth: int = 32
     rate_limit_rps: float = 0.0  # per key; 0 = off
@@ -79,7 +73,7 @@ class Settings:
         """Defaults overridden by every ``BUNDLEGATE_<FIELD>`` present in ``environ``."""
         values: dict[str, Any] = {}
         for f in fields(cls):
-            name = ENV_PREFIX + f.name.upper()
+            name = env_name(f.name)
             raw = environ.get(name)
             if raw is not None:
                 values[f.name] = _parse(name, f.name, raw)
@@ -97,18 +91,6 @@ class Settings:
             raise TypeError(f"unknown settings: {sorted(unknown)}")
         return dataclasses.replace(self, **given)
 
-    def to_env(self) -> dict[str, str]:
-        """These settings as ``BUNDLEGATE_*`` variables: ``from_env(s.to_env()) == s``. ``bundle serve``
-        hands its settings to uvicorn's worker processes this way."""
-        env: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-            env[ENV_PREFIX + f.name.upper()] = text
-        return env
-
     @property
     def request_timeout_s(self) -> float:
         return self.request_timeout_ms / 1000.0
@@ -118,6 +100,58 @@ class Settings:
         return self.batch_max_delay_ms / 1000.0
 
 
+def env_name(field_name: str) -> str:
+    """The environment variable of a setting: ``port`` → ``BUNDLEGATE_PORT``."""
+    return ENV_PREFIX + field_name.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """How ``bundle serve`` takes one setting: its flag(s) and a line of help."""
+
+    field: str
+    flag: str  # "--port", or "--access-log/--no-access-log" for a boolean with both forms
+    help: str
+
+
+# Every setting but the repository (the command's argument, a directory or a URL that becomes
+# ``repository_url``), in the order ``--help`` lists them.
+FLAGS: tuple[Flag, ...] = (
+    Flag("host", "--host", "Interface to bind (default 127.0.0.1)."),
+    Flag("port", "--port", "Port (default 8080)."),
+    Flag("keys_file", "--keys", "Keys file from `bundle keys create`."),
+    Flag(
+        "insecure_no_auth",
+        "--insecure-no-auth",
+        "Serve without API keys, on 127.0.0.1 only. Development only.",
+    ),
+    Flag("workers", "--workers", "Worker processes (default 1)."),
+    Flag("allow_pickle", "--allow-pickle", "Load runtime: sklearn bundles (pickles) made with this sklearn."),
+    Flag("max_body_bytes", "--max-body-bytes", "Largest request body in bytes (default 16 MiB)."),
+    Flag("request_max_rows", "--request-max-rows", "Most rows one request may carry (default 10000)."),
+    Flag("max_string_length", "--max-string-length", "Longest string feature value (default 1024)."),
+    Flag("max_json_depth", "--max-json-depth", "Deepest JSON nesting (default 32)."),
+    Flag("rate_limit_rps", "--rate-limit-rps", "Requests per second per key, 0 = off (default)."),
+    Flag("batch_max_rows", "--batch-max-rows", "Most rows in one onnxruntime call (default 256)."),
+    Flag(
+        "batch_max_delay_ms", "--batch-max-delay-ms", "Longest wait to fill an onnxruntime call (default 1)."
+    ),
+    Flag("queue_max_rows", "--queue-max-rows", "Rows waiting per model version, then 503 (default 20000)."),
+    Flag("request_timeout_ms", "--request-timeout-ms", "Inference deadline, then 504 (default 10000)."),
+    Flag("reload_interval_s", "--reload-interval-s", "Re-scan the repository every N seconds (0 = off)."),
+    Flag("drain_timeout_s", "--drain-timeout-s", "Longest wait for in-flight work at shutdown (default 20)."),
+    Flag("ort_threads", "--ort-threads", "onnxruntime intra-op threads per session (default 1)."),
+    Flag("access_log", "--access-log/--no-access-log", "JSON lines access log on stderr (default on)."),
+    Flag("log_level", "--log-level", "Log level (default info)."),
+    Flag(
+        "s3_endpoint_url",
+        "--s3-endpoint-url",
+        "S3-compatible endpoint for an s3:// repository (default AWS).",
+    ),
+    Flag("cache_dir", "--cache-dir", "Where an s3:// repository is mirrored (default ~/.cache/bundlegate)."),
+)
+
+
 # Field types as parsers; kept here rather than read from annotations (they are strings under
 # ``from __future__ import annotations``).
 _INTS = frozenset(
@@ -125,7 +159,7 @@ _INTS = frozenset(
         "port",
         "workers",
         "max_body_bytes",
-        "max_batch_rows",
+        "request_max_rows",
         "max_string_length",
         "max_json_depth",
         "batch_max_rows",
@@ -144,7 +178,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "port": (0, 65535),
     "workers": (1, 64),
     "max_body_bytes": (1024, 2**40),
-    "max_batch_rows": (1, 10_000_000),
+    "request_max_rows": (1, 10_000_000),
     "max_string_length": (1, 2**24),
     "max_json_depth": (2, 256),
     "rate_limit_rps": (0, 1e9),
@@ -192,9 +226,22 @@ def _check_range(s: Settings) -> None:
     for name, (lo, hi) in _RANGES.items():
         value = getattr(s, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            env = ENV_PREFIX + name.upper()
+            env = env_name(name)
             raise InvalidSetting(f"{name} ({env}) must be a number from {lo:g} to {hi:g}, got {value!r}")
     if s.log_level not in LOG_LEVELS:
         raise InvalidSetting(f"log_level (BUNDLEGATE_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
     if not s.host:
         raise InvalidSetting("host (BUNDLEGATE_HOST) must not be empty")
+
+
+def value_kind(field_name: str) -> str:
+    """What a setting holds: ``int``, ``float``, ``bool``, ``path`` or ``str`` (the CLI's option types)."""
+    if field_name in _INTS:
+        return "int"
+    if field_name in _FLOATS:
+        return "float"
+    if field_name in _BOOLS:
+        return "bool"
+    if field_name in _PATHS or field_name in _OPTIONAL_PATHS:
+        return "path"
+    return "str"

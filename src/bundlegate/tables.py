@@ -28,19 +28,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from bundlegate.errors import BundlegateError
+from bundlegate.errors import TableError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 FORMATS = ("csv", "parquet", "jsonl")
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-
-
-class TableError(BundlegateError):
-    """A table that cannot be read or written as asked.        code: invalid_table"""
-
-    code = "invalid_table"
 
 
 def table_format(path: Path, given: str | None = None) -> str:

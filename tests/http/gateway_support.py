@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,15 +10,9 @@ from typing import Any
 
 import httpx
 
+import bundle_factory as bf  # tests/ is on sys.path (pyproject's pytest pythonpath)
 from bundlegate.feed import Feed, Prediction
 from bundlegate.http.app import Gateway
-
-# bundle_factory lives in tests/, one level up; pytest puts only this directory on sys.path.
-_TESTS = str(Path(__file__).resolve().parent.parent)
-if _TESTS not in sys.path:
-    sys.path.append(_TESTS)
-
-import bundle_factory as bf  # noqa: E402
 
 MakeApp = Callable[..., Awaitable[Gateway]]
 

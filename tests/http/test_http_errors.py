@@ -345,7 +345,7 @@ async def test_422_for_a_body_without_inputs_or_with_extra_fields(
 async def test_422_for_a_batch_over_the_row_limit_and_at_most_20_details(
     make_app: MakeApp, keys: Keys
 ) -> None:
-    async with client_for(await make_app(max_batch_rows=3)) as client:
+    async with client_for(await make_app(request_max_rows=3)) as client:
         body = assert_error(
             await client.post(BATCH, json={"inputs": [[1, 2, 3, 4]] * 4}, headers=keys.auth()),
             422,
@@ -402,13 +402,13 @@ async def test_503_while_models_are_loading_then_200(
     from bundlegate.registry import ModelRegistry
 
     release = threading.Event()
-    original = ModelRegistry._load_blocking
+    original = ModelRegistry._load_parts
 
     def slow_load(self: ModelRegistry, *args: Any) -> Any:
         release.wait(timeout=30)  # a bundle that takes long to load
         return original(self, *args)
 
-    monkeypatch.setattr(ModelRegistry, "_load_blocking", slow_load)
+    monkeypatch.setattr(ModelRegistry, "_load_parts", slow_load)
     app = await make_app(wait=False)
     async with client_for(app) as client:
         try:

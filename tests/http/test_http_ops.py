@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import httpx
 import pytest
 from gateway_support import Keys, MakeApp, client_for, slow_down
 
-from bundlegate.http.app import Gateway, create_app, create_worker_app
+from bundlegate.http.app import create_app
 from bundlegate.settings import InvalidSetting, Settings
 
 GOOD = {"inputs": [5.1, 3.5, 1.4, 0.2]}
@@ -40,22 +39,19 @@ async def test_healthz_answers_at_once_and_readyz_turns_ready_when_loading_ends(
         assert {m["name"]: m["versions"][0]["state"] for m in models}["broken"] == "failed"
 
 
-@pytest.mark.parametrize(
-    ("factory", "loaded_when_listening"), [(create_app, False), (create_worker_app, True)]
-)
+@pytest.mark.parametrize("loaded_when_listening", [False, True], ids=["one-process", "worker"])
 async def test_a_workers_startup_ends_only_once_its_bundles_are_loaded(
-    factory: Callable[[], Gateway],
     loaded_when_listening: bool,
     repo: Path,
     keys: Keys,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """uvicorn listens once the ASGI lifespan startup completes. One process completes it at once
-    (``/healthz`` answers while the bundles load); a worker of ``--workers N`` (``create_worker_app``)
+    (``/healthz`` answers while the bundles load); a worker of ``--workers N`` (``listen_after_load``)
     only once every bundle has loaded or failed, since the kernel may hand it any new connection."""
     monkeypatch.setenv("BUNDLEGATE_REPOSITORY", str(repo))
     monkeypatch.setenv("BUNDLEGATE_KEYS_FILE", str(keys.path))
-    app = factory()
+    app = create_app(listen_after_load=loaded_when_listening)
     messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     sent: list[tuple[str, bool]] = []
     answered = asyncio.Event()

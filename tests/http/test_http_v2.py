@@ -127,6 +127,20 @@ async def test_infer_mixed_model_per_feature(client: httpx.AsyncClient, keys: Ke
     assert outputs_by_name(r.json())["label"]["data"] == built.estimator.predict(expected_input).tolist()
 
 
+async def test_a_bad_value_is_located_at_its_tensor_and_element(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """/v2 names the tensor (by its place in ``inputs``) and the element, not /v1's record and feature."""
+    tensors = [
+        {"name": "city", "datatype": "BYTES", "shape": [3], "data": ["Rome", "Oslo", "Rome"]},
+        {"name": "age", "datatype": "FP64", "shape": [3], "data": [30, 40, 50]},
+        {"name": "income", "datatype": "FP64", "shape": [3], "data": [1.0, 2.0, "lots"]},
+    ]
+    r = await client.post("/v2/models/credit/infer", json={"inputs": tensors}, headers=keys.auth())
+    assert r.status_code == 422, r.text
+    assert [d["loc"] for d in r.json()["details"]] == [["inputs", 2, "data", 2]]
+
+
 async def test_infer_regressor_value(client: httpx.AsyncClient, keys: Keys) -> None:
     built = bf.regressor_model()
     X = built.X[:5].copy()
@@ -201,7 +215,10 @@ async def test_infer_binary_tensor_data(client: httpx.AsyncClient, keys: Keys) -
         ),
         ([{"name": "input", "shape": [1, 4], "data": [1, 2, 3, 4]}], ["inputs", 0, "datatype"]),
         ([], ["inputs"]),
-        ([{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, "x", 4]}], ["inputs", 0, 2]),
+        (
+            [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": [1, 2, "x", 4]}],
+            ["inputs", 0, "data", 2],
+        ),
     ],
 )
 async def test_infer_422_with_locations(

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from bundlegate.bundle import Bundle, read_bundle, scan_repository
+from bundlegate.bundle import read_bundle, scan_repository
 from bundlegate.errors import BundleError
 from bundlegate.manifest import Manifest
 
@@ -203,51 +203,13 @@ def verify(path: Path, allow_pickle: bool) -> None:
     if m.runtime == "sklearn" and not allow_pickle:
         click.echo("model not run: runtime sklearn bundles are pickles (pass --allow-pickle to run it)")
         return
-    rows, diff = _replay(bundle, allow_pickle)
+    from bundlegate.replay import replay  # onnxruntime only for the commands that run a model
+
+    rows, diff = replay(bundle, allow_pickle=allow_pickle)
     if rows == 0:
         click.echo("model loads; no stored sample rows to replay")
         return
     click.echo(f"{rows} stored sample rows reproduce the pack-time predictions (max abs diff {diff:.3g})")
-
-
-def _replay(bundle: Bundle, allow_pickle: bool) -> tuple[int, float]:
-    """Run the stored sample rows and compare with the stored answers; ``BundleError`` if they differ."""
-    import numpy as np
-
-    from bundlegate.runtime import load_model
-    from bundlegate.schema import CompiledSchema
-
-    m = bundle.manifest
-    model = load_model(bundle, allow_pickle=allow_pickle)
-    if m.sample_file is None or m.expected_file is None:
-        return 0, 0.0
-    try:
-        rows = json.loads(bundle.read_file(m.sample_file))
-        expected: dict[str, Any] = json.loads(bundle.read_file(m.expected_file))
-    except ValueError:
-        raise BundleError(f"{m.sample_file} or {m.expected_file} is not valid JSON") from None
-    schema = CompiledSchema(m)
-    pred = model.predict(schema.from_records(rows))
-    tolerance = m.parity.tolerance if m.parity is not None else 1e-4
-    diff = 0.0
-    if "labels" in expected:
-        got = [] if pred.labels is None else np.asarray(pred.labels).reshape(-1).tolist()
-        if got != expected["labels"]:
-            bad = sum(a != b for a, b in zip(got, expected["labels"], strict=False))
-            raise BundleError(f"verification failed: {bad or 'all'} of {len(rows)} sample labels differ")
-    for key, actual in (("probabilities", pred.probabilities), ("values", pred.values)):
-        if key not in expected:
-            continue
-        want = np.asarray(expected[key], dtype=np.float64)
-        if actual is None or np.asarray(actual).size != want.size:
-            raise BundleError(f"verification failed: the model gives no {key} of the stored shape")
-        d = float(np.max(np.abs(np.asarray(actual, dtype=np.float64).reshape(want.shape) - want)))
-        if not d <= tolerance:
-            raise BundleError(
-                f"verification failed: {key} differ from the stored ones by {d:.3g} (tolerance {tolerance:g})"
-            )
-        diff = max(diff, d)
-    return len(rows), diff
 
 
 # ------------------------------------------------------------------------------------------------- list

@@ -8,9 +8,10 @@ it, as in-process tests):
 
 - startup starts loading every bundle in the background and returns at once, so ``/healthz``
   answers immediately; ``/readyz`` turns 200 when every bundle has loaded or failed. A worker of
-  ``bundle serve --workers N`` (``create_worker_app``) finishes its startup only once that load is
+  ``bundle serve --workers N`` (``listen_after_load``) finishes its startup only once that load is
   done, so uvicorn listens only then: the kernel hands a new connection to any listening worker,
-  and one worker's ``/readyz`` says nothing about another's;
+  and one worker's ``/readyz`` says nothing about another's (a worker that took connections while
+  loading would answer them ``503 model_not_ready``);
 - with ``reload_interval_s`` the repository is re-scanned on that interval;
 - shutdown (SIGTERM under uvicorn) turns readiness false, answers new predictions 503, waits up to
   ``drain_timeout_s`` for requests in flight and the batching queues, then returns.
@@ -29,6 +30,7 @@ import time
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
+from bundlegate.errors import InvalidSetting
 from bundlegate.http import ops, v1, v2
 from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.http.context import GatewayContext, GatewayState
@@ -39,7 +41,7 @@ from bundlegate.metrics import GatewayMetrics
 from bundlegate.objectstore import RepositoryMirror, default_cache_root
 from bundlegate.ratelimit import RateLimiter
 from bundlegate.registry import ModelRegistry
-from bundlegate.settings import InvalidSetting, Settings
+from bundlegate.settings import Settings
 
 logger = logging.getLogger("bundlegate")
 
@@ -172,15 +174,6 @@ class Gateway:
             self._http.access_log.flush()
 
 
-def create_worker_app() -> Gateway:
-    """``create_app()`` for a worker of ``bundle serve --workers N``: its startup (ASGI lifespan) waits
-    until every bundle has loaded or failed, so uvicorn listens only then. Without it a worker that
-    had just started, or a replacement during a SIGHUP restart, would take connections from the
-    kernel while still loading and answer them ``503 model_not_ready``, while another worker's
-    ``/readyz`` said ready."""
-    return create_app(listen_after_load=True)
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -190,7 +183,7 @@ def create_app(
     listen_after_load: bool = False,
 ) -> Gateway:
     """The gateway app. Without arguments everything comes from the ``BUNDLEGATE_*`` environment.
-    ``listen_after_load``: the lifespan startup waits for the initial load (``create_worker_app``).
+    ``listen_after_load``: the lifespan startup waits for the initial load (a ``--workers N`` worker).
 
     Raises ``InvalidSetting`` when there are no keys (no ``keys`` and no ``keys_file``) and
     ``insecure_no_auth`` is not set, and ``KeysFileError`` when the keys file is missing or broken."""

@@ -13,7 +13,8 @@ from typing import Any
 
 from bundlegate.errors import BundlegateError
 from bundlegate.manifest import Manifest
-from bundlegate.registry import ModelRegistry, ModelStatus
+from bundlegate.registry import ModelRegistry
+from bundlegate.status import ModelStatus
 
 
 def status_of(registry: ModelRegistry, name: str) -> ModelStatus | None:

@@ -6,7 +6,8 @@ and endpoint name for the access log and metrics and leaves the reply for the mi
 
 ``Call`` gathers the steps every model endpoint takes, in the order DESIGN.md §4 implies:
 ``authenticate()`` (401/429), ``model(name, version)`` (404 for an unknown *or* not allowed model,
-with one body; 503 while loading or draining), ``await json()`` (415, 413, 400).
+with one body; 503 while loading or draining), ``await json()`` or ``await json_body()`` (415, 413,
+400).
 """
 
 from __future__ import annotations
@@ -21,15 +22,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bundlegate.errors import ModelNotReady, NotFound, Overloaded, Unauthenticated
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
-from bundlegate.http.context import GatewayContext, Reply, RequestInfo
-from bundlegate.http.flatrows import flat_rows
-from bundlegate.http.jsonbody import (
+from bundlegate.http.body import (
     check_content_type,
     decode_content,
     header,
     parse_json,
     read_body,
 )
+from bundlegate.http.context import GatewayContext, Reply, RequestInfo
 from bundlegate.keys import KeyRecord
 from bundlegate.registry import LoadedVersion
 
@@ -99,17 +99,11 @@ class Call:
         check_content_type(self.header(b"content-type"), allow_missing=allow_missing_content_type)
         return parse_json(await self.body(), self.ctx.settings.max_json_depth)
 
-    async def json_or_rows(self, flat_width: int | None) -> Any:
-        """``json()``; with ``flat_width``, a body of positional rows of that width comes back as
-        ``FlatRows``, its numbers parsed straight into one buffer (``http.flatrows``)."""
+    async def json_body(self) -> bytes:
+        """The raw body of a request that must be JSON (415 wrong content type, 413 too large), for
+        a protocol codec that parses it itself."""
         check_content_type(self.header(b"content-type"))
-        body = await self.body()
-        settings = self.ctx.settings
-        if flat_width is not None and settings.max_json_depth >= 3:  # {"inputs": [[...]]} is 3 deep
-            rows = flat_rows(body, flat_width, settings.max_batch_rows)
-            if rows is not None:
-                return rows
-        return parse_json(body, settings.max_json_depth)
+        return await self.body()
 
     async def body(self) -> bytes:
         """The raw request body, decompressed if it came gzip/deflate encoded (415 for other encodings,

@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bundlegate.errors import ConversionFailed
+from bundlegate.errors import ConversionFailed, shorten
 from bundlegate.manifest import OnnxInput
 from bundlegate.packer.schema_inference import ModelSchema, column_routes, final_estimator, steps_of
 
@@ -93,7 +93,8 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
             )
     except Exception as exc:  # skl2onnx raises RuntimeError, NotImplementedError, ValueError, ...
         raise ConversionFailed(
-            f"skl2onnx cannot convert {_describe(est)} ({precision}): {type(exc).__name__}: {_short(exc)}"
+            f"skl2onnx cannot convert {_describe(est)} ({precision}): "
+            f"{type(exc).__name__}: {shorten(str(exc), 240)}"
         ) from None
     return Converted(
         onnx_bytes=onx.SerializeToString(),
@@ -281,8 +282,3 @@ def _describe(est: Any) -> str:
     if len(steps) == 1:
         return type(est).__name__
     return f"{type(est).__name__}({' → '.join(type(s).__name__ for s in steps)})"
-
-
-def _short(exc: BaseException, limit: int = 240) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "…"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bundlegate.errors import ModelFileError, NotAnEstimator, UnsafePath
+from bundlegate.errors import ModelFileError, NotAnEstimator, UnsafePath, shorten
 
 ONNX_SUFFIXES = (".onnx",)
 
@@ -56,7 +56,7 @@ def _read_onnx(path: Path) -> bytes:
         model = onnx.load_model_from_string(data)
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
-        raise ModelFileError(f"{path.name} is not a valid ONNX model: {_short(exc)}") from None
+        raise ModelFileError(f"{path.name} is not a valid ONNX model: {shorten(str(exc), 200)}") from None
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
             raise UnsafePath(f"{path.name} keeps weights in external data files; bundles need one file")
@@ -85,7 +85,8 @@ def _unpickle(path: Path) -> Any:
         OSError,
     ) as exc:
         raise ModelFileError(
-            f"{path.name} is not a pickle or joblib file of a model ({type(exc).__name__}: {_short(exc)})"
+            f"{path.name} is not a pickle or joblib file of a model "
+            f"({type(exc).__name__}: {shorten(str(exc), 200)})"
         ) from None
 
 
@@ -106,9 +107,4 @@ def check_estimator(obj: Any, file_name: str) -> None:
     except NotFittedError:
         raise NotAnEstimator(f"{file_name} holds an unfitted {type(obj).__name__}; fit it first") from None
     except TypeError as exc:
-        raise NotAnEstimator(f"{file_name}: {_short(exc)}") from None
-
-
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "…"
+        raise NotAnEstimator(f"{file_name}: {shorten(str(exc), 200)}") from None

@@ -4,17 +4,18 @@ Supported layouts are the ones skl2onnx produces without ZipMap: one float tenso
 named by ``--features``, the sample's header, or ``f0..``), or one [N, 1] tensor per feature; outputs
 either one value tensor (regression) or a label tensor then a probability tensor (classification,
 classes read from the classifier node's ``classlabels_*`` attribute). ``parity`` is omitted (there is
-nothing to compare with); the sample is still run through onnxruntime to prove the model works on it
-and to record ``expected.json`` and reference statistics.
+nothing to compare with); the sample is still run through the gateway's decoding and runtime to prove
+the model works on it and to record ``expected.json`` and reference statistics.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bundlegate.bundle import read_bundle, write_bundle
-from bundlegate.errors import ModelFileError, SampleMismatch
+from bundlegate.dtypes import BY_ONNX_ELEMENT
+from bundlegate.errors import ModelFileError, SampleMismatch, shorten
 from bundlegate.manifest import (
     DType,
     InputSpec,
@@ -27,22 +28,17 @@ from bundlegate.manifest import (
     utc_now,
 )
 from bundlegate.packer import reference
-from bundlegate.packer.parity import feed_from_frame, run_onnx, split_outputs
+from bundlegate.packer.contents import EXPECTED_FILE, SAMPLE_FILE, json_bytes
+from bundlegate.packer.options import PackOptions, PackResult
+from bundlegate.packer.parity import draft_manifest, gateway_predictions
 from bundlegate.packer.samples import Sample
 from bundlegate.packer.schema_inference import ModelSchema
-
-if TYPE_CHECKING:
-    from bundlegate.packer.pack import PackOptions, PackResult
-
-_ELEM: dict[int, DType] = {1: "float32", 11: "float64", 7: "int64", 8: "string", 9: "bool"}
 
 
 def pack_onnx_file(
     path: Path, data: bytes, sample: Sample | None, options: PackOptions, version: int
 ) -> PackResult:
     import onnx
-
-    from bundlegate.packer.pack import EXPECTED_FILE, SAMPLE_FILE, PackResult, _json_bytes
 
     model = onnx.load_model_from_string(data)
     graph = model.graph
@@ -76,19 +72,17 @@ def pack_onnx_file(
                 col.astype(float)
             except (TypeError, ValueError):
                 raise SampleMismatch(f"{sample.source}: column {spec.name!r} must hold numbers") from None
-    try:
-        answers = split_outputs(schema, run_onnx(data, feed_from_frame(frame, onnx_inputs)))
-    except Exception as exc:  # onnxruntime's InvalidArgument, Fail, ...
-        raise ModelFileError(f"onnxruntime cannot run {path.name} on the sample: {_short(exc)}") from None
     nullable = [s.model_copy(update={"nullable": bool(frame[s.name].isna().any())}) for s in specs]
     schema.inputs = nullable
+    try:
+        answers = gateway_predictions(draft_manifest(schema, onnx_inputs, outputs), data, schema, frame)
+    except Exception as exc:  # onnxruntime's InvalidArgument, Fail, ..., or rows the schema refuses
+        raise ModelFileError(f"{path.name} cannot run on the sample: {shorten(str(exc), 200)}") from None
     stored = frame.head(reference.STORED_ROWS)
-    from bundlegate.packer.pack import head
-
     files = {
         "model.onnx": data,
-        SAMPLE_FILE: _json_bytes(reference.stored_rows(schema, stored)),
-        EXPECTED_FILE: _json_bytes(reference.expected_document(head(answers, len(stored)))),
+        SAMPLE_FILE: json_bytes(reference.stored_rows(schema, stored)),
+        EXPECTED_FILE: json_bytes(reference.expected_document(answers.head(len(stored)))),
     }
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     manifest = Manifest(
@@ -124,7 +118,7 @@ def _inputs(
     kinds = []
     for i in inputs:
         t = i.type.tensor_type
-        dtype = _ELEM.get(t.elem_type)
+        dtype: DType | None = BY_ONNX_ELEMENT.get(t.elem_type)  # type: ignore[assignment]
         dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
         if dtype is None or len(dims) != 2 or dims[1] is None:
             raise ModelFileError(f"{file_name}: input {i.name!r} is not a 2-D tensor of numbers or strings")
@@ -179,11 +173,6 @@ def _classes(graph: Any) -> list[Any] | None:
             if attr.name in ("classlabels_int64s", "classlabels_ints") and attr.ints:
                 return list(attr.ints)
     return None
-
-
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 __all__ = ["pack_onnx_file"]

@@ -12,19 +12,18 @@ any heavy work, and the version directory appears only when complete (``bundle.w
 from __future__ import annotations
 
 import io
-import json
 import platform
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bundlegate.bundle import next_version, write_bundle
+from bundlegate.bundle import next_version, read_bundle, write_bundle
 from bundlegate.errors import (
     BundleExists,
     ConversionFailed,
     InvalidName,
     ParityFailed,
     SampleMismatch,
+    shorten,
 )
 from bundlegate.manifest import (
     LabelOutput,
@@ -37,13 +36,15 @@ from bundlegate.manifest import (
     valid_name,
 )
 from bundlegate.packer import onnx_input, reference
+from bundlegate.packer.contents import EXPECTED_FILE, SAMPLE_FILE, json_bytes
 from bundlegate.packer.conversion import Converted, convert
 from bundlegate.packer.model_file import class_path, load_model_file
+from bundlegate.packer.options import PackOptions, PackResult
 from bundlegate.packer.parity import (
     PROBA_TOLERANCE,
     VALUE_TOLERANCE,
-    Predictions,
     check_parity,
+    draft_manifest,
     predict_original,
 )
 from bundlegate.packer.samples import read_sample
@@ -51,28 +52,6 @@ from bundlegate.packer.schema_inference import ModelSchema, infer_schema, steps_
 from bundlegate.packer.synthetic import synthesize
 
 MAX_PARITY_ROWS = 5000
-SAMPLE_FILE = "sample.json"
-EXPECTED_FILE = "expected.json"
-
-
-@dataclass(frozen=True)
-class PackOptions:
-    name: str
-    repo: Path = Path("bundles")
-    version: int | None = None
-    sample: Path | None = None
-    features: list[str] | None = None
-    description: str = ""
-    tags: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float | str] = field(default_factory=dict)
-    allow_pickle_fallback: bool = False
-
-
-@dataclass(frozen=True)
-class PackResult:
-    path: Path
-    manifest: Manifest
-    notes: list[str]  # what happened on the way, e.g. "float32 parity failed: ...; float64 passed"
 
 
 def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
@@ -105,7 +84,8 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
         original = predict_original(est, schema, check_frame)
     except Exception as exc:  # the estimator's own complaint about the rows
         raise SampleMismatch(
-            f"{type(est).__name__} cannot predict the sample rows: {type(exc).__name__}: {_short(exc)}"
+            f"{type(est).__name__} cannot predict the sample rows: "
+            f"{type(exc).__name__}: {shorten(str(exc), 200)}"
         ) from None
 
     notes: list[str] = []
@@ -115,15 +95,17 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
     for precision in ("float32", "float64"):
         try:
             attempt = convert(est, schema, precision)
-            result, _ = check_parity(
-                est, schema, check_frame, attempt.onnx_bytes, attempt.onnx_inputs, kind, original
-            )
+            draft = draft_manifest(schema, attempt.onnx_inputs, _outputs(schema, attempt.output_names))
+            result, _ = check_parity(est, schema, check_frame, attempt.onnx_bytes, draft, kind, original)
         except ConversionFailed as exc:
             why = exc.message
             notes.append(why)
             continue
         except Exception as exc:  # onnxruntime refusing the converted graph
-            why = f"onnxruntime cannot run the {precision} conversion: {type(exc).__name__}: {_short(exc)}"
+            why = (
+                f"onnxruntime cannot run the {precision} conversion: "
+                f"{type(exc).__name__}: {shorten(str(exc), 200)}"
+            )
             notes.append(why)
             continue
         parity = result
@@ -148,7 +130,7 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
                 sample=kind,
                 tolerance=PROBA_TOLERANCE if schema.task == "classification" else VALUE_TOLERANCE,
                 passed=False,
-                reason=_short(ConversionFailed(why), 300),
+                reason=shorten(why, 300),
             )
         if schema.named_columns or schema.mode != "numeric":
             notes.append(
@@ -158,8 +140,8 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
 
     stored = frame.head(reference.STORED_ROWS)
     files = {
-        SAMPLE_FILE: _json_bytes(reference.stored_rows(schema, stored)),
-        EXPECTED_FILE: _json_bytes(reference.expected_document(head(original, len(stored)))),
+        SAMPLE_FILE: json_bytes(reference.stored_rows(schema, stored)),
+        EXPECTED_FILE: json_bytes(reference.expected_document(original.head(len(stored)))),
     }
     everything = original if len(check_frame) == len(frame) else predict_original(est, schema, frame)
     ref = reference.build_reference(schema, frame, everything)
@@ -194,18 +176,7 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
         expected_file=EXPECTED_FILE,
     )
     path = write_bundle(options.repo, manifest, files)
-    from bundlegate.bundle import read_bundle
-
     return PackResult(path, read_bundle(path).manifest, notes)
-
-
-def head(p: Predictions, n: int) -> Predictions:
-    """The first ``n`` rows of ``p``."""
-    return Predictions(
-        labels=None if p.labels is None else p.labels[:n],
-        probabilities=None if p.probabilities is None else p.probabilities[:n],
-        values=None if p.values is None else p.values[:n],
-    )
 
 
 def _outputs(schema: ModelSchema, names: list[str]) -> Outputs:
@@ -246,18 +217,6 @@ def _joblib_bytes(est: Any) -> bytes:
     return buf.getvalue()
 
 
-def _json_bytes(doc: Any) -> bytes:
-    """Compact JSON with one record (or one output) per line: small, and readable in a diff."""
-    if isinstance(doc, list):
-        body = ",\n".join(json.dumps(r, allow_nan=False) for r in doc)
-        return f"[\n{body}\n]\n".encode()
-    parts = [
-        f"{json.dumps(k)}: [\n" + ",\n".join(json.dumps(v, allow_nan=False) for v in values) + "\n]"
-        for k, values in doc.items()
-    ]
-    return ("{\n" + ",\n".join(parts) + "\n}\n").encode()
-
-
 def _describe(est: Any) -> str:
     steps = steps_of(est)
     if len(steps) == 1:
@@ -265,9 +224,4 @@ def _describe(est: Any) -> str:
     return f"{type(est).__name__}({' → '.join(type(s).__name__ for s in steps)})"
 
 
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-__all__ = ["PackOptions", "PackResult", "Predictions", "pack_bundle"]
+__all__ = ["PackOptions", "PackResult", "pack_bundle"]

@@ -1,9 +1,11 @@
 """The parity gate: the original estimator and its ONNX conversion on the same rows.
 
-The ONNX model is fed exactly what the gateway will feed it (``feed_from_frame``): missing numbers as
-NaN, missing strings as ``""``. It passes when every label agrees (or differs only on an exact tie of
-the top probabilities, counted in ``label_ties``) and the largest absolute difference of probabilities
-(classifiers) or values (regressors) is within the tolerance:
+The ONNX model answers through the gateway's own path (``gateway_predictions``): the rows as JSON
+records, as a client would send them, decoded by the version's ``CompiledSchema`` and run by
+``runtime.OnnxModel``, so a bundle that passes answers what the gateway will answer. It passes when
+every label agrees (or differs only on an exact tie of the top probabilities, counted in
+``label_ties``) and the largest absolute difference of probabilities (classifiers) or values
+(regressors) is within the tolerance:
 
 - probabilities: ``PROBA_TOLERANCE`` (1e-4);
 - values: ``VALUE_TOLERANCE`` (1e-5) relative to the largest absolute prediction, at least 1e-5 absolute.
@@ -11,25 +13,21 @@ the top probabilities, counted in ``label_ties``) and the largest absolute diffe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from bundlegate.manifest import Parity
+from bundlegate.decoding import CompiledSchema
+from bundlegate.manifest import Manifest, OnnxInput, Outputs, Parity, Source, utc_now
+from bundlegate.packer.predictions import Predictions
+from bundlegate.packer.reference import stored_rows
 from bundlegate.packer.schema_inference import ModelSchema
+from bundlegate.runtime import OnnxModel
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 PROBA_TOLERANCE = 1e-4
 VALUE_TOLERANCE = 1e-5
-
-
-@dataclass(frozen=True)
-class Predictions:
-    labels: np.ndarray | None = None
-    probabilities: np.ndarray | None = None
-    values: np.ndarray | None = None
+_LONGEST_STRING = 2**24  # the string limit is the operator's setting, not the packer's
 
 
 def predict_original(est: Any, schema: ModelSchema, frame: pd.DataFrame) -> Predictions:
@@ -43,41 +41,40 @@ def predict_original(est: Any, schema: ModelSchema, frame: pd.DataFrame) -> Pred
     return Predictions(values=np.asarray(est.predict(X), dtype=np.float64).reshape(len(frame), -1))
 
 
-def feed_from_frame(frame: pd.DataFrame, onnx_inputs: list[Any]) -> dict[str, np.ndarray]:
-    """The ONNX feed for ``frame``, encoded as the gateway encodes requests."""
+def draft_manifest(schema: ModelSchema, onnx_inputs: list[OnnxInput], outputs: Outputs) -> Manifest:
+    """The parts of a manifest the gateway serves by, for a conversion not yet written."""
+    return Manifest(
+        name="draft",
+        version=1,
+        created_at=utc_now(),
+        task=schema.task,
+        source=Source(estimator="draft"),
+        inputs=schema.inputs,
+        onnx_inputs=onnx_inputs,
+        outputs=outputs,
+        files=[],
+    )
+
+
+def gateway_predictions(
+    manifest: Manifest, onnx_bytes: bytes, schema: ModelSchema, frame: pd.DataFrame
+) -> Predictions:
+    """What the gateway answers for the rows of ``frame``, sent as JSON records."""
     import numpy as np
 
-    feed: dict[str, np.ndarray] = {}
-    for spec in onnx_inputs:
-        cols = frame[spec.features]
-        if spec.dtype == "string":
-            arr = cols.astype(object).where(cols.notna(), "").astype(str).to_numpy(dtype=object)
-        else:
-            arr = cols.astype(np.float64).to_numpy(dtype=np.float64).astype(spec.dtype)
-        feed[spec.name] = arr.reshape(len(frame), len(spec.features))
-    return feed
-
-
-def run_onnx(onnx_bytes: bytes, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    import numpy as np
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 4  # a session that cannot start is reported by the packer itself
-    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-    return [np.asarray(o) for o in session.run(None, feed)]
-
-
-def split_outputs(schema: ModelSchema, outputs: list[Any]) -> Predictions:
-    """skl2onnx's outputs (label then probabilities, or one value tensor) as ``Predictions``."""
-    import numpy as np
-
-    n = len(outputs[0])
+    records = stored_rows(schema, frame, rows=len(frame))
+    decoder = CompiledSchema(manifest, max_rows=max(1, len(records)), max_string_length=_LONGEST_STRING)
+    prediction = OnnxModel(manifest, onnx_bytes).predict(decoder.from_records(records))
+    n = len(records)
     if schema.task == "classification":
-        proba = np.asarray(outputs[1], dtype=np.float64) if schema.has_probabilities else None
-        return Predictions(labels=np.asarray(outputs[0]).reshape(n), probabilities=proba)
-    return Predictions(values=np.asarray(outputs[0], dtype=np.float64).reshape(n, -1))
+        assert prediction.labels is not None
+        proba = prediction.probabilities
+        return Predictions(
+            labels=np.asarray(prediction.labels).reshape(n),
+            probabilities=None if proba is None else np.asarray(proba, dtype=np.float64),
+        )
+    assert prediction.values is not None
+    return Predictions(values=np.asarray(prediction.values, dtype=np.float64).reshape(n, -1))
 
 
 def compare(
@@ -168,11 +165,11 @@ def check_parity(
     schema: ModelSchema,
     frame: pd.DataFrame,
     onnx_bytes: bytes,
-    onnx_inputs: list[Any],
+    manifest: Manifest,
     sample: Literal["provided", "synthesized"],
     original: Predictions | None = None,
 ) -> tuple[Parity, Predictions]:
     """Run both models on ``frame``; returns the parity record and the original's predictions."""
     original = original or predict_original(est, schema, frame)
-    converted = split_outputs(schema, run_onnx(onnx_bytes, feed_from_frame(frame, onnx_inputs)))
+    converted = gateway_predictions(manifest, onnx_bytes, schema, frame)
     return compare(schema, original, converted, sample), original

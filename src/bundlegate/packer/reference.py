@@ -11,7 +11,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from bundlegate.manifest import FeatureReference, PredictionReference, Reference
-from bundlegate.packer.parity import Predictions
+from bundlegate.packer.predictions import Predictions
 from bundlegate.packer.schema_inference import ModelSchema
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bundlegate.errors import SampleMismatch
+from bundlegate.errors import SampleMismatch, shorten
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,7 +53,7 @@ def read_sample(path: Path) -> Sample:
     except SampleMismatch:
         raise
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise SampleMismatch(f"{path.name}: cannot read the sample ({_short(exc)})") from None
+        raise SampleMismatch(f"{path.name}: cannot read the sample ({shorten(str(exc), 200)})") from None
     if len(sample.frame) == 0 or sample.frame.shape[1] == 0:
         raise SampleMismatch(f"{path.name}: the sample holds no rows")
     sample.frame.columns = [str(c) for c in sample.frame.columns]
@@ -103,8 +103,3 @@ def _from_json(path: Path) -> Sample:
             raise SampleMismatch(f"{path.name}: rows have different lengths {sorted(widths)[:5]}")
         return Sample(pd.DataFrame(doc), named=False, source=path.name)
     raise SampleMismatch(f"{path.name}: expected a list of records (objects) or of rows (lists)")
-
-
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "…"

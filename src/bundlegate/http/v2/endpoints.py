@@ -10,12 +10,13 @@
     POST /v2/repository/models/{name}/load|unload        (admin; 404 for other keys)
 
 Infer accepts either one tensor per feature, named as the feature (shape ``[N]`` or ``[N, 1]``), or,
-for purely numeric models, one tensor of shape ``[N, n_features]`` under any name (``tensors``).
+for purely numeric models, one tensor of shape ``[N, n_features]`` under any name (``codec``).
 Tensor data comes as JSON (flat or nested) or, with ``Inference-Header-Content-Length``, in the binary
-tensor data extension that tritonclient uses by default. The response holds ``label`` (BYTES, INT64 or
-BOOL, the original classes) and ``probabilities`` (FP32 ``[N, n_classes]``) for classifiers, ``value``
-for regressors; ``outputs`` in the request selects among them; ``id`` and ``parameters`` are echoed.
-Answers are JSON (a server may ignore ``binary_data_output``). Errors use the gateway's one error body.
+tensor data extension that tritonclient uses by default (``binary``). The response holds ``label``
+(BYTES, INT64 or BOOL, the original classes) and ``probabilities`` (FP32 ``[N, n_classes]``) for
+classifiers, ``value`` for regressors; ``outputs`` in the request selects among them; ``id`` and
+``parameters`` are echoed. Answers are JSON (a server may ignore ``binary_data_output``). Errors use
+the gateway's one error body.
 """
 
 from __future__ import annotations
@@ -28,17 +29,12 @@ from starlette.routing import Route
 from bundlegate import __version__
 from bundlegate.errors import InvalidInput, MalformedRequest, NotFound, Unavailable, problem
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access, require_admin
+from bundlegate.http.body import parse_json
 from bundlegate.http.context import GatewayContext, Reply
-from bundlegate.http.jsonbody import parse_json
 from bundlegate.http.models import public_error, status_of
 from bundlegate.http.routing import Call, json_reply, route
-from bundlegate.http.tensors import (
-    decode_binary_inputs,
-    feed_from_tensors,
-    infer_outputs,
-    requested_outputs,
-    tensor_metadata,
-)
+from bundlegate.http.v2.binary import decode_binary_inputs
+from bundlegate.http.v2.codec import feed_from_tensors, infer_outputs, requested_outputs, tensor_metadata
 
 SERVER_NAME = "bundlegate"
 EXTENSIONS = ["model_repository", "binary_tensor_data"]

@@ -29,6 +29,7 @@ from click.testing import CliRunner
 import bundle_factory as bf
 from bundlegate.cli import cli
 from bundlegate.keys import create_key
+from bundlegate.settings import Settings
 
 pytestmark = [pytest.mark.socket, pytest.mark.slow]
 
@@ -228,7 +229,7 @@ def test_insecure_mode_binds_loopback_and_warns(repo: Path, tmp_path: Path) -> N
 
 
 def test_devserve_prints_a_key_and_a_curl_line_that_predicts(repo: Path, tmp_path: Path) -> None:
-    with serve(tmp_path, str(repo), module="bundlegate.devserve") as server:
+    with serve(tmp_path, str(repo), module="bundlegate.cli.devserve") as server:
         out = (tmp_path / f"stdout-{server.port}.log").read_text()
         curl = next(line.strip() for line in out.splitlines() if line.strip().startswith("curl -s http"))
         assert "/v1/models/iris/predict" in curl
@@ -516,7 +517,7 @@ def test_serve_refuses_to_start_without_keys(repo: Path, monkeypatch: pytest.Mon
 
 
 def test_devserve_rotates_the_development_key_and_needs_sample_rows(tmp_path: Path, repo: Path) -> None:
-    from bundlegate.devserve import example_request, write_dev_key
+    from bundlegate.cli.devserve import example_request, write_dev_key
     from bundlegate.keys import KeyStore
 
     path, first = write_dev_key(tmp_path / ".dev")
@@ -534,7 +535,7 @@ def test_devserve_rotates_the_development_key_and_needs_sample_rows(tmp_path: Pa
     assert set(body["inputs"]) == set(bf.IRIS_FEATURES)
 
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "bundles"
+EXAMPLES = Path(__file__).resolve().parents[2] / "bundles"
 
 
 @pytest.mark.skipif(not (EXAMPLES / "iris").is_dir(), reason="the example bundles are not built")
@@ -565,10 +566,14 @@ def test_example_bundles_over_a_socket_equal_sklearn(tmp_path: Path) -> None:
 
 def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
     """A worker that fails at startup is not restarted forever: the supervisor stops, exit 3."""
-    from bundlegate.cli import workers
+    from bundlegate.server import workers
 
-    options = {"app": "bundlegate_no_such_module:app", "log_level": "critical"}
-    supervisor = workers.Workers("127.0.0.1", 0, 2, options, drain_timeout_s=1)
+    broken_keys = tmp_path / "keys.json"
+    broken_keys.write_text("{not json")  # create_app refuses it in every worker
+    settings = Settings(
+        repository=tmp_path, port=0, workers=2, keys_file=broken_keys, log_level="critical", drain_timeout_s=1
+    )
+    supervisor = workers.Workers(settings)
     handlers = [signal.getsignal(sig) for sig in workers.STOP_SIGNALS]
     give_up = threading.Timer(STARTUP_TIMEOUT_S, supervisor.stopping.set)  # a restart loop ends too
     give_up.start()

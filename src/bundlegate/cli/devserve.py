@@ -1,6 +1,6 @@
 """``make serve``: the example bundles on 127.0.0.1 with a fresh development key.
 
-    python -m bundlegate.devserve bundles/ --port 8080
+    python -m bundlegate.cli.devserve bundles/ --port 8080
 
 Writes ``.dev/keys.json`` (git-ignored) holding one new key ``dev`` for every model (admin, so the
 repository endpoints can be tried too), prints the key and a curl line that predicts with the ``iris``
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bundlegate.cli import serve_command
+from bundlegate.cli.serve_command import check_startable
 from bundlegate.keys import create_key
 from bundlegate.manifest import MANIFEST_FILE, Manifest
 from bundlegate.settings import Settings
@@ -75,7 +75,7 @@ def curl_line(host: str, port: int, key: str, model: str, body: dict[str, Any]) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bundlegate.devserve", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bundlegate.cli.devserve", description=__doc__)
     parser.add_argument("repo", type=Path, nargs="?", default=Path("bundles"))
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     out.write(f"Models: curl -s http://127.0.0.1:{args.port}/v1/models -H 'Authorization: Bearer {key}'\n")
     out.write(f"Metrics: curl -s http://127.0.0.1:{args.port}/metrics\n\n")
     out.flush()
-    serve_command.run(serve_command.check_startable(settings))
+    from bundlegate.server.run import serve
+
+    sys.exit(serve(check_startable(settings)))
 
 
 if __name__ == "__main__":

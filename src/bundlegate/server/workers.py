@@ -2,9 +2,8 @@
 
 uvicorn's own supervisor binds one listening socket and hands it to every worker. A worker's event
 loop accepts every connection pending when it wakes, so a burst of new keep-alive connections (a
-client's pool, wrk's 16) can all land on one worker and leave the other idle for the life of the pool:
-16/0 in 1 of 20 wrk runs at c=16 on a 2-vCPU host, with one worker's requests/s that run, and in 3 of 3
-runs of the test that opens 16 connections at once 40 times. Here every worker binds its own socket
+client's pool, wrk's 16) can all land on one worker and leave the other idle for the life of the
+pool. Here every worker binds its own socket
 to the address with ``SO_REUSEPORT`` and the kernel spreads new connections across the listening
 sockets by their addresses, so a pool of 16 splits about evenly whatever the workers are doing when it
 connects.
@@ -14,12 +13,12 @@ error before any worker starts, and supervises: a worker that dies is started ag
 during startup (exit 3, like uvicorn's) stops the whole server, and SIGTERM/SIGINT are passed to the
 workers, which drain (``--drain-timeout-s``) and exit; the parent then exits 0. A worker listens only
 once its startup is done, and a worker's startup waits for every bundle to load or fail
-(``http.app.create_worker_app``), so a starting or restarting worker gets no connections before it can
-answer them. SIGHUP replaces the workers one at a time, as uvicorn's supervisor does, and each old
-worker is stopped only once its replacement listens, so the address always has a listener (a
+(``create_app(listen_after_load=True)``), so a starting or restarting worker gets no connections
+before it can answer them. SIGHUP replaces the workers one at a time, as uvicorn's supervisor does,
+and each old worker is stopped only once its replacement listens, so the address always has a listener (a
 connection that reaches an old worker's queue in the instant it closes is still reset: Linux hands it
-to another socket only with ``net.ipv4.tcp_migrate_req``). Where the platform has no ``SO_REUSEPORT``,
-uvicorn's supervisor runs instead.
+to another socket only with ``net.ipv4.tcp_migrate_req``). Each worker gets the settings as they
+are (pickled with the process arguments) and builds its app from them.
 """
 
 from __future__ import annotations
@@ -34,20 +33,19 @@ import threading
 import time
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from bundlegate.server.config import STARTUP_FAILURE, uvicorn_config
+
+if TYPE_CHECKING:
+    from bundlegate.settings import Settings
 
 logger = logging.getLogger("bundlegate.workers")
 
-STARTUP_FAILURE = 3  # uvicorn's exit code for a server that could not start
 SUPERVISE_INTERVAL_S = 0.5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_MARGIN_S = 10.0  # beyond the drain timeout, before a worker that has not exited is killed
 READY_TIMEOUT_S = 300.0  # longest wait for a replacement worker to listen (it loads every bundle)
-
-
-def available() -> bool:
-    """Whether this platform can give each worker its own listening socket."""
-    return hasattr(socket, "SO_REUSEPORT")
 
 
 def bound_socket(host: str, port: int) -> socket.socket:
@@ -63,16 +61,16 @@ def bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def worker_main(host: str, port: int, uvicorn_options: dict[str, Any], ready: Event) -> None:
-    """One worker (in a spawned process): uvicorn on its own socket, listening once started; ``ready``
-    is set then."""
+def worker_main(settings: Settings, ready: Event) -> None:
+    """One worker (in a spawned process): the gateway under uvicorn on its own socket, listening once
+    its bundles are loaded; ``ready`` is set then."""
     import uvicorn
 
     server = None
     try:
-        server = uvicorn.Server(uvicorn.Config(**uvicorn_options))
+        server = uvicorn.Server(uvicorn_config(settings, worker=True))
         threading.Thread(target=_report_ready, args=(server, ready), daemon=True).start()
-        server.run(sockets=[bound_socket(host, port)])
+        server.run(sockets=[bound_socket(settings.host, settings.port)])
     except Exception:  # uvicorn itself exits 3 for an app that does not import or start
         if server is not None and server.started:
             raise
@@ -94,15 +92,14 @@ class Worker(NamedTuple):
 
 
 class Workers:
-    """Starts, restarts and stops the worker processes."""
+    """Starts, restarts and stops ``settings.workers`` worker processes."""
 
-    def __init__(
-        self, host: str, port: int, count: int, uvicorn_options: dict[str, Any], drain_timeout_s: float
-    ):
-        self.host, self.count, self.options = host, count, uvicorn_options
-        self.stop_timeout_s = drain_timeout_s + STOP_MARGIN_S
-        self.reservation = bound_socket(host, port)  # an address in use fails here, once
+    def __init__(self, settings: Settings) -> None:
+        self.count = settings.workers
+        self.stop_timeout_s = settings.drain_timeout_s + STOP_MARGIN_S
+        self.reservation = bound_socket(settings.host, settings.port)  # an address in use fails here, once
         self.port: int = self.reservation.getsockname()[1]  # port 0: the one the kernel chose
+        self.settings = settings.replace(port=self.port)
         self.workers: list[Worker] = []
         self.stopping = threading.Event()
         self.restart_requested = threading.Event()
@@ -133,9 +130,7 @@ class Workers:
     def _start(self) -> Worker:
         context = multiprocessing.get_context("spawn")
         ready = context.Event()
-        process = context.Process(
-            target=worker_main, args=(self.host, self.port, self.options, ready), daemon=False
-        )
+        process = context.Process(target=worker_main, args=(self.settings, ready), daemon=False)
         process.start()
         logger.info("started worker [%s]", process.pid)
         return Worker(process, ready)

@@ -12,8 +12,6 @@ callbacks have run (``call_soon``): a response leaves in one segment, and the re
 the loop finished leave one after another, so a client reading many connections wakes once for
 them. A response waits at most for the callbacks already queued in that turn; the transport closes
 only after what it holds is sent, and what a closed connection held is dropped, as the socket would.
-Measured outside the bench (bench/README.md, run I): the load generator's CPU a request fell from
-~21-23 to ~11-15 µs, which on a two-CPU machine is CPU the workers get back.
 """
 
 from __future__ import annotations

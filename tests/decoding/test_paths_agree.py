@@ -1,7 +1,7 @@
 """The hot path's shortcuts answer exactly what the checked paths answer (see bench/README.md).
 
 - ``parse_json_body`` proves from the bytes that a body is one key over numbers and arrays;
-- ``CompiledSchema.encode_batch`` leaves numeric outputs as arrays for orjson to write;
+- ``Answers.encode_batch`` leaves numeric outputs as arrays for orjson to write;
 - ``flatrows.flat_rows`` parses positional rows into one buffer of doubles, proving the shape from
   the bytes, and ``CompiledSchema.from_flat`` makes the tensor from it;
 - ``/v2`` binary float rows (tritonclient's default) go to ``from_flat`` as the numpy array they
@@ -24,13 +24,15 @@ import orjson
 import pytest
 
 from bundle_factory import iris_model, regressor_model
+from bundlegate.answers import Answers
+from bundlegate.decoding import CompiledSchema
 from bundlegate.errors import InvalidInput, MalformedRequest
 from bundlegate.feed import Prediction
-from bundlegate.http import flatrows
-from bundlegate.http.flatrows import flat_rows
-from bundlegate.http.jsonbody import parse_json, parse_json_body
-from bundlegate.http.tensors import decode_binary_inputs, feed_from_tensors
-from bundlegate.schema import CompiledSchema
+from bundlegate.http.body import parse_json, parse_json_body
+from bundlegate.http.v1 import _flatrows as flatrows
+from bundlegate.http.v1._flatrows import flat_rows
+from bundlegate.http.v2.binary import decode_binary_inputs
+from bundlegate.http.v2.codec import feed_from_tensors
 
 
 @pytest.mark.parametrize(
@@ -123,13 +125,21 @@ def test_encode_batch_writes_the_json_decode_batch_writes(iris: CompiledSchema) 
         Prediction(labels=np.array(["setosa", "versicolor"] * 75, dtype=object), probabilities=proba),
         Prediction(labels=labels.astype(np.int64), probabilities=proba).rows(10, 20),
     ):
-        plain = orjson.dumps(iris.decode_batch(prediction))
-        assert orjson.dumps(iris.encode_batch(prediction), option=orjson.OPT_SERIALIZE_NUMPY) == plain
+        plain = orjson.dumps(Answers(iris.manifest).decode_batch(prediction))
+        assert (
+            orjson.dumps(Answers(iris.manifest).encode_batch(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
+            == plain
+        )
     regressor = CompiledSchema(regressor_model().manifest)
     for values in (np.linspace(-3, 7, 50, dtype=np.float32)[:, None], np.linspace(-3, 7, 50)):
         prediction = Prediction(values=values)
-        plain = orjson.dumps(regressor.decode_batch(prediction))
-        assert orjson.dumps(regressor.encode_batch(prediction), option=orjson.OPT_SERIALIZE_NUMPY) == plain
+        plain = orjson.dumps(Answers(regressor.manifest).decode_batch(prediction))
+        assert (
+            orjson.dumps(
+                Answers(regressor.manifest).encode_batch(prediction), option=orjson.OPT_SERIALIZE_NUMPY
+            )
+            == plain
+        )
 
 
 # ----------------------------------------------------------------------------- flat rows
@@ -227,7 +237,7 @@ def test_flat_rows_still_parse_while_a_document_of_the_kept_parser_is_alive() ->
 _FAULTS_A_CALL = """
 import resource, sys
 import numpy as np, orjson
-from bundlegate.http.flatrows import flat_rows
+from bundlegate.http.v1._flatrows import flat_rows
 body = orjson.dumps({"inputs": np.random.default_rng(0).normal(size=(1000, 20)).tolist()})
 for _ in range(3):
     assert flat_rows(body, 20, 1000) is not None

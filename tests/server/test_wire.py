@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bundlegate.http.wire import CoalescingTransport
+from bundlegate.server.wire import CoalescingTransport
 
 
 @dataclass
@@ -128,8 +128,8 @@ def test_bundle_serve_runs_uvicorn_with_this_protocol_or_uvicorns_own_without_ht
 
     import uvicorn
 
-    from bundlegate.cli.serve_command import uvicorn_options
-    from bundlegate.http.wire import GatewayHttpProtocol
+    from bundlegate.server.config import uvicorn_options
+    from bundlegate.server.wire import GatewayHttpProtocol
     from bundlegate.settings import Settings
 
     options = uvicorn_options(Settings())

@@ -1,24 +1,24 @@
-"""The slow path of ``CompiledSchema``: every value of a request converted, or its problem located.
+"""The checked path of ``CompiledSchema``: every value of a request converted, or what is wrong with it.
 
-The fast paths (``bundlegate.tensor_plan``) accept a subset of what this path accepts and build the
-same arrays; this path is the authority. ``walk`` visits the values of a request shape
-(``bundlegate.request_shapes``), ``ValueRules.convert`` judges one value against its feature's
-spec and its tensor, and up to 20 problems come back in one ``InvalidInput`` (DESIGN.md §4).
+The vectorised paths (``_vectorised``) accept a subset of what this path accepts and build the same
+arrays; this path is the authority. ``walk`` visits the values of a request shape (``_shapes``),
+``ValueRules.convert`` judges one value against its feature's spec and its tensor, and up to 20
+problems come back in one ``InvalidRows`` (DESIGN.md §4).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from bundlegate.decoding._shapes import MISSING, Problems, Source, json_type
+from bundlegate.decoding._vectorised import TensorPlan
 from bundlegate.feed import Array, Feed
 from bundlegate.manifest import InputSpec
-from bundlegate.request_shapes import MISSING, Loc, Problems, Source, json_type
-from bundlegate.tensor_plan import TensorPlan
 
 MISSING_STRING = ""
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -26,7 +26,7 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 @dataclass(frozen=True, slots=True)
 class ValueRules:
-    """What the slow path checks a value against: the features, the tensors they feed, the string
+    """What the checked path checks a value against: the features, the tensors they feed, the string
     limit and the closed category sets (feature index → categories)."""
 
     inputs: tuple[InputSpec, ...]
@@ -84,10 +84,10 @@ class ValueRules:
         return cast.item(), None
 
 
-def walk(source: Source, loc: Callable[[int, str, int], Loc], values: ValueRules) -> Feed:
+def walk(source: Source, values: ValueRules) -> Feed:
     """Walk every value of ``source``: convert it, or say exactly what is wrong with it (up to the
-    limit of ``Problems``, each located by ``loc``); ``InvalidInput`` if anything is."""
-    problems = Problems()
+    limit of ``Problems``); ``InvalidRows`` if anything is."""
+    problems = Problems(source.shape)
     source.structure(values.names, problems)
     n_rows = source.n_rows or 0
     arrays: dict[str, Array] = {}
@@ -105,7 +105,7 @@ def walk(source: Source, loc: Callable[[int, str, int], Loc], values: ValueRules
                     continue
                 converted, msg = values.convert(value, i, t)
                 if msg is not None:
-                    problems.add(loc(r, spec.name, i), msg, "type" if msg.startswith("expected") else "value")
+                    problems.add(r, spec.name, msg, "type" if msg.startswith("expected") else "value")
                 column.append(converted)
             columns.append(column)
         if not problems.items:

@@ -1,10 +1,10 @@
-"""How the request values of a bundle version become its ONNX inputs, decided once per version.
+"""The vectorised paths of ``CompiledSchema``: plain numbers into arrays with bulk checks.
 
-``TensorPlan`` is one ONNX input and what the fast path needs to know about it; ``numeric_block``
-turns rows (or columns) of plain numbers into one 2-D array of the tensor's dtype with bulk checks,
-``one_row`` does one row with plain Python checks (cheaper than numpy's for a single row). Both
-return None for anything they cannot explain: ``CompiledSchema``'s slow path
-(``bundlegate.value_checks``) then decides and words the problems.
+``TensorPlan`` is one ONNX input and what these paths need to know about it, decided once per
+version; ``numeric_block`` turns rows (or columns) of plain numbers into one 2-D array of the
+tensor's dtype, ``one_row`` does one row with plain Python checks (cheaper than numpy's for a single
+row). Both return None for anything they cannot explain: the checked path (``_checked``) then
+decides and words the problems.
 """
 
 from __future__ import annotations
@@ -17,24 +17,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bundlegate.dtypes import NUMPY
 from bundlegate.feed import Array
 from bundlegate.manifest import InputSpec
 
 NUMERIC = frozenset({"float32", "float64", "int64"})
-NP_DTYPES: dict[str, npt.DTypeLike] = {
-    "float32": np.float32,
-    "float64": np.float64,
-    "int64": np.int64,
-    "bool": np.bool_,
-    "string": object,
-}
 NUMBER_TYPES = frozenset({int, float})
 NONE_TYPE = type(None)
 
 
 @dataclass(frozen=True, slots=True)
 class TensorPlan:
-    """One ONNX input and what the fast path needs to know about it, computed once."""
+    """One ONNX input and what the vectorised paths need to know about it, computed once."""
 
     name: str
     dtype: npt.DTypeLike
@@ -56,7 +50,7 @@ class TensorPlan:
         nullable = np.array([s.nullable for s in cols]) if any(s.nullable for s in cols) else None
         ints = [j for j, s in enumerate(cols) if s.dtype == "int64"]
         limit = float(np.finfo(np.float32).max) if kind == "float32" else float(np.finfo(np.float64).max)
-        return TensorPlan(name, NP_DTYPES[kind], kind, features, block, nullable, ints, limit)
+        return TensorPlan(name, NUMPY[kind], kind, features, block, nullable, ints, limit)
 
 
 def one_row(rows: Sequence[Any], t: TensorPlan) -> Array | None:
@@ -75,7 +69,7 @@ def one_row(rows: Sequence[Any], t: TensorPlan) -> Array | None:
 
 
 def numeric_block(rows: Sequence[Any], t: TensorPlan, n: int, transposed: bool = False) -> Array | None:
-    """A 2-D numeric array from rows (or columns, ``transposed``) of numbers; None → slow path."""
+    """A 2-D numeric array from rows (or columns, ``transposed``) of numbers; None → checked path."""
     if n == 1 and not transposed and t.kind != "int64":
         arr = one_row(rows, t)
         if arr is not None:

@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from bundlegate import heap
+from bundlegate.server import heap
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 

@@ -4,7 +4,7 @@ A numeric model's batch ``{"inputs": [[5.1, 3.5, 1.4, 0.2], ...]}`` is the one b
 most of the request: orjson builds a Python float for every number and a list for every row, and
 numpy then walks them again. ``flat_rows`` lets simdjson (a validating, RFC 8259 strict parser) write
 the numbers into one buffer of doubles instead, after two checks that make the result exactly what
-the strict general path (``jsonbody.parse_json_body`` + ``CompiledSchema.from_rows``) would build:
+the strict general path (``http.body.parse_json_body`` + ``CompiledSchema.from_rows``) would build:
 
 - the document is an object with one key, ``inputs`` (simdjson keeps repeated keys, so a body that
   repeats ``inputs`` has two and goes to the general path, which refuses it);
@@ -16,11 +16,7 @@ the strict general path (``jsonbody.parse_json_body`` + ``CompiledSchema.from_ro
 
 Anything else returns None and the caller takes the general path, which also words the errors: any
 other shape, a body simdjson refuses (malformed, invalid UTF-8, a number out of double range, an
-integer beyond 64 bits), ``true``/``null``/strings among the numbers. Measured on one core of the
-bench machine: 1000 iris rows (18 KB) ~0.2 ms here against ~0.65 ms through orjson lists and
-``np.fromiter``; 1000 rows of 20 long floats (390 KB) ~1.0 ms against ~3.8 ms (the
-parse ~0.7 ms of it; proving the shape from the bytes with a ``bytes.translate`` of the whole body,
-as this module first did, cost ~0.4 ms more).
+integer beyond 64 bits), ``true``/``null``/strings among the numbers.
 """
 
 from __future__ import annotations
@@ -77,12 +73,9 @@ def flat_rows(body: bytes, width: int, max_rows: int) -> FlatRows | None:
 def _parser(size: int) -> simdjson.Parser:
     """A parser for a document of ``size`` bytes. simdjson sizes a parser's buffers to the largest
     document it has parsed and keeps them, so each thread keeps one for bodies up to
-    ``_KEPT_PARSER_MAX_BYTES`` and larger bodies get a parser of their own that dies with the call.
-    What a kept parser holds after a 4 MB body (measured): ~11 MB for 17-digit floats, ~54 MB for
-    ``0,0,0,...`` (every other byte a value); hence the 2 MiB bound (at most ~27 MB, one parser: only
-    the event loop's thread parses). A parser per call allocated ~1 MB afresh for a 0.4 MB batch:
-    ~290 page faults and ~2 ms a call where a kept one takes ~1.3 (the bench's random-forest batch,
-    one core)."""
+    ``_KEPT_PARSER_MAX_BYTES`` (only the event loop's thread parses), and larger bodies get a parser
+    of their own that dies with the call: a parser per call would allocate its buffers afresh for
+    every batch, a kept one for any size would hold the largest body's buffers for ever."""
     if size > _KEPT_PARSER_MAX_BYTES:
         return simdjson.Parser()
     parser: simdjson.Parser | None = getattr(_local, "parser", None)

@@ -1,19 +1,16 @@
 """glibc malloc tuned for a process that serves large request bodies.
 
-A 1000-row JSON batch is a ~0.4 MB body, and answering it allocates a few buffers of that size at once
-(uvicorn's body, its copy, the joined body, the parse's numbers) and frees them all at the end. With
-glibc's defaults that memory goes back to the kernel after the request and the next request takes it
-back one page fault at a time: ~100-130 minor faults a request on the bench's random-forest batch,
-~1,900 on a 0.8 MB one (``/proc/PID/stat``), a few per cent of the request's CPU.
+Answering a large JSON batch allocates a few buffers of the body's size at once and frees them all
+at the end. With glibc's defaults that memory goes back to the kernel after the request, and the
+next request takes it back one page fault at a time.
 
 ``keep_freed_memory`` sets two thresholds once per serving process (``mallopt``): blocks up to
 ``MMAP_THRESHOLD_BYTES`` come from the heap instead of a mapping of their own, and up to
-``TRIM_THRESHOLD_BYTES`` of free memory stay in the heap for the next request (measured: ~0 faults a
-request). Both, because setting either one turns off glibc's own adjustment of the mmap threshold:
-the trim threshold alone made every 0.4 MB block a fresh mapping (~180 faults a request). The process
-does not grow past its peak: what is kept is what a request just used. Nothing is changed where malloc
-is not glibc's, where the user tuned it (``MALLOC_*_`` variables, ``glibc.malloc`` tunables) or
-replaced it (``LD_PRELOAD`` of jemalloc or tcmalloc, where glibc's settings would not apply anyway).
+``TRIM_THRESHOLD_BYTES`` of free memory stay in the heap for the next request. Both, because setting
+either one turns off glibc's own adjustment of the mmap threshold. The process does not grow past
+its peak: what is kept is what a request just used. Nothing is changed where malloc is not glibc's,
+where the user tuned it (``MALLOC_*_`` variables, ``glibc.malloc`` tunables) or replaced it
+(``LD_PRELOAD`` of jemalloc or tcmalloc).
 """
 
 from __future__ import annotations

@@ -6,57 +6,27 @@
     GET  /v1/models                                     the models this key may see, their versions
     GET  /v1/models/{name}                              schema, outputs, versions (never file paths)
 
-A request body is ``{"inputs": ...}`` and nothing else; the schema of the model version
-(``CompiledSchema``) turns ``inputs`` into the model feed or answers 422 with located details.
+Endpoints do HTTP only: the key, the model version, the body; ``codec`` turns the body into the
+model's feed and the prediction into the answer.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from starlette.routing import Route
 
-from bundlegate.errors import InvalidInput, NotFound, problem
+from bundlegate.errors import NotFound
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
 from bundlegate.http.context import GatewayContext, Reply
-from bundlegate.http.flatrows import FlatRows
 from bundlegate.http.models import model_description, model_summary, status_of
 from bundlegate.http.routing import Call, json_reply, route
+from bundlegate.http.v1 import codec
 from bundlegate.registry import LoadedVersion
 
 
-def _inputs(doc: Any) -> Any:
-    if not isinstance(doc, dict):
-        raise InvalidInput(
-            'the body must be a JSON object {"inputs": ...}', [problem([], "expected an object", "type")]
-        )
-    if "inputs" not in doc:
-        raise InvalidInput('the body has no "inputs"', [problem(["inputs"], "field required", "missing")])
-    if len(doc) > 1:
-        extra = [problem([str(k)[:64]], "unknown field", "extra") for k in doc if k != "inputs"]
-        raise InvalidInput('the body may only hold "inputs"', extra)
-    return doc["inputs"]
-
-
 async def _run(call: Call, loaded: LoadedVersion, batch: bool) -> Reply:
-    schema = loaded.schema
-    doc = await call.json_or_rows(schema.flat_width if batch else None)
-    feed = None
-    if type(doc) is FlatRows:  # positional rows parsed straight into one buffer
-        feed = schema.from_flat(doc.numbers, doc.n_rows)
-        if feed is None:  # a value the dtype cannot hold: the general path words the error
-            doc = await call.json()
-    if feed is None:
-        inputs = _inputs(doc)
-        feed = schema.from_batch(inputs) if batch else schema.from_record(inputs)
+    feed = codec.decode(await call.json_body(), loaded.schema, batch, call.ctx.settings)
     prediction = await loaded.queue.submit(feed, call.deadline())
-    info = call.info
-    head = {"model": info.model, "version": info.version, "request_id": info.request_id}
-    if batch:
-        body = orjson.dumps(head | schema.encode_batch(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
-        return Reply(200, body)
-    return Reply(200, orjson.dumps(head | schema.decode_one(prediction)))
+    return Reply(200, codec.encode(call.info, loaded.answers, prediction, batch))
 
 
 async def predict(call: Call) -> Reply:

@@ -1,35 +1,32 @@
-"""Open Inference Protocol tensors ↔ the gateway's feeds and predictions (used by ``v2``).
+"""The Open Inference Protocol envelope: tensors ↔ the gateway's feeds and predictions.
 
 - ``tensor_metadata(manifest)``: the ``inputs``/``outputs`` of model metadata, with datatype and shape.
 - ``feed_from_tensors(loaded, tensors)``: infer ``inputs`` → a ``Feed``, through the version's
-  ``CompiledSchema`` so validation and 422 details are the same as ``/v1``. Two layouts: one tensor per
-  feature, named as the feature (shape ``[N]`` or ``[N, 1]``), or, for purely numeric models, one
-  ``[N, n_features]`` tensor under any name. ``data`` may be flat or nested.
-- ``decode_binary_inputs(doc, raw)``: the binary tensor data extension (tritonclient's default): raw
-  little-endian values, BYTES as 4-byte length-prefixed strings. Numeric data stays a numpy array; a
-  float ``[N, n_features]`` tensor for a model that takes flat rows goes straight to its input tensor
-  (``CompiledSchema.from_flat``: no Python object per value), everything else through Python values
-  and the checked paths, which word the errors.
+  ``CompiledSchema``, so a value is judged as on ``/v1``; a problem is located at its tensor and
+  element (``["inputs", 1, "data", 7]``). Two layouts: one tensor per feature, named as the feature
+  (shape ``[N]`` or ``[N, 1]``), or, for purely numeric models, one ``[N, n_features]`` tensor under
+  any name. ``data`` may be flat or nested, or a numpy array decoded from binary tensor data
+  (``binary``); a float ``[N, n_features]`` array for a model that takes flat rows goes straight to
+  its input tensor (``CompiledSchema.from_flat``: no Python object per value).
 - ``infer_outputs(...)``: a ``Prediction`` → infer ``outputs``, numeric data left as numpy arrays
-  (``CompiledSchema.encode_batch``) for ``orjson.dumps(..., option=OPT_SERIALIZE_NUMPY)``.
+  (``Answers.encode_batch``) for ``orjson.dumps(..., option=OPT_SERIALIZE_NUMPY)``.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from bundlegate.errors import InvalidInput, problem
+from bundlegate.decoding import CompiledSchema
+from bundlegate.dtypes import OIP as DATATYPE
+from bundlegate.errors import InvalidInput, InvalidRows, Problem, problem
 from bundlegate.feed import Feed, Prediction
 from bundlegate.manifest import Manifest
 from bundlegate.registry import LoadedVersion
-from bundlegate.schema import CompiledSchema
 
-DATATYPE = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "bool": "BOOL", "string": "BYTES"}
 _NUMERIC_TYPES = frozenset(
     {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 )
@@ -41,20 +38,6 @@ _ACCEPTED = {
     "string": frozenset({"BYTES"}),
 }
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
-_NUMPY = {
-    "FP16": "<f2",
-    "FP32": "<f4",
-    "FP64": "<f8",
-    "INT8": "i1",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-    "UINT8": "u1",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
-    "BOOL": "?",
-}
 
 
 def datatype_of(array: np.ndarray[Any, Any]) -> str:
@@ -131,7 +114,7 @@ def infer_outputs(
     """The ``outputs`` of an infer response: ``label`` (original classes) and ``probabilities``
     (FP32 ``[N, n_classes]``) for classifiers, ``value`` for regressors; only ``requested`` ones.
     Write it with ``orjson.OPT_SERIALIZE_NUMPY``: numeric data stays numpy arrays."""
-    out = loaded.schema.encode_batch(prediction)
+    out = loaded.answers.encode_batch(prediction)
     manifest = loaded.manifest
     outputs: list[dict[str, Any]] = []
     if manifest.outputs.label is not None and "predictions" in out:
@@ -170,73 +153,6 @@ def _flat(rows: Any) -> Any:
     if isinstance(rows, np.ndarray):
         return rows.ravel()
     return [p for row in rows for p in row]
-
-
-def decode_binary_inputs(doc: Any, binary: memoryview) -> None:
-    """Move the binary tensor data that follows the JSON header into each input's ``data``, in input
-    order, by each input's ``parameters.binary_data_size``."""
-    offset = 0
-    tensors = doc.get("inputs") if isinstance(doc, dict) else None
-    for i, tensor in enumerate(tensors if isinstance(tensors, list) else []):
-        size = _binary_size(tensor)
-        if size is None:
-            continue
-        if offset + size > len(binary):
-            raise InvalidInput(
-                "binary tensor data shorter than declared",
-                [problem(["inputs", i, "parameters", "binary_data_size"], "larger than the data sent")],
-            )
-        tensor["data"] = _decode_binary(binary[offset : offset + size], tensor.get("datatype"), i)
-        offset += size
-    if offset != len(binary):
-        raise InvalidInput("binary tensor data longer than declared", [problem(["inputs"], "unused bytes")])
-
-
-def _binary_size(tensor: Any) -> int | None:
-    if not isinstance(tensor, dict) or not isinstance(tensor.get("parameters"), dict):
-        return None
-    size = tensor["parameters"].get("binary_data_size")
-    if size is None:
-        return None
-    if type(size) is not int or size < 0:
-        raise InvalidInput("invalid binary_data_size", [problem(["inputs", "parameters"], "not a size")])
-    return size
-
-
-def _decode_binary(raw: memoryview, datatype: Any, i: int) -> list[Any] | npt.NDArray[Any]:
-    if datatype == "BYTES":
-        values: list[Any] = []
-        offset = 0
-        while offset < len(raw):
-            if offset + 4 > len(raw):
-                break
-            (length,) = struct.unpack_from("<I", raw, offset)
-            offset += 4
-            if offset + length > len(raw):
-                break
-            try:
-                values.append(bytes(raw[offset : offset + length]).decode("utf-8"))
-            except UnicodeDecodeError:
-                raise InvalidInput(
-                    "BYTES data is not UTF-8", [problem(["inputs", i, "data"], "not UTF-8 text")]
-                ) from None
-            offset += length
-        if offset != len(raw):
-            raise InvalidInput(
-                "malformed BYTES tensor data", [problem(["inputs", i, "data"], "bad length prefixes")]
-            )
-        return values
-    dtype = _NUMPY.get(datatype) if isinstance(datatype, str) else None
-    if dtype is None or len(raw) % np.dtype(dtype).itemsize:
-        raise InvalidInput(
-            "binary data does not match the datatype", [problem(["inputs", i, "datatype"], "unsupported")]
-        )
-    array = np.frombuffer(raw, dtype=dtype)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidInput(
-            "tensor data is not finite", [problem(["inputs", i, "data"], "not a finite number")]
-        )
-    return array
 
 
 def _flatten(data: Any) -> list[Any] | None:
@@ -294,9 +210,33 @@ def _tensor(tensor: Any, i: int) -> tuple[str, list[int], str, Data]:
 
 
 def feed_from_tensors(loaded: LoadedVersion, raw_tensors: list[Any]) -> Feed:
+    """The feed of an infer request's ``inputs`` (see the module docstring); ``InvalidInput`` (422)
+    located at the tensor and element."""
+    tensors = [_tensor(t, i) for i, t in enumerate(raw_tensors)]
+    names = [t[0] for t in tensors]
+    width = len(loaded.manifest.inputs)
+    try:
+        return _feed(loaded, tensors)
+    except InvalidRows as e:
+        raise e.locate(lambda p: _location(p, names, loaded.schema.names, width)) from None
+
+
+def _location(p: Problem, tensors: list[str], features: tuple[str, ...], width: int) -> list[str | int]:
+    """Where problem ``p`` is among the request's tensors: the feature's own tensor and the row's
+    element, or the element ``row * width + feature`` of the one matrix tensor."""
+    if p.feature in tensors:  # one tensor per feature
+        loc: list[str | int] = ["inputs", tensors.index(p.feature)]
+        return loc if p.row is None else [*loc, "data", p.row]
+    if len(tensors) == 1 and p.row is not None:
+        if p.feature in features:
+            return ["inputs", 0, "data", p.row * width + features.index(p.feature)]
+        return ["inputs", 0, "data"]
+    return ["inputs"]
+
+
+def _feed(loaded: LoadedVersion, tensors: list[tuple[str, list[int], str, Data]]) -> Feed:
     manifest = loaded.manifest
     schema = loaded.schema
-    tensors = [_tensor(t, i) for i, t in enumerate(raw_tensors)]
     features = {i.name: i for i in manifest.inputs}
     names = [t[0] for t in tensors]
     if set(names) == set(features) and len(names) == len(features):

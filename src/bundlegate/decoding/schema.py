@@ -1,23 +1,19 @@
-"""Requests → numpy feeds (DESIGN.md §3, §4).
+"""``CompiledSchema``: request values → the model's feed, built once per bundle version.
 
-``CompiledSchema(manifest)`` is built once per bundle version. It accepts the four request shapes of
-the ``/v1`` API and returns a ``Feed`` (one array per ONNX input, shape ``[n_rows, n_features]``):
+It takes the four shapes a request can hold its values in and returns a ``Feed`` (one array per
+ONNX input, shape ``[n_rows, n_features]``):
 
     from_record({"age": 41, "city": "Berlin"})          one record (or a positional list, numeric models)
     from_records([{...}, {...}])                        many records
     from_columns({"age": [41, 35], "city": [...]})      columns
     from_rows([[5.1, 3.5, 1.4, 0.2], ...])              positional rows (numeric models only)
+    from_flat(numbers, n)                               n positional rows already as one float array
 
-Every conversion first tries a vectorised fast path (one ``np.asarray`` per tensor, bulk checks). Only
-when that path cannot explain the request does the slow path walk every value, collect up to 20
-problems located as ``["inputs", 3, "age"]`` (records), ``["inputs", "age", 3]`` (columns) or
-``["inputs", 3, 1]`` (rows), and raise ``InvalidInput``. The slow path is the authority: the fast path
-accepts a subset of what it accepts and produces the same arrays.
-
-The tensor plans and the numeric fast path are ``bundlegate.tensor_plan``; the slow path is
-``bundlegate.value_checks``, and the request shapes it walks, and how it locates problems, are
-``bundlegate.request_shapes``; ``Feed`` and ``Prediction`` are ``bundlegate.feed``; predictions
-become JSON answers in ``bundlegate.answers`` (``CompiledSchema`` is an ``Answers``).
+Each first tries a vectorised path (``_vectorised``: one ``np.asarray`` per tensor, bulk checks).
+Only when that path cannot explain the request does the checked path (``_checked``) walk every value
+and raise ``InvalidRows`` with up to 20 problems, each a ``Problem(row, feature, what)`` that the
+protocol which received the request locates in its own body. The checked path is the authority: the
+vectorised one accepts a subset of what it accepts and produces the same arrays.
 
 Encodings: a null for a nullable numeric feature becomes NaN; a null for a nullable string feature
 becomes ``MISSING_STRING`` (the empty string), which is what the packer's imputers treat as missing.
@@ -33,25 +29,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bundlegate.answers import Answers
-from bundlegate.errors import InvalidInput, problem
+from bundlegate.decoding._checked import MISSING_STRING, ValueRules, walk
+from bundlegate.decoding._shapes import ColumnsSource, RecordSource, RecordsSource, RowSource
+from bundlegate.decoding._vectorised import NONE_TYPE, NUMBER_TYPES, TensorPlan, numeric_block, one_row
+from bundlegate.dtypes import NUMERIC
+from bundlegate.errors import InvalidRows, Problem
 from bundlegate.feed import Array, Feed
 from bundlegate.manifest import InputSpec, Manifest, OnnxInput
-from bundlegate.request_shapes import (
-    ColumnsSource,
-    Loc,
-    RecordSource,
-    RecordsSource,
-    RowSource,
-    Source,
-    columns_loc,
-    pos_loc,
-    record_loc,
-    records_loc,
-    rows_loc,
-)
-from bundlegate.tensor_plan import NONE_TYPE, NUMBER_TYPES, NUMERIC, TensorPlan, numeric_block, one_row
-from bundlegate.value_checks import MISSING_STRING, ValueRules, walk
 
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_STRING_LENGTH = 1024
@@ -62,9 +46,8 @@ __all__ = ["DEFAULT_MAX_ROWS", "DEFAULT_MAX_STRING_LENGTH", "MISSING_STRING", "C
 _Scalar = tuple[str, int, npt.DTypeLike, str, bool, float, bool, frozenset[Any] | None]
 
 
-class CompiledSchema(Answers):
-    """The request schema of one bundle version, compiled for fast conversion (see module docstring);
-    it writes the answers of its version too (``Answers``)."""
+class CompiledSchema:
+    """The request schema of one bundle version, compiled for fast conversion (see module docstring)."""
 
     def __init__(
         self,
@@ -104,7 +87,6 @@ class CompiledSchema(Answers):
         self.flat_width = whole.width if flat and whole is not None else None
         self._scalar_plan = self._scalars()
         self._rules = ValueRules(self.inputs, self._tensors, max_string_length, self._categories)
-        Answers.__init__(self, manifest)
 
     def _plan(self, manifest: Manifest) -> Iterator[TensorPlan]:
         index = {name: i for i, name in enumerate(self.names)}
@@ -146,12 +128,14 @@ class CompiledSchema(Answers):
                     feed = None
                 if feed is not None:
                     return feed
-            return self._walk(RecordSource(obj), record_loc)
+            return walk(RecordSource(obj), self._rules)
         if isinstance(obj, list) and self.numeric:
             feed = self._rows_fast([obj])
-            return feed if feed is not None else self._walk(RowSource([obj], len(self.names)), pos_loc)
+            return (
+                feed if feed is not None else walk(RowSource([obj], len(self.names), "values"), self._rules)
+            )
         expected = "an object of features" + (" or an array of numbers" if self.numeric else "")
-        raise InvalidInput("a record must be " + expected, [problem(["inputs"], "expected " + expected)])
+        raise _whole("a record must be " + expected, "expected " + expected, shape="record")
 
     def from_records(self, records: Any) -> Feed:
         """Many records: a list of objects of features."""
@@ -163,12 +147,12 @@ class CompiledSchema(Answers):
         except (KeyError, TypeError):
             exact = False
         feed = self._from_tuples(tuples) if exact else None
-        return feed if feed is not None else self._walk(RecordsSource(records), records_loc)
+        return feed if feed is not None else walk(RecordsSource(records), self._rules)
 
     def from_columns(self, columns: Any) -> Feed:
         """Columns: an object mapping every feature to a list of values of equal length."""
         if not isinstance(columns, dict):
-            raise InvalidInput("columns must be an object", [problem(["inputs"], "expected an object")])
+            raise _whole("columns must be an object", "expected an object", shape="columns")
         try:
             cols = self._get(columns) if len(columns) == len(self.names) else None
         except KeyError:
@@ -183,19 +167,20 @@ class CompiledSchema(Answers):
         source = ColumnsSource(columns, self.names)
         if source.n_rows is not None:
             self._check_count(source.n_rows)
-        return self._walk(source, columns_loc)
+        return walk(source, self._rules)
 
     def from_rows(self, rows: Any) -> Feed:
         """Positional rows (numeric models only): a list of lists of numbers in feature order. (A
-        request body of such rows usually arrives through ``from_flat`` instead, see ``http.flatrows``.)"""
+        request body of such rows usually arrives through ``from_flat`` instead.)"""
         if not self.numeric:
-            raise InvalidInput(
+            raise _whole(
                 "positional rows need a purely numeric model; send records or columns",
-                [problem(["inputs"], "expected records or columns: this model has non-numeric features")],
+                "expected records or columns: this model has non-numeric features",
+                shape="rows",
             )
         self._check_batch(rows)
         feed = self._rows_fast(rows)
-        return feed if feed is not None else self._walk(RowSource(rows, len(self.names)), rows_loc)
+        return feed if feed is not None else walk(RowSource(rows, len(self.names)), self._rules)
 
     def from_batch(self, obj: Any) -> Feed:
         """A ``/v1`` batch body's ``inputs``: records, positional rows (list of lists) or columns."""
@@ -205,25 +190,26 @@ class CompiledSchema(Answers):
             return self.from_rows(obj)
         return self.from_records(obj)
 
-    # ------------------------------------------------------------------ fast paths
+    # ------------------------------------------------------------------ vectorised paths
 
     def _check_batch(self, obj: Any) -> None:
         if not isinstance(obj, list):
-            raise InvalidInput("a batch must be a list", [problem(["inputs"], "expected an array")])
+            raise _whole("a batch must be a list", "expected an array")
         self._check_count(len(obj))
 
     def _check_count(self, n: int) -> None:
         if n == 0:
-            raise InvalidInput("the batch is empty", [problem(["inputs"], "expected at least one row")])
+            raise _whole("the batch is empty", "expected at least one row")
         if n > self.max_rows:
-            raise InvalidInput(
+            raise _whole(
                 f"the batch has {n} rows, more than the limit of {self.max_rows}",
-                [problem(["inputs"], f"at most {self.max_rows} rows per request", "too_many_rows")],
+                f"at most {self.max_rows} rows per request",
+                "too_many_rows",
             )
 
     def from_flat(self, numbers: npt.NDArray[np.floating[Any]], n: int) -> Feed | None:
         """``n`` positional rows given as one flat array of floats (``flat_width`` values per row: the
-        doubles of ``http.flatrows``, or binary tensor data) as the one float tensor, without a copy
+        doubles a body parser wrote, or binary tensor data) as the one float tensor, without a copy
         when the dtype is already the tensor's; None when a value does not fit the dtype (the checked
         paths then decide and word the error)."""
         self._check_count(n)
@@ -249,7 +235,7 @@ class CompiledSchema(Answers):
             return None
 
     def _from_tuples(self, tuples: list[Any]) -> Feed | None:
-        """Rows of values in feature order (tuples from records or positional lists); None → slow path."""
+        """Rows of values in feature order (tuples from records or positional lists); None → checked path."""
         n_rows = len(tuples)
         if self._rows_direct:
             arr = numeric_block(tuples, self._tensors[0], n_rows)
@@ -301,7 +287,7 @@ class CompiledSchema(Answers):
         return Feed(arrays, n_rows)
 
     def _column(self, values: Sequence[Any], i: int, t: TensorPlan) -> Array | None:
-        """One feature's values as an ``[n, 1]`` array of the tensor's dtype; None → slow path."""
+        """One feature's values as an ``[n, 1]`` array of the tensor's dtype; None → checked path."""
         if len(values) == 1 and t.kind in ("float32", "float64") and self.inputs[i].dtype != "bool":
             arr = one_row((values,), self._singles[i])
             if arr is not None:
@@ -336,6 +322,7 @@ class CompiledSchema(Answers):
             return np.asarray(values, dtype=t.dtype).reshape(-1, 1)
         return numeric_block([values], self._singles[i], len(values), transposed=True)
 
-    def _walk(self, source: Source, loc: Callable[[int, str, int], Loc]) -> Feed:
-        """The slow path (``bundlegate.value_checks``): every value converted or its problem located."""
-        return walk(source, loc, self._rules)
+
+def _whole(message: str, msg: str, kind: str = "invalid", shape: str = "records") -> InvalidRows:
+    """A problem with the request's values as a whole (no row, no feature)."""
+    return InvalidRows(message, [Problem(None, None, msg, kind)], shape)

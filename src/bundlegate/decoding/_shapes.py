@@ -1,12 +1,9 @@
-"""The four request shapes of ``/v1`` as the schema's slow path reads them (DESIGN.md §4).
+"""The request shapes as the checked path reads them: one record, records, positional rows, columns.
 
-When the vectorised fast path of ``CompiledSchema`` cannot explain a request, the slow path walks every
-value through a ``Source``: one record, many records, positional rows or columns. A source reports what
-is wrong with the request's structure (a missing or unknown feature, a row of the wrong width, columns
-of unequal length) and hands out each value by row and feature, or ``MISSING``. ``Problems`` collects
-at most ``MAX_DETAILS`` problems, each located the way the client wrote it: ``["inputs", 3, "age"]``
-(records), ``["inputs", "age", 3]`` (columns), ``["inputs", 3, 1]`` (rows); the ``*_loc`` functions
-make those locations.
+A ``Source`` reports what is wrong with a request's structure (a missing or unknown feature, a row of
+the wrong width, columns of unequal length) and hands out each value by row and feature, or
+``MISSING``. ``Problems`` collects at most ``MAX_DETAILS`` of them as ``Problem(row, feature, what)``;
+the protocol that received the request says where that is in its own body.
 """
 
 from __future__ import annotations
@@ -14,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bundlegate.errors import MAX_DETAILS, InvalidInput, problem
+from bundlegate.errors import MAX_DETAILS, InvalidRows, Problem, shorten
 
-Loc = tuple[str | int, ...]
 MISSING: Any = object()  # a feature absent from a record
 _MAX_KEY_ECHO = 64
 
@@ -38,19 +34,19 @@ def json_type(v: object) -> str:
 
 
 def _key(k: object) -> str:
-    s = k if isinstance(k, str) else repr(k)
-    return s if len(s) <= _MAX_KEY_ECHO else s[:_MAX_KEY_ECHO] + "…"
+    return shorten(k if isinstance(k, str) else repr(k), _MAX_KEY_ECHO)
 
 
 class Problems:
-    """Collects at most ``MAX_DETAILS`` problems; ``full`` tells the slow path to stop looking."""
+    """Collects at most ``MAX_DETAILS`` problems; ``full`` tells the checked path to stop looking."""
 
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
+    def __init__(self, shape: str) -> None:
+        self.shape = shape
+        self.items: list[Problem] = []
 
-    def add(self, loc: Loc, msg: str, kind: str = "invalid") -> None:
+    def add(self, row: int | None, feature: str | None, msg: str, kind: str = "invalid") -> None:
         if len(self.items) < MAX_DETAILS:
-            self.items.append(problem(["inputs", *loc], msg, kind))
+            self.items.append(Problem(row, feature, msg, kind))
 
     @property
     def full(self) -> bool:
@@ -58,12 +54,13 @@ class Problems:
 
     def raise_if_any(self, what: str = "the inputs do not match the model's schema") -> None:
         if self.items:
-            raise InvalidInput(what, self.items)
+            raise InvalidRows(what, self.items, self.shape)
 
 
 class Source:
     """The values of one request shape, addressed by row and feature, with its structural problems."""
 
+    shape = "records"
     n_rows: int | None = None
 
     def structure(self, names: Sequence[str], problems: Problems) -> None:
@@ -73,23 +70,25 @@ class Source:
         raise NotImplementedError
 
 
-def _check_keys(obj: dict[Any, Any], names: Sequence[str], where: Loc, problems: Problems) -> None:
+def _check_keys(obj: dict[Any, Any], names: Sequence[str], row: int | None, problems: Problems) -> None:
     for name in names:
         if name not in obj:
-            problems.add((*where, name), "missing feature", "missing")
+            problems.add(row, name, "missing feature", "missing")
     known = set(names)
     for key in obj:
         if key not in known:
-            problems.add((*where, _key(key)), "unknown feature", "extra")
+            problems.add(row, _key(key), "unknown feature", "extra")
 
 
 class RecordSource(Source):
+    shape = "record"
+
     def __init__(self, record: dict[Any, Any]) -> None:
         self.record = record
         self.n_rows = 1
 
     def structure(self, names: Sequence[str], problems: Problems) -> None:
-        _check_keys(self.record, names, (), problems)
+        _check_keys(self.record, names, 0, problems)
 
     def value(self, row: int, index: int, name: str) -> Any:
         return self.record.get(name, MISSING)
@@ -103,9 +102,9 @@ class RecordsSource(Source):
     def structure(self, names: Sequence[str], problems: Problems) -> None:
         for r, record in enumerate(self.records):
             if not isinstance(record, dict):
-                problems.add((r,), f"expected an object of features, got {json_type(record)}", "type")
+                problems.add(r, None, f"expected an object of features, got {json_type(record)}", "type")
             else:
-                _check_keys(record, names, (r,), problems)
+                _check_keys(record, names, r, problems)
             if problems.full:
                 return
 
@@ -115,21 +114,22 @@ class RecordsSource(Source):
 
 
 class RowSource(Source):
-    def __init__(self, rows: list[Any], width: int) -> None:
+    shape = "rows"
+
+    def __init__(self, rows: list[Any], width: int, shape: str = "rows") -> None:
         self.rows = rows
         self.width = width
         self.n_rows = len(rows)
+        self.shape = shape  # "values": the one positional row of a single-record request
 
     def structure(self, names: Sequence[str], problems: Problems) -> None:
-        single = len(self.rows) == 1
         for r, row in enumerate(self.rows):
-            where: Loc = () if single else (r,)
             if not isinstance(row, list):
                 problems.add(
-                    where, f"expected an array of {self.width} numbers, got {json_type(row)}", "type"
+                    r, None, f"expected an array of {self.width} numbers, got {json_type(row)}", "type"
                 )
             elif len(row) != self.width:
-                problems.add(where, f"expected {self.width} values, got {len(row)}", "width")
+                problems.add(r, None, f"expected {self.width} values, got {len(row)}", "width")
             if problems.full:
                 return
 
@@ -141,22 +141,24 @@ class RowSource(Source):
 
 
 class ColumnsSource(Source):
+    shape = "columns"
+
     def __init__(self, columns: dict[Any, Any], names: Sequence[str]) -> None:
         self.columns = columns
         lengths = [len(c) for n in names if isinstance(c := columns.get(n), list)]
         self.n_rows = lengths[0] if lengths else None
 
     def structure(self, names: Sequence[str], problems: Problems) -> None:
-        _check_keys(self.columns, names, (), problems)
+        _check_keys(self.columns, names, None, problems)
         for name in names:
             column = self.columns.get(name, MISSING)
             if column is MISSING:
                 continue
             if not isinstance(column, list):
-                problems.add((name,), f"expected an array, got {json_type(column)}", "type")
+                problems.add(None, name, f"expected an array, got {json_type(column)}", "type")
             elif len(column) != self.n_rows:
                 problems.add(
-                    (name,), f"expected {self.n_rows} values like the first column, got {len(column)}"
+                    None, name, f"expected {self.n_rows} values like the first column, got {len(column)}"
                 )
 
     def value(self, row: int, index: int, name: str) -> Any:
@@ -164,23 +166,3 @@ class ColumnsSource(Source):
         if isinstance(column, list) and len(column) == self.n_rows:
             return column[row]
         return MISSING
-
-
-def record_loc(i: int, name: str, j: int) -> Loc:
-    return (name,)
-
-
-def pos_loc(i: int, name: str, j: int) -> Loc:
-    return (j,)
-
-
-def records_loc(i: int, name: str, j: int) -> Loc:
-    return (i, name)
-
-
-def columns_loc(i: int, name: str, j: int) -> Loc:
-    return (name, i)
-
-
-def rows_loc(i: int, name: str, j: int) -> Loc:
-    return (i, j)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bundlegate.errors import MalformedRequest, UnsupportedMediaType
-from bundlegate.http.jsonbody import check_content_type, parse_json
+from bundlegate.http.body import check_content_type, parse_json
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,28 @@
+"""What ``bundle pack`` is asked for (``PackOptions``) and what it reports back (``PackResult``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bundlegate.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    name: str
+    repo: Path = Path("bundles")
+    version: int | None = None
+    sample: Path | None = None
+    features: list[str] | None = None
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float | str] = field(default_factory=dict)
+    allow_pickle_fallback: bool = False
+
+
+@dataclass(frozen=True)
+class PackResult:
+    path: Path
+    manifest: Manifest
+    notes: list[str]  # what happened on the way, e.g. "float32 parity failed: ...; float64 passed"
