@@ -218,3 +218,26 @@ def test_scorer_scores_a_frame_in_place(tmp_path: Path) -> None:
     assert list(result.index) == list(frame.index)
     assert list(result.columns) == scorer.output_columns
     assert result["error"].isna().all()
+
+
+def test_csv_cells_pass_through_as_written_and_nan_text_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "id,sepal_length,sepal_width,petal_length,petal_width\n"
+        '007,5.1,3.5,1.4,0.2\n"0,8",6.7,3.0,5.2,2.3\n009,nan,3.0,5.2,2.3\n'
+    )
+    assert run(str(EXAMPLES / "iris" / "1"), str(source), "-o", str(tmp_path / "out.csv")).exit_code == 0
+    with open(tmp_path / "out.csv", newline="") as f:
+        out = list(csv.DictReader(f))
+    assert [r["id"] for r in out] == ["007", "0,8", "009"]  # text kept, quoting round-trips
+    assert [r["prediction"] for r in out] == ["setosa", "virginica", ""]
+    assert out[2]["error"] == "sepal_length: expected a number, got a string"
+
+
+def test_a_csv_row_with_too_many_cells_fails_the_run(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n1,2,3,4,5\n")
+    result = run(str(EXAMPLES / "iris" / "1"), str(source), "-o", str(tmp_path / "out.csv"))
+    assert result.exit_code == 1
+    assert "cannot read the CSV table" in result.output
+    assert not (tmp_path / "out.csv").exists()

@@ -14,9 +14,10 @@ its problems in the ``error`` column and empty outputs; the other rows are score
 ``decode_batch``: the same labels, and float32 numbers with the same shortest digits.
 
 A table holds more than the features (ids, dates): columns the model does not take are left alone.
-CSV text keeps what JSON could say: numbers are parsed per value (a cell that is not a number reaches
-the schema as text and is refused as in JSON), an empty cell is a null, ``true``/``false`` are
-booleans. Missing values of typed columns (NaN, None) are nulls too.
+CSV text keeps what JSON could say: a numeric feature's column is parsed in one go when every cell is
+a number or empty, else cell by cell (a cell that is not a number reaches the schema as text and is
+refused as in JSON); an empty cell is a null, ``true``/``false`` are booleans. Missing values of typed
+columns (NaN, None) are nulls too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from bundlegate.answers import Answers, json_key
 from bundlegate.bundle import read_bundle
@@ -43,6 +45,7 @@ PREDICTION = "prediction"
 ERROR = "error"
 PROBABILITY_PREFIX = "probability_"
 _FLOATS = frozenset({"float32", "float64"})
+_NUMERIC = frozenset({"float32", "float64", "int64"})
 _BLOCK_ROWS = 64  # a chunk with many bad rows is re-checked in blocks this size
 _WHOLE_CHUNK_ROUNDS = 3  # rounds of dropping the reported rows before blocks
 _MAX_ERROR_CHARS = 500
@@ -124,8 +127,9 @@ class Scorer:
                 [problem([name], "feature column missing", "missing") for name in missing[:20]],
             )
         rows = [i for i in range(n) if i not in problems] if problems else list(range(n))
+        features = self._parsed(frame) if from_text else frame
         try:
-            feed, rows = self._feed(frame, rows, problems, from_text)
+            feed, rows = self._feed(features, rows, problems, from_text)
         except _RowRefused as e:
             where = first_row + e.row
             raise InvalidRows(
@@ -208,6 +212,22 @@ class Scorer:
             for i, texts in found.items()
         }
 
+    def _parsed(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The feature columns of a text table with each numeric one parsed in one go (Arrow's cast)
+        where every cell is a number or empty; a column with another text is left for ``_values`` to
+        judge cell by cell."""
+        import pandas as pd
+
+        columns: dict[str, Any] = {}
+        for spec in self.schema.inputs:
+            column = frame[spec.name]
+            if spec.dtype in _NUMERIC and column.dtype.kind not in "fiub":
+                numbers = _numbers(column, spec.dtype)
+                if numbers is not None:
+                    column = pd.Series(numbers, index=frame.index)
+            columns[spec.name] = column
+        return pd.DataFrame(columns, index=frame.index)
+
     def _flat(self, frame: pd.DataFrame) -> Feed | None:
         """Every feature a float column without gaps: one float64 block through ``from_flat`` (the
         gateway's path for numeric rows), else None."""
@@ -250,6 +270,28 @@ def _take(columns: dict[str, list[Any]], rows: list[int]) -> dict[str, list[Any]
     if len(rows) == len(next(iter(columns.values()), [])):
         return columns
     return {name: [values[i] for i in rows] for name, values in columns.items()}
+
+
+def _numbers(column: pd.Series[Any], dtype: str) -> npt.NDArray[Any] | None:
+    """A text column as numbers (missing → NaN), or None when a cell is not a number. "nan" parses
+    as NaN but is a text JSON could not send: None too."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        text = pa.array(column, type=pa.string(), from_pandas=True)
+        for kind in (pa.int64(), pa.float64()) if dtype == "int64" else (pa.float64(),):
+            try:
+                numbers: npt.NDArray[Any] = pc.cast(text, kind).to_numpy(zero_copy_only=False)
+                break
+            except pa.ArrowInvalid:
+                if kind == pa.float64():
+                    return None
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if numbers.dtype.kind == "f" and (np.isnan(numbers) & column.notna().to_numpy()).any():
+        return None
+    return numbers
 
 
 def _values(series: pd.Series[Any], dtype: str, from_text: bool) -> list[Any]:
@@ -317,8 +359,7 @@ def predict_file(
 
     fmt_in = table_format(source, source_format)
     fmt_out = table_format(target, target_format)
-    text = {s.name for s in scorer.schema.inputs if s.dtype == "string"}
-    reader = open_reader(source, fmt_in, chunk_rows=chunk_rows, text_columns=text)
+    reader = open_reader(source, fmt_in, chunk_rows=chunk_rows)
     rows = scored = 0
     outputs = scorer.output_columns
     with open_writer(target, fmt_out, scorer.output_types) as writer:

@@ -1,13 +1,14 @@
 """Tables on disk, read and written in chunks: CSV, Parquet and JSON lines (``bundle predict``).
 
-    reader = open_reader(Path("in.csv"), "csv", chunk_rows=50_000, text_columns={"city"})
+    reader = open_reader(Path("in.csv"), "csv", chunk_rows=50_000)
     for chunk in reader:               # Chunk(frame, errors, done): a pandas frame of up to chunk_rows
         ...                            # reader.total / chunk.done: progress in reader.unit (rows or bytes)
     with open_writer(Path("out.parquet"), "parquet", types) as writer:
         writer.write(frame)
 
-CSV is read with pandas' C parser: empty cells are the only missing values, and the ``text_columns``
-(string features) stay text even where they look like numbers. JSON lines are parsed one line at a
+CSV is read by pyarrow as text: every column a string column, an empty cell a null (the scorer parses
+the numbers of numeric features, ``bundlegate.offline``), so columns pass through as they were
+written. JSON lines are parsed one line at a
 time with orjson, values kept as JSON gave them; a line that is not a JSON object becomes an empty row
 with its problem in ``Chunk.errors``. Parquet is read by row groups' batches with pyarrow.
 
@@ -19,8 +20,9 @@ chunk; ``types`` names the type of columns that chunk cannot tell (all empty).
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -68,8 +70,8 @@ class TableReader:
         return self._chunks
 
 
-def open_reader(path: Path, fmt: str, *, chunk_rows: int, text_columns: Collection[str] = ()) -> TableReader:
-    """A reader of ``path`` in ``fmt``; ``text_columns`` of a CSV file are never parsed as numbers."""
+def open_reader(path: Path, fmt: str, *, chunk_rows: int) -> TableReader:
+    """A reader of ``path`` in ``fmt`` (see the module docstring)."""
     if not path.is_file():
         raise TableError(f"{path}: no such file")
     if fmt == "parquet":
@@ -82,7 +84,7 @@ def open_reader(path: Path, fmt: str, *, chunk_rows: int, text_columns: Collecti
         return TableReader(_parquet_chunks(parquet, chunk_rows), parquet.metadata.num_rows, "rows")
     size = path.stat().st_size
     if fmt == "csv":
-        return TableReader(_csv_chunks(path, chunk_rows, text_columns), size, "bytes")
+        return TableReader(_csv_chunks(path, chunk_rows), size, "bytes")
     if fmt == "jsonl":
         return TableReader(_jsonl_chunks(path, chunk_rows), size, "bytes")
     raise TableError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -95,21 +97,34 @@ def _parquet_chunks(parquet: Any, chunk_rows: int) -> Iterator[Chunk]:
         yield Chunk(batch.to_pandas(), None, done)
 
 
-def _csv_chunks(path: Path, chunk_rows: int, text_columns: Collection[str]) -> Iterator[Chunk]:
-    import pandas as pd
+def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    """CSV read by pyarrow as text: every column a string column, an empty cell a null."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
 
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        header = next(csv.reader(f), None)
+    if not header:
+        raise TableError(f"{path.name}: the CSV table has no header line")
+    convert = pacsv.ConvertOptions(
+        column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True, null_values=[""]
+    )
     with open(path, "rb") as f:
         try:
-            header = pd.read_csv(f, nrows=0).columns
-        except (ValueError, UnicodeDecodeError) as e:  # pandas' parser errors are ValueErrors
-            raise TableError(f"{path.name}: not a CSV table ({_short(e)})") from None
-        f.seek(0)
-        dtypes = {name: str for name in header if name in text_columns}
-        options: dict[str, Any] = {"dtype": dtypes, "keep_default_na": False, "na_values": [""]}
-        try:
-            for frame in pd.read_csv(f, chunksize=chunk_rows, **options):
-                yield Chunk(frame, None, f.tell())
-        except (ValueError, UnicodeDecodeError) as e:
+            reader = pacsv.open_csv(f, convert_options=convert)
+            pending: list[Any] = []
+            rows = 0
+            for batch in reader:
+                pending.append(batch)
+                rows += batch.num_rows
+                while rows >= chunk_rows:
+                    table = pa.Table.from_batches(pending)
+                    yield Chunk(table.slice(0, chunk_rows).to_pandas(), None, f.tell())
+                    rest = table.slice(chunk_rows)
+                    pending, rows = rest.to_batches(), rest.num_rows
+            if rows:
+                yield Chunk(pa.Table.from_batches(pending).to_pandas(), None, f.tell())
+        except (pa.ArrowInvalid, UnicodeDecodeError) as e:
             raise TableError(f"{path.name}: cannot read the CSV table ({_short(e)})") from None
 
 
@@ -166,10 +181,7 @@ class TableWriter:
     def write(self, frame: pd.DataFrame) -> None:
         assert self._file is not None, "write after close"
         if self.fmt == "csv":
-            frame = frame.assign(
-                **{str(c): _json_numbers(frame[c]) for c in frame.columns if frame[c].dtype.kind == "f"}
-            )
-            frame.to_csv(self._file, header=self._rows == 0, index=False, lineterminator="\n")
+            self._write_csv(frame)
         elif self.fmt == "jsonl":
             lines = [orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY, default=str) for r in _records(frame)]
             if lines:
@@ -177,6 +189,23 @@ class TableWriter:
         else:
             self._write_parquet(frame)
         self._rows += len(frame)
+
+    def _write_csv(self, frame: pd.DataFrame) -> None:
+        """float32 columns (the answers) with the digits JSON gives them, the rest as pyarrow writes it;
+        pandas' writer for what Arrow cannot hold (a JSON line's nested values)."""
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        assert self._file is not None
+        floats = {str(c): _json_numbers(frame[c]) for c in frame.columns if frame[c].dtype == "float32"}
+        frame = frame.assign(**floats)
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            frame.to_csv(self._file, header=self._rows == 0, index=False, lineterminator="\n")
+            return
+        options = pacsv.WriteOptions(include_header=self._rows == 0, quoting_style="needed")
+        pacsv.write_csv(table, self._file, write_options=options)
 
     def _write_parquet(self, frame: pd.DataFrame) -> None:
         import pyarrow as pa
@@ -253,11 +282,11 @@ def _records(frame: pd.DataFrame) -> Iterator[dict[str, Any]]:
         yield dict(zip(names, values, strict=True))
 
 
-def _json_numbers(column: pd.Series[Any]) -> list[str]:
+def _json_numbers(column: pd.Series[Any]) -> list[str | None]:
     """A float column as the numbers JSON would print (float32 with its own shortest digits, as the
-    gateway's answers); empty for a missing value."""
+    gateway's answers); None for a missing value."""
     text = orjson.dumps(column.to_numpy(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode()
-    return ["" if t == "null" else t for t in text.split(",")] if text else []
+    return [None if t == "null" else t for t in text.split(",")] if text else []
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
