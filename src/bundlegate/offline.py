@@ -11,7 +11,7 @@ Each feature column goes through ``CompiledSchema.from_columns`` exactly as a ``
 does, so a value the gateway answers 422 for is refused here with the same message. A refused row gets
 its problems in the ``error`` column and empty outputs; the other rows are scored (``fail_fast`` raises
 ``InvalidRows`` instead, with the row's position in the frame). Answers are the gateway's
-``decode_batch``: the same labels, and float32 numbers with the same shortest digits.
+``Answers.encode_batch``: the same labels, and float32 numbers that print with the same shortest digits.
 
 A table holds more than the features (ids, dates): columns the model does not take are left alone.
 CSV text keeps what JSON could say: a numeric feature's column is parsed in one go when every cell is
