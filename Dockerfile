@@ -1,4 +1,5 @@
-# bundlegate gateway image: the package without the `pack` extra (no scikit-learn, skl2onnx, pandas),
+# bundlegate gateway image: the package without the `pack` extra (no scikit-learn, skl2onnx, pandas;
+# the sklearn-runtime variant below adds scikit-learn, joblib and pandas, never the packer),
 # one gateway process per container, a numeric non-root user, and nothing written outside /tmp, so
 # it runs with a read-only root filesystem.
 #
@@ -10,20 +11,29 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 # --- build: the wheel, then a virtualenv with it and its runtime dependencies --------------------------
 FROM ${PYTHON_IMAGE} AS build
-# s3: bundles from object storage (`bundle serve s3://...`); build with --build-arg EXTRAS= to leave it out
-ARG EXTRAS=s3
+# The variant that serves runtime: sklearn (pickle fallback) bundles:
+#   docker build --build-arg GATEWAY_EXTRAS=sklearn-runtime \
+#     --build-arg RUNTIME_PINS="scikit-learn==1.9.1 numpy==2.4.6 pandas==3.1.1" -t bundlegate:sklearn .
+# RUNTIME_PINS are the versions `bundle inspect` shows for the bundles: the gateway loads a pickle only
+# with exactly the library versions it was packed with.
+# s3 (bundles from object storage, `bundle serve s3://...`) is in by default; GATEWAY_EXTRAS=
+# leaves it out, GATEWAY_EXTRAS=sklearn-runtime,s3 keeps it in the sklearn variant.
+ARG GATEWAY_EXTRAS="s3"
+ARG RUNTIME_PINS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
+# The last step proves the variant: scikit-learn is in the virtualenv exactly when sklearn-runtime was asked.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/bundlegate \
  && wheel="$(echo /wheels/bundlegate-*.whl)" \
- && /opt/bundlegate/bin/python -m pip install --no-compile "${wheel}${EXTRAS:+[${EXTRAS}]}" \
+ && /opt/bundlegate/bin/python -m pip install --no-compile "${wheel}${GATEWAY_EXTRAS:+[${GATEWAY_EXTRAS}]}" \
+      ${RUNTIME_PINS} \
  && /opt/bundlegate/bin/python -m compileall -q /opt/bundlegate/lib \
- && /opt/bundlegate/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('sklearn') is not None)"
+ && /opt/bundlegate/bin/python -c "import importlib.util as u, sys; sys.exit((u.find_spec('sklearn') is None) == ('sklearn-runtime' in sys.argv[1]))" "${GATEWAY_EXTRAS}"
 
 # --- runtime ------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

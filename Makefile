@@ -6,10 +6,11 @@ PORT ?= 8080
 
 .PHONY: serve test lint bundles bench clean
 
-$(BIN)/.installed: pyproject.toml
+# .ci/constraints.txt pins the converter stack to the versions the tests prove (pyproject's ranges)
+$(BIN)/.installed: pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[pack,test,bench,s3,offline,distributed]'
+	$(BIN)/pip install --quiet -c .ci/constraints.txt -e '.[pack,boost,sklearn-runtime,test,bench,s3,offline,distributed]'
 	touch $@
 
 ## serve: run the gateway on the example bundles with a fresh development key

@@ -127,7 +127,7 @@ def test_pack_invalid_name(files: dict[str, Path], tmp_path: Path, name: str) ->
 def test_pack_not_a_pickle(tmp_path: Path) -> None:
     (tmp_path / "model.pkl").write_bytes(b"\x89PNG\r\n\x1a\n not a model")
     result = run("pack", tmp_path / "model.pkl", "--name", "x", "--out", tmp_path / "out")
-    assert_one_line_error(result, "model.pkl is not a pickle or joblib file")
+    assert_one_line_error(result, "model.pkl is not a model file")
 
 
 def test_pack_pickle_of_a_non_estimator(tmp_path: Path) -> None:

@@ -333,7 +333,7 @@ def test_corrupt_onnx_file(tmp_path: Path) -> None:
 
 def test_not_a_pickle(tmp_path: Path) -> None:
     (tmp_path / "model.pkl").write_text("name,age\nbob,3\n")
-    with pytest.raises(ModelFileError, match="not a pickle or joblib file"):
+    with pytest.raises(ModelFileError, match="not a model file"):
         pack_bundle(tmp_path / "model.pkl", PackOptions(name="x", repo=tmp_path / "repo"))
 
 

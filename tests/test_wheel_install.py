@@ -104,8 +104,8 @@ def wait_ready(base_url: str, process: subprocess.Popen[bytes], log: Path) -> No
     pytest.fail(f"bundle serve was not ready within {START_TIMEOUT_S}s")
 
 
-def test_wheel_installed_like_the_container_serves_predictions(tmp_path: Path) -> None:
-    # 1. The wheel, built from a copy of the Docker build context (nothing written into the checkout).
+def build_wheel(tmp_path: Path) -> Path:
+    """The wheel, built from a copy of the Docker build context (nothing written into the checkout)."""
     context = tmp_path / "context"
     context.mkdir()
     for name in BUILD_CONTEXT:
@@ -120,6 +120,12 @@ def test_wheel_installed_like_the_container_serves_predictions(tmp_path: Path) -
     wheels = tmp_path / "wheels"
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", wheels, context], env=clean_env())
     (wheel,) = wheels.glob("bundlegate-*.whl")
+    return wheel
+
+
+def test_wheel_installed_like_the_container_serves_predictions(tmp_path: Path) -> None:
+    # 1. The wheel, built from a copy of the Docker build context.
+    wheel = build_wheel(tmp_path)
 
     # 2. A fresh virtualenv with the wheel and nothing else, as in the Dockerfile.
     venv = tmp_path / "venv"
@@ -190,3 +196,80 @@ def test_wheel_installed_like_the_container_serves_predictions(tmp_path: Path) -
             process.kill()
             process.wait()
         log_file.close()
+
+
+def test_the_sklearn_runtime_variant_serves_a_dataframe_fallback(tmp_path: Path) -> None:
+    """The Dockerfile's ``GATEWAY_EXTRAS=sklearn-runtime`` install with ``RUNTIME_PINS`` from the bundle:
+    no converter, and a ``runtime: sklearn`` bundle of a DataFrame pipeline answers over a real socket."""
+    import importlib.metadata as md
+
+    import joblib
+    import numpy as np
+
+    from bundlegate.bundle import read_bundle
+    from bundlegate.packer import PackOptions, pack_bundle
+    from packer_zoo import CASES
+
+    case = next(c for c in CASES if c.id == "dataframe_function_transformer")
+    est, X = case.fit()
+    joblib.dump(est, tmp_path / "model.joblib")
+    X.to_csv(tmp_path / "sample.csv", index=False)
+    repo = tmp_path / "repo"
+    options = PackOptions(
+        name="framed", repo=repo, sample=tmp_path / "sample.csv", allow_pickle_fallback=True
+    )
+    manifest = pack_bundle(tmp_path / "model.joblib", options).manifest
+    source = read_bundle(repo / "framed" / "1").manifest.source
+    pins = [f"scikit-learn=={source.sklearn_version}", f"numpy=={source.numpy_version}"]
+    pins += [f"{k}=={v}" for k, v in (source.libraries or {}).items()]
+
+    wheel = build_wheel(tmp_path)
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", venv], env=clean_env())
+    python, bundle = venv / "bin" / "python", venv / "bin" / "bundle"
+    run([python, "-m", "pip", "install", f"{wheel}[sklearn-runtime]", *pins], env=clean_env())
+    for module, wanted in (("sklearn", True), ("pandas", True), ("skl2onnx", False), ("onnxmltools", False)):
+        probe = f"import importlib.util as u; print(u.find_spec({module!r}) is not None)"
+        found = run([python, "-c", probe], env=clean_env())
+        assert found.stdout.strip() == str(wanted), f"{module}: expected installed={wanted}"
+    assert md.version("scikit-learn") == source.sklearn_version
+
+    keys_file = tmp_path / "keys.json"
+    created = run([bundle, "keys", "create", "smoke", "--models", "*", "--file", keys_file], env=clean_env())
+    key = created.stdout.strip().splitlines()[-1]
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [bundle, "serve", repo, "--host", "127.0.0.1", "--port", str(port), "--keys", keys_file,
+             "--allow-pickle", "--drain-timeout-s", str(DRAIN_TIMEOUT_S)],
+            cwd=tmp_path, env=clean_env(), stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_ready(base_url, process, log)
+            frame = X.head(25)
+            records = [
+                {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+                for r in frame.to_dict("records")
+            ]
+            response = httpx.post(
+                f"{base_url}/v1/models/framed/predict/batch",
+                json={"inputs": records},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["predictions"] == est.predict(frame).tolist()
+            assert manifest.parity is not None
+            np.testing.assert_allclose(
+                body["probabilities"], est.predict_proba(frame), atol=manifest.parity.tolerance
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=DRAIN_TIMEOUT_S + 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -120,6 +120,9 @@ class Source(_Model):
     converter_version: str | None = None
     opset: int | None = None
     precision: Literal["float32", "float64"] | None = None
+    libraries: dict[str, str] | None = (
+        None  # runtime sklearn: other distributions the pickle needs, exact versions
+    )
 
 
 class Parity(_Model):

@@ -13,14 +13,11 @@ shares its cores with the event loop). ONNX external data is refused before onnx
 bytes: a model loaded from memory would resolve external paths against the working directory.
 
 A ``runtime: sklearn`` bundle is unpickled only when the operator allows pickles *and* the installed
-scikit-learn is exactly the version the bundle was made with (DESIGN.md §6); sklearn and joblib are
-imported only then.
+libraries are exactly the versions the bundle was made with (DESIGN.md §6; ``sklearn_model``);
+sklearn, joblib and pandas are imported only then.
 """
 
 from __future__ import annotations
-
-import io
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -30,6 +27,7 @@ from bundlegate.dtypes import ONNX
 from bundlegate.errors import BundleError, UnsafePath, shorten
 from bundlegate.feed import Feed, Prediction
 from bundlegate.manifest import Manifest
+from bundlegate.sklearn_model import SklearnModel
 
 __all__ = [
     "Model",
@@ -100,51 +98,6 @@ class OnnxModel:
         if isinstance(proba, list):  # a ZipMap output: one {class: p} per row
             proba = np.array([[row[c] for c in self._classes] for row in proba], dtype=np.float32)
         return Prediction(labels, proba, values)
-
-
-class SklearnModel:
-    """A ``runtime: sklearn`` bundle version: an unpickled estimator (opt-in only, see module docs)."""
-
-    runtime = "sklearn"
-
-    def __init__(self, manifest: Manifest, model_bytes: bytes) -> None:
-        try:
-            import joblib
-            import sklearn
-        except ImportError:
-            raise BundleError(
-                "runtime sklearn needs scikit-learn and joblib installed (the gateway's 'pack' extra)"
-            ) from None
-        wanted = manifest.source.sklearn_version
-        if wanted != sklearn.__version__:
-            raise BundleError(
-                f"refusing to unpickle: bundle made with scikit-learn {wanted or 'unknown'}, "
-                f"installed {sklearn.__version__}"
-            )
-        self.manifest = manifest
-        try:
-            self.estimator: Any = joblib.load(io.BytesIO(model_bytes))
-        except Exception as exc:  # unpickling can raise anything
-            raise BundleError(f"cannot unpickle {manifest.model_file}: {shorten(str(exc))}") from None
-        names = getattr(self.estimator, "feature_names_in_", None)
-        if names is not None and any(isinstance(n, str) for n in names):
-            # Fitted on a DataFrame: named columns need pandas, which the gateway does not import.
-            raise BundleError(
-                "refusing this pickle: it was fitted on a DataFrame (named columns), and the gateway's "
-                "sklearn runtime predicts on plain arrays; pack it from a model fitted on an array"
-            )
-        self._proba = manifest.outputs.probabilities is not None and hasattr(self.estimator, "predict_proba")
-
-    def predict(self, feed: Feed) -> Prediction:
-        """Run the estimator on every row of ``feed`` (blocking; holds the GIL more than onnxruntime)."""
-        arrays = list(feed.arrays.values())
-        X = arrays[0] if len(arrays) == 1 else np.hstack(arrays)
-        if self.manifest.task == "classification":
-            return Prediction(
-                labels=np.asarray(self.estimator.predict(X)),
-                probabilities=np.asarray(self.estimator.predict_proba(X)) if self._proba else None,
-            )
-        return Prediction(values=np.asarray(self.estimator.predict(X)))
 
 
 Model = OnnxModel | SklearnModel

@@ -2,8 +2,8 @@
 
 Errors reach the user in one place: ``BundleGroup.invoke`` turns a ``BundlegateError`` (or an ``OSError``
 such as a full or unwritable disk) into a ``CliError`` that click prints as ``Error: ...`` on stderr with
-exit code 1; click's own usage errors exit 2. No traceback for expected failures, and ``CliRunner``
-sees exactly what a user sees.
+exit code 1; click's own usage errors exit 2; Ctrl-C exits 130. No traceback for expected failures,
+and ``CliRunner`` sees exactly what a user sees.
 
 Subcommands live in one module per area and register themselves on the group:
 ``bundle_commands`` (pack, inspect, verify, list), ``keys_commands`` (keys create|list|revoke),
@@ -37,6 +37,9 @@ class CliError(click.ClickException):
             click.echo(f"  {loc}: {d.get('msg', '')}" if loc else f"  {d.get('msg', '')}", err=True)
 
 
+INTERRUPTED = 130
+
+
 class BundleGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -46,6 +49,9 @@ class BundleGroup(click.Group):
         except OSError as e:
             where = f": {e.filename}" if e.filename else ""
             raise CliError(f"{e.strerror or e}{where}") from None
+        except KeyboardInterrupt:  # Ctrl-C: the shell's convention, 128 + SIGINT
+            click.echo("interrupted", err=True)
+            ctx.exit(INTERRUPTED)
 
 
 @click.group(cls=BundleGroup, context_settings={"help_option_names": ["-h", "--help"]})

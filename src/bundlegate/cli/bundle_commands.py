@@ -7,6 +7,7 @@ the commands that need them, so ``bundle list`` and ``bundle inspect`` start fas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -49,7 +50,7 @@ def _metric_value(v: str) -> float | str:
 
 
 @click.command()
-@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Bundle name: lower-case letters, digits and _.-")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Version number (default: max + 1).")
 @click.option(
@@ -74,6 +75,11 @@ def _metric_value(v: str) -> float | str:
     is_flag=True,
     help="When ONNX conversion or parity fails, write a runtime: sklearn (pickle) bundle instead.",
 )
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Unpickle MODEL as it is, running whatever it names (default: only what models are made of).",
+)
 def pack(
     model: Path,
     name: str,
@@ -85,8 +91,14 @@ def pack(
     tags: tuple[str, ...],
     metrics: tuple[str, ...],
     allow_pickle_fallback: bool,
+    trust_pickle: bool,
 ) -> None:
-    """Pack MODEL (.pkl/.joblib of a fitted estimator, or .onnx) into OUT/NAME/VERSION/."""
+    """Pack MODEL (.pkl/.joblib/.skops of a fitted estimator, .onnx, or an MLflow model directory)
+    into OUT/NAME/VERSION/."""
+    if trust_pickle:
+        click.echo(
+            f"warning: --trust-pickle: {model.name} is unpickled as it is; it can run any code", err=True
+        )
     from bundlegate.packer import PackOptions, pack_bundle
 
     names = [f.strip() for f in features.split(",")] if features is not None else None
@@ -100,8 +112,16 @@ def pack(
         tags=_pairs(tags, "--tag"),
         metrics={k: _metric_value(v) for k, v in _pairs(metrics, "--metric").items()},
         allow_pickle_fallback=allow_pickle_fallback,
+        trust_pickle=trust_pickle,
     )
-    result = pack_bundle(model, options)
+    new_dirs = [d for d in (out, out / name) if not d.exists()]
+    try:
+        result = pack_bundle(model, options)
+    except KeyboardInterrupt:
+        for d in reversed(new_dirs):  # a version is written whole or not at all; its new parents go too
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     m = result.manifest
     for note in result.notes:
         click.echo(f"  {note}", err=True)
@@ -136,6 +156,8 @@ def inspect(path: Path, as_json: bool) -> None:
         click.echo(
             f"  scikit-learn {src.sklearn_version}, numpy {src.numpy_version}, python {src.python_version}"
         )
+    if src.libraries:
+        click.echo(f"  also needs {', '.join(f'{k} {v}' for k, v in sorted(src.libraries.items()))}")
     for tag, text in sorted(m.tags.items()):
         click.echo(f"tag {tag}={text}")
     for k, v in sorted(m.metrics.items()):

@@ -5,8 +5,8 @@
 - ``text``: one string input ``input`` [N, 1].
 
 Classifiers: no ZipMap, so the probabilities are a plain [N, k] tensor in ``classes_`` order and the label
-a [N] tensor. Text vectorizers lower-case with the ``C`` locale (present everywhere; the parity gate
-catches text where that differs from Python's ``str.lower``).
+a [N] tensor. Text vectorizers tokenize and lower-case Unicode as scikit-learn does
+(``converters.text_options``; the parity gate catches text where they still differ).
 
 Missing strings reach the model as ``""`` (``schema.MISSING_STRING``): a ``SimpleImputer`` that was
 fitted on string columns with ``missing_values=nan`` is converted as if it had been
@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from bundlegate.errors import ConversionFailed, shorten
 from bundlegate.manifest import OnnxInput
+from bundlegate.packer.converters import boost_library, catboost_onnx, extra_converters, text_options
 from bundlegate.packer.schema_inference import ModelSchema, column_routes, final_estimator, steps_of
 
 Precision = Literal["float32", "float64"]
@@ -43,6 +44,7 @@ class Converted:
     precision: Precision
     output_names: list[str]
     opset: int
+    converter: str = "skl2onnx"  # what made the graph, for the manifest's provenance
 
 
 def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
@@ -51,6 +53,8 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
     from sklearn.preprocessing import MaxAbsScaler, RobustScaler, StandardScaler
 
+    if boost_library(est) == "catboost":
+        return _catboost(est, schema, precision)
     number = FloatTensorType if precision == "float32" else DoubleTensorType
     names = schema.names
     if schema.mode == "numeric":
@@ -77,7 +81,7 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
                 options[id(part)] = {"div": "div"}
     if schema.mode == "text":
         # onnxruntime's StringNormalizer defaults to en_US.UTF-8, which slim images do not have
-        options[id(steps_of(model)[0])] = {"locale": "C"}
+        options[id(steps_of(model)[0])] = text_options(steps_of(model)[0])
     try:
         with warnings.catch_warnings():
             # skl2onnx reads attributes scikit-learn has deprecated; that is not the user's concern
@@ -88,7 +92,7 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
                 initial_types=initial,
                 options=options,
                 target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
-                custom_conversion_functions=_double_converters(model) if precision == "float64" else None,
+                custom_conversion_functions=_converters(model, precision),
                 model_optim=precision == "float32",  # the optimizer drops the float32 rounding casts
             )
     except Exception as exc:  # skl2onnx raises RuntimeError, NotImplementedError, ValueError, ...
@@ -96,6 +100,8 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
             f"skl2onnx cannot convert {_describe(est)} ({precision}): "
             f"{type(exc).__name__}: {shorten(str(exc), 240)}"
         ) from None
+    if schema.mode == "mixed":
+        onnx_inputs = _graph_names(onnx_inputs, [i.name for i in onx.graph.input])
     return Converted(
         onnx_bytes=onx.SerializeToString(),
         onnx_inputs=onnx_inputs,
@@ -103,6 +109,48 @@ def convert(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
         output_names=[o.name for o in onx.graph.output],
         opset=OPSET,
     )
+
+
+def _catboost(est: Any, schema: ModelSchema, precision: Precision) -> Converted:
+    """CatBoost's own export (``converters.catboost_onnx``): numeric features, float32 only."""
+    if schema.mode != "numeric" or precision != "float32":
+        why = "numeric features only" if schema.mode != "numeric" else "float32 only"
+        raise ConversionFailed(f"CatBoost's ONNX export takes {why}")
+    import onnx
+
+    data = catboost_onnx(est)
+    model = onnx.load_model_from_string(data)
+    (graph_input,) = [i.name for i in model.graph.input]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET)
+    return Converted(
+        onnx_bytes=data,
+        onnx_inputs=[OnnxInput(name=graph_input, dtype="float32", features=schema.names)],
+        precision="float32",
+        output_names=[o.name for o in model.graph.output],
+        opset=opset,
+        converter="catboost",
+    )
+
+
+def _graph_names(onnx_inputs: list[OnnxInput], graph_inputs: list[str]) -> list[OnnxInput]:
+    """The per-feature inputs renamed as skl2onnx named them in the graph (in the same order).
+
+    skl2onnx turns a column name into an ONNX-safe identifier (``od280/od315`` becomes ``od280_od315``);
+    the features keep the user's names, the tensors take the graph's.
+    """
+    if len(graph_inputs) != len(onnx_inputs) or len(set(graph_inputs)) != len(graph_inputs):
+        raise ConversionFailed(
+            f"skl2onnx made inputs {graph_inputs[:8]} for the features {[i.name for i in onnx_inputs][:8]}"
+        )
+    return [i.model_copy(update={"name": n}) for i, n in zip(onnx_inputs, graph_inputs, strict=True)]
+
+
+def _converters(model: Any, precision: Precision) -> dict[Any, Any]:
+    """Converter overrides: boosted trees and HistGradientBoosting (``converters``), then doubles."""
+    overrides = extra_converters(_fitted_parts(model))
+    if precision == "float64":
+        overrides.update(_double_converters(model))
+    return overrides
 
 
 def _double_converters(model: Any) -> dict[Any, Any]:

@@ -19,6 +19,7 @@ class PackOptions:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float | str] = field(default_factory=dict)
     allow_pickle_fallback: bool = False
+    trust_pickle: bool = False  # unpickle without the allowlist (``unpickle``)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import platform
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,14 +36,13 @@ from bundlegate.manifest import (
     utc_now,
     valid_name,
 )
-from bundlegate.packer import onnx_input, reference
+from bundlegate.packer import fallback, onnx_input, reference
 from bundlegate.packer.contents import EXPECTED_FILE, SAMPLE_FILE, json_bytes
 from bundlegate.packer.conversion import Converted, convert
+from bundlegate.packer.mlflow_model import apply_signature, signature_names
 from bundlegate.packer.model_file import class_path, load_model_file
 from bundlegate.packer.options import PackOptions, PackResult
 from bundlegate.packer.parity import (
-    PROBA_TOLERANCE,
-    VALUE_TOLERANCE,
     check_parity,
     draft_manifest,
     predict_original,
@@ -67,13 +67,19 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
     if (options.repo / options.name / str(version)).exists():
         raise BundleExists(f"{options.name} version {version} already exists in {options.repo}")
 
-    model = load_model_file(model_path)
-    sample = read_sample(options.sample) if options.sample is not None else None
+    model = load_model_file(model_path, trust_pickle=options.trust_pickle)
+    sample = read_sample(options.sample) if options.sample is not None else model.sample
+    options = replace(
+        options,
+        tags={**model.provenance, **options.tags},
+        features=options.features if options.features is not None else signature_names(model.signature),
+    )
     if model.onnx_bytes is not None:
         return onnx_input.pack_onnx_file(model.path, model.onnx_bytes, sample, options, version)
 
     est = model.estimator
     schema = infer_schema(est, sample, options.features, model.path.name)
+    apply_signature(schema, model.signature)
     kind: Literal["provided", "synthesized"] = "provided"
     frame = schema.frame
     if frame is None:
@@ -124,19 +130,6 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
                 "Pass --allow-pickle-fallback to write a runtime: sklearn bundle instead"
             )
         notes.append("written as a runtime: sklearn bundle (--allow-pickle-fallback)")
-        if parity is None:  # nothing converted, nothing compared: say why in the manifest
-            parity = Parity(
-                rows=0,
-                sample=kind,
-                tolerance=PROBA_TOLERANCE if schema.task == "classification" else VALUE_TOLERANCE,
-                passed=False,
-                reason=shorten(why, 300),
-            )
-        if schema.named_columns or schema.mode != "numeric":
-            notes.append(
-                "note: this estimator was fitted on a DataFrame; the gateway's sklearn runtime "
-                "serves only models fitted on plain arrays"
-            )
 
     stored = frame.head(reference.STORED_ROWS)
     files = {
@@ -165,7 +158,9 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
         task=schema.task,
         runtime="onnx" if converted is not None else "sklearn",
         model_file=model_file,
-        source=_source(est, model.path.name, converted),
+        source=_source(est, model.path.name, converted).model_copy(
+            update={"libraries": fallback.libraries(est) if converted is None else None}
+        ),
         inputs=schema.inputs,
         onnx_inputs=converted.onnx_inputs if converted is not None else [],
         outputs=outputs,
@@ -175,6 +170,11 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
         sample_file=SAMPLE_FILE,
         expected_file=EXPECTED_FILE,
     )
+    if converted is None:  # the fallback is written only when the gateway serves it as the original
+        served = fallback.served_parity(
+            manifest, files[model_file], schema, check_frame, original, kind, shorten(why, 300)
+        )
+        manifest = manifest.model_copy(update={"parity": served})
     path = write_bundle(options.repo, manifest, files)
     return PackResult(path, read_bundle(path).manifest, notes)
 
@@ -191,7 +191,6 @@ def _outputs(schema: ModelSchema, names: list[str]) -> Outputs:
 
 def _source(est: Any, file_name: str, converted: Converted | None) -> Source:
     import numpy
-    import skl2onnx
     import sklearn
 
     steps = steps_of(est)
@@ -202,11 +201,17 @@ def _source(est: Any, file_name: str, converted: Converted | None) -> Source:
         sklearn_version=sklearn.__version__,
         numpy_version=numpy.__version__,
         python_version=platform.python_version(),
-        converter="skl2onnx" if converted is not None else None,
-        converter_version=skl2onnx.__version__ if converted is not None else None,
+        converter=converted.converter if converted is not None else None,
+        converter_version=_version(converted.converter) if converted is not None else None,
         opset=converted.opset if converted is not None else None,
         precision=converted.precision if converted is not None else None,
     )
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import version
+
+    return version(distribution)
 
 
 def _joblib_bytes(est: Any) -> bytes:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bundlegate.errors import NotAnEstimator, SampleMismatch
 from bundlegate.manifest import DType, InputSpec
+from bundlegate.packer.converters import fitted_names, fitted_width
 from bundlegate.packer.samples import Sample
 
 if TYPE_CHECKING:
@@ -185,8 +186,8 @@ def infer_schema(est: Any, sample: Sample | None, features: list[str] | None, mo
         )
         return ModelSchema("text", task, [spec], classes, has_proba, False, frame)
 
-    model_names = [str(n) for n in getattr(est, "feature_names_in_", [])]
-    n_features = getattr(est, "n_features_in_", None)
+    model_names = fitted_names(est, sample.frame.columns if sample is not None and sample.named else features)
+    n_features = fitted_width(est)
     if n_features is None:
         raise NotAnEstimator(f"{model_name}: cannot tell how many features the model takes")
     named_columns = bool(model_names)
