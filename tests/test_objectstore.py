@@ -243,3 +243,46 @@ def test_serve_from_s3_takes_a_pushed_version_under_load_and_survives_the_store_
     log = server.stderr()
     assert "cannot be listed" in log
     assert SECRET not in log
+
+
+def test_push_to_an_unreachable_store_is_one_error(local: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    dead = "http://127.0.0.1:9"  # nothing listens on the discard port
+    result = CliRunner().invoke(cli, ["push", str(local / "iris" / "1"), URL, "--s3-endpoint-url", dead])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: cannot reach {URL}")
+    assert SECRET not in result.output
+
+
+async def test_a_restart_while_the_store_is_down_serves_the_cache(
+    s3: S3Server, local: Path, tmp_path: Path
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from bundlegate.http.app import create_app
+    from bundlegate.metrics import GatewayMetrics
+
+    push(s3, local / "iris" / "1")
+    RepositoryMirror(URL, tmp_path / "cache", endpoint_url=s3.endpoint).sync()  # a first run filled it
+    s3.stop()
+    settings = Settings(
+        repository_url=URL,
+        s3_endpoint_url=s3.endpoint,
+        cache_dir=tmp_path / "cache",
+        insecure_no_auth=True,
+        access_log=False,
+    )
+    app = create_app(settings, metrics=GatewayMetrics(CollectorRegistry()))
+    await app.startup()
+    await app.loaded()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+            row = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+            r = await client.post("/v1/models/iris/predict", json={"inputs": row})
+            assert r.status_code == 200, r.text
+            assert r.json()["prediction"] == "setosa"
+            assert (await client.get("/readyz")).status_code == 200
+    finally:
+        await app.shutdown()
