@@ -4,13 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: serve test lint bundles bench clean
+.PHONY: serve test lint bundles bench dist clean
 
 # .ci/constraints.txt pins the converter stack to the versions the tests prove (pyproject's ranges)
 $(BIN)/.installed: pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c .ci/constraints.txt -e '.[pack,boost,sklearn-runtime,test,bench,s3,offline,distributed]'
+	$(BIN)/pip install --quiet -c .ci/constraints.txt -e '.[pack,boost,sklearn-runtime,test,bench,docs,client,s3,offline,distributed]'
 	touch $@
 
 ## serve: run the gateway on the example bundles with a fresh development key
@@ -34,5 +34,14 @@ bundles: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
 
+## dist: build the wheel into dist/ (in a throw-away build venv: no development install needed)
+dist:
+	rm -rf dist build .venv-dist
+	$(PYTHON) -m venv .venv-dist
+	.venv-dist/bin/pip install --quiet --upgrade pip
+	.venv-dist/bin/pip wheel --quiet --no-deps --wheel-dir dist .
+	rm -rf .venv-dist build
+	@ls dist/*.whl
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-dist dist build .mypy_cache .ruff_cache .pytest_cache

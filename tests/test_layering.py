@@ -40,6 +40,10 @@ FORBIDDEN: dict[str, set[str]] = {
     "metrics": WEB | ML | ORT,
     "server/heap": WEB | ML | ORT | PROM | {"numpy", "pydantic"},
     "server/workers": ML | ORT | PROM | {"starlette", "numpy"},
+    # the client runs in applications: httpx only, nothing of the gateway
+    "client/__init__": ML | ORT | PROM | {"starlette", "uvicorn", "numpy", "pydantic"},
+    "client/errors": ML | ORT | PROM | {"starlette", "uvicorn", "numpy", "pydantic"},
+    "client/answers": ML | ORT | PROM | {"starlette", "uvicorn", "numpy", "pydantic"},
     "sklearn_model": WEB | ORT | PROM | {"skl2onnx", "onnx"},
     "objectstore": WEB | ML | ORT | PROM | {"numpy"},
     "tables": WEB | (ML - {"pandas"}) | ORT | PROM,
@@ -210,3 +214,10 @@ def test_the_architecture_map_names_every_module_and_setting() -> None:
     ]
     assert missing == []
     assert [env_name(f.name) for f in fields(Settings) if env_name(f.name) not in doc] == []
+
+
+def test_the_client_imports_no_gateway_module() -> None:
+    """Applications install the client without the gateway's serving stack."""
+    for path in (SRC / "client").glob("*.py"):
+        imported = _module_imports(path, top_level_only=False)
+        assert {m for m in imported if not m.startswith("bundlegate.client")} == set(), path.name

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bundlegate.errors import RateLimited
-from bundlegate.ratelimit import RateLimiter
+from bundlegate.ratelimit import SHARED_DIR_ENV, RateLimiter, SharedRateLimiter, rate_limiter_for_process
 from fake_clock import FakeClock
 
 
@@ -49,3 +51,32 @@ def test_rate_limiter_rejects_nonsense() -> None:
         RateLimiter(-1)
     with pytest.raises(ValueError):
         RateLimiter(float("nan"))
+
+
+def test_shared_limiters_on_one_file_share_each_keys_budget(clock: FakeClock, tmp_path: Path) -> None:
+    """Two workers' limiters map one file: together they allow the rate once, not twice."""
+    path = tmp_path / "buckets"
+    first = SharedRateLimiter(path, 1.0, burst=2, clock=clock)
+    second = SharedRateLimiter(path, 1.0, burst=2, clock=clock)
+    try:
+        first.check("web")
+        second.check("web")
+        for limiter in (first, second):
+            with pytest.raises(RateLimited):
+                limiter.check("web")
+        second.check("batch")  # another key, its own bucket
+        clock.advance(1.0)
+        first.check("web")  # one token back for both
+        with pytest.raises(RateLimited):
+            second.check("web")
+    finally:
+        first.close()
+        second.close()
+
+
+def test_rate_limiter_for_process_shares_only_where_workers_share_a_directory(tmp_path: Path) -> None:
+    assert type(rate_limiter_for_process(5.0, {})) is RateLimiter
+    assert type(rate_limiter_for_process(0.0, {SHARED_DIR_ENV: str(tmp_path)})) is RateLimiter
+    shared = rate_limiter_for_process(5.0, {SHARED_DIR_ENV: str(tmp_path)})
+    assert isinstance(shared, SharedRateLimiter)
+    shared.close()

@@ -1,8 +1,9 @@
-"""The container's install, done here without a Docker engine: build the wheel from the same files the
-Dockerfile copies, install it into a fresh virtualenv exactly as the Dockerfile does (no `pack` extra,
-no pip cache), and prove the result is a working gateway without scikit-learn: `bundle keys create`,
-`bundle serve` on the example bundles, a prediction over a real socket, then SIGTERM and a clean exit
-inside the drain timeout.
+"""The README's install from a wheel, and the container's, done here without a Docker engine: a fresh
+clone of this repository (its committed HEAD), `make dist` in it, the wheel installed into a fresh
+virtualenv with the README's extras for serving (`docs`, `client`; not `pack`, as in the Dockerfile; no
+pip cache), and proof that the result is a working gateway without scikit-learn: `bundle keys create`,
+`bundle serve` on the example bundles, a prediction over a real socket, the /docs page, then SIGTERM and
+a clean exit inside the drain timeout.
 
 Slow (it downloads the runtime dependencies from the package index every run, on purpose: a cached or
 pre-installed dependency could hide one missing from pyproject.toml)."""
@@ -31,6 +32,17 @@ DRAIN_TIMEOUT_S = 5
 START_TIMEOUT_S = 120
 # What the Dockerfile's build stage copies (its .dockerignore keeps everything else out).
 BUILD_CONTEXT = ("pyproject.toml", "README.md", "src")
+README_EXTRAS = "[docs,client]"
+
+
+# bundlegate.client from the installed wheel (the client extra): one prediction, printed as JSON.
+CLIENT_CALL = """
+import json, sys
+from bundlegate.client import Client
+with Client(sys.argv[1], sys.argv[2]) as gw:
+    answer = gw.predict(sys.argv[3], json.loads(sys.argv[4]))
+print(json.dumps({"model": answer.model, "version": answer.version}))
+"""
 
 
 def run(args: list[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -123,15 +135,31 @@ def build_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
+def wheel_from_a_fresh_clone(tmp_path: Path) -> Path:
+    """The wheel as the README builds it: `make dist` in a fresh clone of this repository's committed
+    HEAD (nothing written into the checkout)."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None or shutil.which("make") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true needs a git checkout, git and make for the fresh-clone build")
+        pytest.skip("not a git checkout, or git/make missing")
+    clone = tmp_path / "clone"
+    run(["git", "clone", "--quiet", "--no-hardlinks", ROOT, clone], env=clean_env())
+    for name in BUILD_CONTEXT:
+        assert (clone / name).exists(), f"{name} is not committed; the wheel (and the Docker build) need it"
+    run(["make", "-C", clone, "dist", f"PYTHON={sys.executable}"], env=clean_env())
+    (wheel,) = (clone / "dist").glob("bundlegate-*.whl")
+    return wheel
+
+
 def test_wheel_installed_like_the_container_serves_predictions(tmp_path: Path) -> None:
-    # 1. The wheel, built from a copy of the Docker build context.
-    wheel = build_wheel(tmp_path)
+    # 1. The wheel, built by `make dist` in a fresh clone.
+    wheel = wheel_from_a_fresh_clone(tmp_path)
 
     # 2. A fresh virtualenv with the wheel and nothing else, as in the Dockerfile.
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", venv], env=clean_env())
     python, bundle = venv / "bin" / "python", venv / "bin" / "bundle"
-    run([python, "-m", "pip", "install", wheel], env=clean_env())
+    run([python, "-m", "pip", "install", f"{wheel}{README_EXTRAS}"], env=clean_env())
     for packer_only in ("sklearn", "skl2onnx", "pandas"):
         found = run(
             [python, "-c", f"import importlib.util as u; print(u.find_spec({packer_only!r}) is not None)"],
@@ -181,6 +209,12 @@ def test_wheel_installed_like_the_container_serves_predictions(tmp_path: Path) -
         assert body["model"] == model
         assert "prediction" in body
         assert httpx.post(f"{base_url}/v1/models/{model}/predict", json={"inputs": record}).status_code == 401
+        assert httpx.get(f"{base_url}/docs", timeout=10).status_code == 200  # the docs extra's assets
+        assert httpx.get(f"{base_url}/docs/swagger-ui-bundle.js", timeout=10).status_code == 200
+        from_client = run(
+            [python, "-c", CLIENT_CALL, base_url, key, model, json.dumps(record)], env=clean_env()
+        )
+        assert json.loads(from_client.stdout)["model"] == model
 
         # 5. SIGTERM: the gateway drains and exits inside the drain timeout.
         started = time.monotonic()

@@ -30,6 +30,7 @@ class Answers:
         self._class_keys = (
             [json_key(c) for c in manifest.outputs.label.classes] if manifest.outputs.label else []
         )
+        self.names = output_names(manifest)
 
     @staticmethod
     def _labels(manifest: Manifest) -> dict[Any, Any] | None:
@@ -84,6 +85,18 @@ class Answers:
         if prediction.probabilities is not None:
             result["probabilities"] = _shortest(prediction.probabilities)
         return result
+
+
+def output_names(manifest: Manifest) -> dict[str, list[Any]]:
+    """What every answer of a version names: a classifier's ``classes`` (the order of a batch answer's
+    probability rows), a multi-output regressor's ``targets`` where training named them (the order of
+    a batch answer's value rows)."""
+    outputs = manifest.outputs
+    if outputs.label is not None:
+        return {"classes": list(outputs.label.classes)}
+    if outputs.value is not None and outputs.value.targets:
+        return {"targets": list(outputs.value.targets)}
+    return {}
 
 
 def json_key(c: object) -> str:

@@ -88,6 +88,9 @@ class LabelOutput(_Model):
 
 class TensorOutput(_Model):
     onnx_name: str
+    # ``value`` of a multi-output regressor whose training data named its targets: the names of its
+    # columns, in order (``/v1`` answers then say which value is which)
+    targets: list[str] | None = None
 
 
 class Outputs(_Model):

@@ -65,6 +65,7 @@ ENDPOINTS = frozenset(
         "health",
         "ready",
         "metrics",
+        "docs",
         "other",
     }
 )

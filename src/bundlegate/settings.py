@@ -51,7 +51,7 @@ class Settings:
     request_max_rows: int = 10_000
     max_string_length: int = 1024
     max_json_depth: int = 32
-    rate_limit_rps: float = 0.0  # per key; 0 = off
+    rate_limit_rps: float = 0.0  # per key, for the whole server (workers share it); 0 = off
     # batching and deadlines
     batch_max_rows: int = 256
     batch_max_delay_ms: float = 1.0
@@ -61,6 +61,10 @@ class Settings:
     reload_interval_s: float = 0.0
     drain_timeout_s: float = 20.0
     ort_threads: int = 1
+    # TLS (both files or neither) and browsers: origins allowed by CORS, comma-separated, "*" for any
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    cors_origins: str = ""
     # logging
     access_log: bool = True
     log_level: str = "info"
@@ -90,6 +94,10 @@ class Settings:
         if unknown:
             raise TypeError(f"unknown settings: {sorted(unknown)}")
         return dataclasses.replace(self, **given)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def request_timeout_s(self) -> float:
@@ -131,7 +139,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("request_max_rows", "--request-max-rows", "Most rows one request may carry (default 10000)."),
     Flag("max_string_length", "--max-string-length", "Longest string feature value (default 1024)."),
     Flag("max_json_depth", "--max-json-depth", "Deepest JSON nesting (default 32)."),
-    Flag("rate_limit_rps", "--rate-limit-rps", "Requests per second per key, 0 = off (default)."),
+    Flag(
+        "rate_limit_rps",
+        "--rate-limit-rps",
+        "Requests per second per key, across all workers; 0 = off (default).",
+    ),
     Flag("batch_max_rows", "--batch-max-rows", "Most rows in one onnxruntime call (default 256)."),
     Flag(
         "batch_max_delay_ms", "--batch-max-delay-ms", "Longest wait to fill an onnxruntime call (default 1)."
@@ -141,6 +153,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("reload_interval_s", "--reload-interval-s", "Re-scan the repository every N seconds (0 = off)."),
     Flag("drain_timeout_s", "--drain-timeout-s", "Longest wait for in-flight work at shutdown (default 20)."),
     Flag("ort_threads", "--ort-threads", "onnxruntime intra-op threads per session (default 1)."),
+    Flag("ssl_certfile", "--ssl-certfile", "TLS certificate, PEM (with --ssl-keyfile; default: plain HTTP)."),
+    Flag("ssl_keyfile", "--ssl-keyfile", "TLS private key, PEM (with --ssl-certfile)."),
+    Flag("cors_origins", "--cors-origins", "Origins browsers may call from, comma-separated; * any (off)."),
     Flag("access_log", "--access-log/--no-access-log", "JSON lines access log on stderr (default on)."),
     Flag("log_level", "--log-level", "Log level (default info)."),
     Flag(
@@ -171,7 +186,7 @@ _INTS = frozenset(
 _FLOATS = frozenset({"rate_limit_rps", "batch_max_delay_ms", "reload_interval_s", "drain_timeout_s"})
 _BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log"})
 _PATHS = frozenset({"repository"})
-_OPTIONAL_PATHS = frozenset({"keys_file", "cache_dir"})
+_OPTIONAL_PATHS = frozenset({"keys_file", "ssl_certfile", "ssl_keyfile", "cache_dir"})
 
 # (minimum, maximum) per numeric field
 _RANGES: dict[str, tuple[float, float]] = {
@@ -232,6 +247,10 @@ def _check_range(s: Settings) -> None:
         raise InvalidSetting(f"log_level (BUNDLEGATE_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
     if not s.host:
         raise InvalidSetting("host (BUNDLEGATE_HOST) must not be empty")
+    if (s.ssl_certfile is None) != (s.ssl_keyfile is None):
+        raise InvalidSetting(
+            "TLS needs both --ssl-certfile and --ssl-keyfile (BUNDLEGATE_SSL_CERTFILE/KEYFILE)"
+        )
 
 
 def value_kind(field_name: str) -> str:

@@ -59,6 +59,7 @@ def _metric_value(v: str) -> float | str:
     help="Rows like the training data: CSV with a header, .npy, or JSON records.",
 )
 @click.option("--features", help="Comma-separated feature names, for models trained on plain arrays.")
+@click.option("--targets", help="Comma-separated target names of a multi-output regressor, in order.")
 @click.option(
     "--out",
     "out",
@@ -80,18 +81,21 @@ def _metric_value(v: str) -> float | str:
     is_flag=True,
     help="Unpickle MODEL as it is, running whatever it names (default: only what models are made of).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def pack(
     model: Path,
     name: str,
     version: int | None,
     sample: Path | None,
     features: str | None,
+    targets: str | None,
     out: Path,
     description: str,
     tags: tuple[str, ...],
     metrics: tuple[str, ...],
     allow_pickle_fallback: bool,
     trust_pickle: bool,
+    as_json: bool,
 ) -> None:
     """Pack MODEL (.pkl/.joblib/.skops of a fitted estimator, .onnx, or an MLflow model directory)
     into OUT/NAME/VERSION/."""
@@ -108,6 +112,7 @@ def pack(
         version=version,
         sample=sample,
         features=names,
+        targets=[t.strip() for t in targets.split(",")] if targets is not None else None,
         description=description,
         tags=_pairs(tags, "--tag"),
         metrics={k: _metric_value(v) for k, v in _pairs(metrics, "--metric").items()},
@@ -125,6 +130,11 @@ def pack(
     m = result.manifest
     for note in result.notes:
         click.echo(f"  {note}", err=True)
+    if as_json:
+        parity = m.parity.model_dump(exclude_none=True) if m.parity is not None else None
+        summary = {"name": m.name, "version": m.version, "runtime": m.runtime, "path": str(result.path)}
+        click.echo(json.dumps(summary | {"parity": parity, "notes": result.notes}))
+        return
     click.echo(f"packed {m.name} version {m.version} ({m.runtime}): {result.path}")
     click.echo(f"  {_parity_text(m)}")
 
@@ -212,7 +222,8 @@ def _parity_text(m: Manifest) -> str:
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--allow-pickle", is_flag=True, help="Also run runtime: sklearn bundles (unpickles the model).")
-def verify(path: Path, allow_pickle: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def verify(path: Path, allow_pickle: bool, as_json: bool) -> None:
     """Re-check the bundle at PATH: digests, manifest, and the stored sample rows through the model."""
     bundle = read_bundle(path, verify=True)
     m = bundle.manifest
@@ -221,13 +232,20 @@ def verify(path: Path, allow_pickle: bool) -> None:
             f"{path}: bundle.json says {m.name} version {m.version}, the directory is "
             f"{path.parent.name}/{path.name}"
         )
+    run = not (m.runtime == "sklearn" and not allow_pickle)
+    rows, diff = 0, 0.0
+    if run:
+        from bundlegate.replay import replay  # onnxruntime only for the commands that run a model
+
+        rows, diff = replay(bundle, allow_pickle=allow_pickle)
+    if as_json:
+        result = {"name": m.name, "version": m.version, "files": len(m.files), "model_run": run}
+        click.echo(json.dumps(result | {"sample_rows": rows, "max_abs_diff": diff}))
+        return
     click.echo(f"{m.name} version {m.version}: manifest valid, {len(m.files)} files match their sha256")
-    if m.runtime == "sklearn" and not allow_pickle:
+    if not run:
         click.echo("model not run: runtime sklearn bundles are pickles (pass --allow-pickle to run it)")
         return
-    from bundlegate.replay import replay  # onnxruntime only for the commands that run a model
-
-    rows, diff = replay(bundle, allow_pickle=allow_pickle)
     if rows == 0:
         click.echo("model loads; no stored sample rows to replay")
         return

@@ -8,6 +8,7 @@ through the group's one exit path: one line on stderr, exit code 1.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -16,6 +17,7 @@ from bundlegate.keys import create_key, list_keys, revoke_key
 
 KEYS_FILE_ENV = "BUNDLEGATE_KEYS_FILE"
 
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _file_option = click.option(
     "--file",
     "keys_file",
@@ -44,10 +46,14 @@ def keys_group() -> None:
 )
 @click.option("--admin", is_flag=True, help="Allow the repository endpoints (load, unload, index).")
 @_file_option
-def create_command(key_id: str, models: str, admin: bool, keys_file: Path) -> None:
+@_json_option
+def create_command(key_id: str, models: str, admin: bool, keys_file: Path, as_json: bool) -> None:
     """Create a key and print it, once: only its sha256 is stored."""
     patterns = _split_patterns(models)
     key = create_key(keys_file, key_id, patterns, admin=admin)
+    if as_json:
+        click.echo(json.dumps({"id": key_id, "models": patterns, "admin": admin, "key": key}))
+        return
     scope = "admin, " if admin else ""
     click.echo(f"Created key {key_id!r} ({scope}models: {', '.join(patterns)}) in {keys_file}.", err=True)
     click.echo("Store it now; it is not shown again:", err=True)
@@ -56,9 +62,15 @@ def create_command(key_id: str, models: str, admin: bool, keys_file: Path) -> No
 
 @keys_group.command("list")
 @_file_option
-def list_command(keys_file: Path) -> None:
+@_json_option
+def list_command(keys_file: Path, as_json: bool) -> None:
     """List the keys: id, models, admin, created, and the first digits of the stored sha256."""
     records = list_keys(keys_file)
+    if as_json:
+        for r in records:
+            entry = {"id": r.id, "models": list(r.models), "admin": r.admin, "created_at": r.created_at}
+            click.echo(json.dumps(entry | {"sha256_prefix": r.sha256_prefix}))
+        return
     if not records:
         click.echo(f"No keys in {keys_file}.", err=True)
         return
@@ -75,9 +87,13 @@ def list_command(keys_file: Path) -> None:
 @keys_group.command("revoke")
 @click.argument("key_id", metavar="ID")
 @_file_option
-def revoke_command(key_id: str, keys_file: Path) -> None:
+@_json_option
+def revoke_command(key_id: str, keys_file: Path, as_json: bool) -> None:
     """Remove a key; running gateways stop accepting it within about a second."""
     revoke_key(keys_file, key_id)
+    if as_json:
+        click.echo(json.dumps({"id": key_id, "revoked": True}))
+        return
     click.echo(f"Revoked key {key_id!r} in {keys_file}; running gateways stop accepting it within ~1 s.")
 
 

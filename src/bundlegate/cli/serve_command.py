@@ -96,7 +96,11 @@ def serve(**values: Any) -> None:
         click.echo(INSECURE_BANNER, err=True)
     workers = f"{settings.workers} worker{'s' if settings.workers > 1 else ''}"
     where = settings.repository_url or settings.repository
-    click.echo(f"bundle serve: {where} on http://{settings.host}:{settings.port} ({workers})", err=True)
+    scheme = "https" if settings.ssl_certfile is not None else "http"
+    click.echo(
+        f"bundle serve: {where} on {scheme}://{settings.host}:{settings.port} ({workers})",
+        err=True,
+    )
     code = run_server(settings)
     if code:
         sys.exit(code)

@@ -28,10 +28,10 @@ import os
 import time
 
 from starlette.routing import Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bundlegate.errors import InvalidSetting
-from bundlegate.http import ops, v1, v2
+from bundlegate.http import docs, ops, v1, v2
 from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.http.context import GatewayContext, GatewayState
 from bundlegate.http.middleware import AccessLog, GatewayMiddleware
@@ -39,7 +39,7 @@ from bundlegate.http.routing import HotRoutes
 from bundlegate.keys import KeyStore
 from bundlegate.metrics import GatewayMetrics
 from bundlegate.objectstore import RepositoryMirror, default_cache_root
-from bundlegate.ratelimit import RateLimiter
+from bundlegate.ratelimit import rate_limiter_for_process
 from bundlegate.registry import ModelRegistry
 from bundlegate.settings import Settings
 
@@ -58,10 +58,11 @@ class Gateway:
         self.ctx = ctx
         self.listen_after_load = listen_after_load  # a worker of --workers N: startup waits for the load
         # The POST model routes are matched by HotRoutes; Starlette's router answers the rest.
-        routes = [*v1.routes(ctx), *v2.routes(ctx), *ops.routes(ctx)]
+        routes = [*v1.routes(ctx), *v2.routes(ctx), *ops.routes(ctx), *docs.routes(ctx)]
         router = Router(routes=routes, redirect_slashes=False)
         access_log = AccessLog() if ctx.settings.access_log else None
         self._http = GatewayMiddleware(HotRoutes(routes, router), ctx, access_log)
+        self._edge = cors(self._http, ctx.settings.cors_origin_list)
         self._reloader: asyncio.Task[None] | None = None
 
     @property
@@ -75,7 +76,7 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self._edge(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:  # websockets: not part of the API
@@ -174,6 +175,23 @@ class Gateway:
             self._http.access_log.flush()
 
 
+def cors(app: ASGIApp, origins: list[str]) -> ASGIApp:
+    """``app`` behind Starlette's CORS middleware when origins are configured (``--cors-origins``):
+    browsers on those origins may call the API with a key header and read the gateway's headers."""
+    if not origins:
+        return app
+    from starlette.middleware.cors import CORSMiddleware
+
+    return CORSMiddleware(
+        app,
+        allow_origins=origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "X-API-Key", "Content-Type", "Content-Encoding", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "X-Model-Version", "Retry-After"],
+        max_age=600,
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -200,7 +218,7 @@ def create_app(
         )
     if keys is None:
         logger.warning(INSECURE_WARNING)
-    auth = ApiKeyAuth(keys, RateLimiter(settings.rate_limit_rps))
+    auth = ApiKeyAuth(keys, rate_limiter_for_process(settings.rate_limit_rps))
     if registry is None:
         repo, sync = settings.repository, None
         if settings.repository_url is not None:  # served from a local mirror of the object store

@@ -15,6 +15,7 @@ class PackOptions:
     version: int | None = None
     sample: Path | None = None
     features: list[str] | None = None
+    targets: list[str] | None = None  # a multi-output regressor's target names, in column order
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float | str] = field(default_factory=dict)

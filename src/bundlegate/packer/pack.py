@@ -22,6 +22,7 @@ from bundlegate.errors import (
     BundleExists,
     ConversionFailed,
     InvalidName,
+    PackError,
     ParityFailed,
     SampleMismatch,
     shorten,
@@ -47,6 +48,7 @@ from bundlegate.packer.parity import (
     draft_manifest,
     predict_original,
 )
+from bundlegate.packer.predictions import Predictions
 from bundlegate.packer.samples import read_sample
 from bundlegate.packer.schema_inference import ModelSchema, infer_schema, steps_of
 from bundlegate.packer.synthetic import synthesize
@@ -148,6 +150,8 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
         outputs = _outputs(
             schema, ["label", "probabilities"] if schema.task == "classification" else ["value"]
         )
+    if options.targets is not None:
+        outputs = _named_targets(outputs, options.targets, everything)
     manifest = Manifest(
         name=options.name,
         version=version,
@@ -187,6 +191,19 @@ def _outputs(schema: ModelSchema, names: list[str]) -> Outputs:
             probabilities=TensorOutput(onnx_name=names[1]) if schema.has_probabilities else None,
         )
     return Outputs(value=TensorOutput(onnx_name=names[0]))
+
+
+def _named_targets(outputs: Outputs, targets: list[str], predicted: Predictions) -> Outputs:
+    """``outputs`` with the regressor's target names, one per column of what it predicts."""
+    values = predicted.values
+    width = 1 if values is None or values.ndim < 2 else values.shape[1]
+    if outputs.value is None or values is None or len(targets) != width or len(set(targets)) != width:
+        raise PackError(
+            f"--targets names {len(targets)} target(s); the model predicts "
+            + (f"{width} value(s) per row" if values is not None else "no values (not a regressor)")
+            + " and each needs a distinct name"
+        )
+    return outputs.model_copy(update={"value": outputs.value.model_copy(update={"targets": targets})})
 
 
 def _source(est: Any, file_name: str, converted: Converted | None) -> Source:

@@ -45,7 +45,15 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # insecure mode's loopback-only check sees the real peer)
         "proxy_headers": False,
         "timeout_graceful_shutdown": max(1, int(settings.drain_timeout_s)),
+        **tls_options(settings),
     }
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS options with ``--ssl-certfile/--ssl-keyfile`` (both, or plain HTTP)."""
+    if settings.ssl_certfile is None or settings.ssl_keyfile is None:
+        return {}
+    return {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
 
 
 def log_config(level: str) -> dict[str, Any]:

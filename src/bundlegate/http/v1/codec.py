@@ -10,6 +10,10 @@ one buffer (``_flatrows``); everything else is strict JSON (``http.body``) hande
 
 Answers: ``{"model", "version", "request_id", "prediction", "probabilities": {class: p}}`` for one
 record, ``{..., "predictions": [...], "probabilities": [[...], ...]}`` for a batch (``Answers``).
+They name their outputs the same way single and batch (``Answers.names``): a classifier's answers carry
+``classes`` (single: ``probabilities`` keyed by class; batch: each row of ``probabilities`` in
+``classes`` order); a multi-output regressor whose targets were named at pack time carries ``targets``
+(single: ``prediction`` keyed by target; batch: each row of ``predictions`` in ``targets`` order).
 """
 
 from __future__ import annotations
@@ -88,8 +92,14 @@ def location(p: Problem, shape: str, names: tuple[str, ...]) -> list[str | int]:
 
 
 def encode(info: RequestInfo, answers: Answers, prediction: Prediction, batch: bool) -> bytes:
-    """The answer body: the model, version and request id, then the prediction(s)."""
+    """The answer body: the model, version and request id, the prediction(s), then what the answers
+    name (``Answers.names``: ``classes`` or ``targets``)."""
     head = {"model": info.model, "version": info.version, "request_id": info.request_id}
+    names = answers.names
     if batch:
-        return orjson.dumps(head | answers.encode_batch(prediction), option=orjson.OPT_SERIALIZE_NUMPY)
-    return orjson.dumps(head | answers.decode_one(prediction))
+        out = head | answers.encode_batch(prediction)
+        return orjson.dumps(out | names if names else out, option=orjson.OPT_SERIALIZE_NUMPY)
+    one = answers.decode_one(prediction)
+    if "targets" in names:  # a named multi-output regressor: its values keyed by target
+        one["prediction"] = dict(zip(names["targets"], one["prediction"], strict=True))
+    return orjson.dumps(head | one | names if names else head | one)

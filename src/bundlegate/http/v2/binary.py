@@ -3,7 +3,8 @@
 The JSON header of an infer request is followed by raw data; each input that has some declares its
 ``parameters.binary_data_size``, in input order. Numbers are little-endian values, BYTES are 4-byte
 length-prefixed UTF-8 strings. ``decode_binary_inputs`` moves each input's data into its ``data``:
-numeric data as a 1-D numpy array (finite values only), BYTES as a list of strings.
+numeric data as a 1-D numpy array (no infinity; NaN is a missing value, see ``codec.with_gaps``),
+BYTES as a list of strings.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ def _decode_binary(raw: memoryview, datatype: Any, i: int) -> list[Any] | npt.ND
             "binary data does not match the datatype", [problem(["inputs", i, "datatype"], "unsupported")]
         )
     array = np.frombuffer(raw, dtype=dtype)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if array.dtype.kind == "f" and np.isinf(array).any():  # NaN is a missing value (codec.with_gaps)
         raise InvalidInput(
-            "tensor data is not finite", [problem(["inputs", i, "data"], "not a finite number")]
+            "tensor data is not finite", [problem(["inputs", i, "data"], "infinity is not a number")]
         )
     return array

@@ -70,9 +70,27 @@ def matrix_input(manifest: Manifest) -> tuple[str, str] | None:
     return name, DATATYPE[dtypes.pop()] if len(dtypes) == 1 else "FP64"
 
 
-def tensor_metadata(manifest: Manifest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def value_width(loaded: LoadedVersion) -> int:
+    """How many values a regressor answers per row: its named targets, else the width of the ONNX
+    output (1 where unknown, as for a pickled model)."""
+    value = loaded.manifest.outputs.value
+    if value is None:
+        return 1
+    if value.targets:
+        return len(value.targets)
+    session = getattr(loaded.model, "session", None)
+    for node in session.get_outputs() if session is not None else []:
+        if node.name == value.onnx_name and len(node.shape) == 2 and isinstance(node.shape[1], int):
+            return max(1, node.shape[1])
+    return 1
+
+
+def tensor_metadata(
+    manifest: Manifest, values_per_row: int = 1
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The ``inputs`` and ``outputs`` of model metadata. Numeric models with several features list the
-    one matrix tensor (what Triton clients send); others list one ``[-1, 1]`` tensor per feature."""
+    one matrix tensor (what Triton clients send); others list one ``[-1, 1]`` tensor per feature. A
+    multi-output regressor (``values_per_row`` > 1) declares ``value`` as ``[-1, values_per_row]``."""
     matrix = matrix_input(manifest)
     if matrix is not None and len(manifest.inputs) > 1:
         inputs = [{"name": matrix[0], "datatype": matrix[1], "shape": [-1, len(manifest.inputs)]}]
@@ -86,7 +104,8 @@ def tensor_metadata(manifest: Manifest) -> tuple[list[dict[str, Any]], list[dict
         if manifest.outputs.probabilities is not None:
             outputs.append({"name": "probabilities", "datatype": "FP32", "shape": [-1, len(label.classes)]})
     elif manifest.outputs.value is not None:
-        outputs.append({"name": "value", "datatype": float_type, "shape": [-1]})
+        shape = [-1, values_per_row] if values_per_row > 1 else [-1]
+        outputs.append({"name": "value", "datatype": float_type, "shape": shape})
     return inputs, outputs
 
 
@@ -127,12 +146,14 @@ def infer_outputs(
             }
         )
     elif prediction.values is not None:
+        values = prediction.values
+        multi = values.ndim == 2 and values.shape[1] > 1  # a multi-output regressor: [N, k], flat data
         outputs.append(
             {
                 "name": "value",
-                "datatype": datatype_of(prediction.values),
-                "shape": [n_rows],
-                "data": out["predictions"],
+                "datatype": datatype_of(values),
+                "shape": [n_rows, values.shape[1]] if multi else [n_rows],
+                "data": _flat(out["predictions"]) if multi else out["predictions"],
             }
         )
     if prediction.probabilities is not None:
@@ -155,6 +176,17 @@ def _flat(rows: Any) -> Any:
     return [p for row in rows for p in row]
 
 
+def with_gaps(data: npt.NDArray[Any]) -> list[Any]:
+    """Binary tensor data as Python values, NaN as None: the Open Inference Protocol has no null, so a
+    missing value of a nullable numeric feature comes as NaN, and the schema then treats it exactly as
+    ``/v1`` treats ``null`` (a feature that is not nullable refuses it with the same 422)."""
+    values: list[Any] = data.tolist()
+    if data.dtype.kind == "f":
+        for j in np.flatnonzero(np.isnan(data)).tolist():
+            values[j] = None
+    return values
+
+
 def _flatten(data: Any) -> list[Any] | None:
     if not isinstance(data, list):
         return None
@@ -173,7 +205,7 @@ def _flatten(data: Any) -> list[Any] | None:
     return flat
 
 
-Data = list[Any] | npt.NDArray[Any]  # a numpy array only from binary tensor data (1-D, finite)
+Data = list[Any] | npt.NDArray[Any]  # a numpy array only from binary tensor data (1-D, no infinity)
 
 
 def _tensor(tensor: Any, i: int) -> tuple[str, list[int], str, Data]:
@@ -257,7 +289,7 @@ def _feed(loaded: LoadedVersion, tensors: list[tuple[str, list[int], str, Data]]
                     [problem(["inputs", i, "shape"], "expected [N] or [N, 1] with the same N", "shape")],
                 )
             n_rows = shape[0]
-            columns[name] = data.tolist() if isinstance(data, np.ndarray) else data
+            columns[name] = with_gaps(data) if isinstance(data, np.ndarray) else data
         return schema.from_columns(columns)
     matrix = matrix_input(manifest)
     if matrix is not None and len(tensors) == 1:
@@ -279,7 +311,7 @@ def _feed(loaded: LoadedVersion, tensors: list[tuple[str, list[int], str, Data]]
             feed = _binary_rows(schema, data, datatype, shape[0])
             if feed is not None:
                 return feed
-            data = data.tolist()
+            data = with_gaps(data)
         rows = [data[r * width : (r + 1) * width] for r in range(shape[0])]
         return schema.from_rows(rows)
     expected = ", ".join(features)
@@ -293,7 +325,8 @@ def _feed(loaded: LoadedVersion, tensors: list[tuple[str, list[int], str, Data]]
 def _binary_rows(schema: CompiledSchema, data: npt.NDArray[Any], datatype: str, n: int) -> Feed | None:
     """Binary float rows as the model's float tensor, or None (the checked path decides): only for a
     schema that takes flat rows, and only float data, whose conversion to the tensor's dtype is the
-    same rounding the checked path does (ints would round differently, as Python ints)."""
+    same rounding the checked path does (ints would round differently, as Python ints). NaN (a missing
+    value) makes ``from_flat`` decline too, and the checked path judges it per feature."""
     if schema.flat_width is None or datatype not in _FLOAT_TYPES:
         return None
     if not data.flags.aligned:  # the data starts wherever the JSON header ended

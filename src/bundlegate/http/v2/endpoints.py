@@ -34,7 +34,13 @@ from bundlegate.http.context import GatewayContext, Reply
 from bundlegate.http.models import public_error, status_of
 from bundlegate.http.routing import Call, json_reply, route
 from bundlegate.http.v2.binary import decode_binary_inputs
-from bundlegate.http.v2.codec import feed_from_tensors, infer_outputs, requested_outputs, tensor_metadata
+from bundlegate.http.v2.codec import (
+    feed_from_tensors,
+    infer_outputs,
+    requested_outputs,
+    tensor_metadata,
+    value_width,
+)
 
 SERVER_NAME = "bundlegate"
 EXTENSIONS = ["model_repository", "binary_tensor_data"]
@@ -70,7 +76,7 @@ async def model_metadata(call: Call) -> Reply:
     manifest = loaded.manifest
     status = status_of(call.ctx.registry, manifest.name)
     versions = [str(v.version) for v in status.versions if v.state == "loaded"] if status else []
-    inputs, outputs = tensor_metadata(manifest)
+    inputs, outputs = tensor_metadata(manifest, value_width(loaded))
     return json_reply(
         {
             "name": manifest.name,
