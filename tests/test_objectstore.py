@@ -91,6 +91,9 @@ def test_push_then_the_mirror_follows_the_store(s3: S3Server, local: Path, tmp_p
     fs.rm(f"{root}/iris/1", recursive=True)
     fs.rm(f"{root}/iris/serving.json")
     assert mirror.sync().removed == [("iris", 1)]
+    command = ["push", str(local / "iris" / "1"), URL, "--s3-endpoint-url", s3.endpoint, "--json"]
+    pushed = CliRunner().invoke(cli, command, catch_exceptions=False)
+    assert json.loads(pushed.stdout) == {"url": f"{URL}/iris/1"}  # pushed again after its removal
     assert versions(mirror.local) == [("credit", 1), ("iris", 2)]
     assert not (mirror.local / "iris" / "serving.json").exists()
 

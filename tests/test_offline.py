@@ -136,7 +136,11 @@ async def test_csv_cells_hold_the_gateways_numbers(gateway: httpx.AsyncClient, t
 
 def test_parquet_output_is_typed(tmp_path: Path) -> None:
     source = write_table(table("iris"), tmp_path / "in.csv")
-    assert run(str(EXAMPLES / "iris" / "1"), str(source), "-o", str(tmp_path / "out.parquet")).exit_code == 0
+    result = run(str(EXAMPLES / "iris" / "1"), str(source), "-o", str(tmp_path / "out.parquet"), "--json")
+    assert result.exit_code == 0
+    counts = json.loads(result.stdout)
+    rows = len(table("iris"))
+    assert counts == {"rows": rows, "scored": rows - 2, "refused": 2, "output": str(tmp_path / "out.parquet")}
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert str(out["probability_setosa"].dtype) == "float32"
     assert out["prediction"].isna().sum() == 2

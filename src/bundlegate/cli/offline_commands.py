@@ -6,6 +6,7 @@ commands, so the rest of the CLI starts without them; a missing extra is a one-l
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ def _require(module: str, extra: str) -> None:
 )  # fmt: skip
 @click.option("--allow-pickle", is_flag=True, help="Load a runtime: sklearn bundle (a pickle).")
 @click.option("--progress/--no-progress", default=True, help="A progress bar on stderr (terminals only).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 def predict(
     bundle: Path,
     source: Path,
@@ -65,6 +67,7 @@ def predict(
     ort_threads: int,
     allow_pickle: bool,
     progress: bool,
+    as_json: bool,
 ) -> None:
     """Score the table INPUT with the bundle version BUNDLE (a <name>/<version> directory).
 
@@ -100,6 +103,10 @@ def predict(
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+    if as_json:
+        counts = {"rows": report.rows, "scored": report.scored, "refused": report.refused}
+        click.echo(json.dumps(counts | {"output": str(target)}))
+        return
     refused = f", {report.refused} refused (see the error column)" if report.refused else ""
     click.echo(f"bundle predict: {report.scored} of {report.rows} rows scored{refused} -> {target}", err=True)
 
@@ -111,7 +118,8 @@ def predict(
     "--s3-endpoint-url", envvar="BUNDLEGATE_S3_ENDPOINT_URL", default=None,
     help="An S3-compatible endpoint instead of AWS (BUNDLEGATE_S3_ENDPOINT_URL).",
 )  # fmt: skip
-def push(bundle: Path, url: str, s3_endpoint_url: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the version's URL as one JSON object.")
+def push(bundle: Path, url: str, s3_endpoint_url: str | None, as_json: bool) -> None:
     """Upload the bundle version BUNDLE to the object-storage repository URL (s3://bucket/prefix).
 
     The files go first and bundle.json last, so a gateway serving URL never sees a partial version.
@@ -121,4 +129,7 @@ def push(bundle: Path, url: str, s3_endpoint_url: str | None) -> None:
     from bundlegate.objectstore import push_bundle
 
     where = push_bundle(bundle, url, endpoint_url=s3_endpoint_url)
-    click.echo(f"bundle push: {where}", err=True)
+    if as_json:
+        click.echo(json.dumps({"url": where}))
+    else:
+        click.echo(f"bundle push: {where}", err=True)
