@@ -58,7 +58,8 @@ def _manifest(name: str, version: int, files: dict[str, bytes], **fields: Any) -
 
 
 @cache
-def iris_model(string_classes: bool = True) -> Built:
+def iris_model(string_classes: bool = True, c: float = 1.0) -> Built:
+    """Logistic regression on iris; another ``c`` (regularisation) answers some rows differently."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.datasets import load_iris
@@ -67,7 +68,7 @@ def iris_model(string_classes: bool = True) -> Built:
     data = load_iris()
     X = data.data
     y = data.target_names[data.target] if string_classes else data.target
-    clf = LogisticRegression(max_iter=500).fit(X, y)
+    clf = LogisticRegression(max_iter=500, C=c).fit(X, y)
     onx = convert_sklearn(
         clf,
         initial_types=[("input", FloatTensorType([None, 4]))],

@@ -44,6 +44,7 @@ ALL_OPTIONS: dict[str, Any] = {
         "port": 9090,
         "logLevel": "debug",
         "accessLog": False,
+        "drainDelaySeconds": 2,
         "drainTimeoutSeconds": 30,
         "reloadIntervalSeconds": 60,
         "ortThreads": 2,
@@ -315,10 +316,11 @@ def test_shutdown_fits_in_the_grace_period(values_name: str) -> None:
     docs = documents(VALUE_SETS[values_name])
     pod = the(docs, "Deployment")["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    delay = int(env_of(container)["BUNDLEGATE_DRAIN_DELAY_S"])
     drain = int(env_of(container)["BUNDLEGATE_DRAIN_TIMEOUT_S"])
-    assert pre_stop > 0
-    assert pre_stop + drain < pod["terminationGracePeriodSeconds"]
+    assert pre_stop + delay > 0  # load balancers get time to notice before the listener closes
+    assert pre_stop + delay + drain < pod["terminationGracePeriodSeconds"]
 
 
 def test_a_drain_longer_than_the_grace_period_is_refused() -> None:

@@ -94,7 +94,7 @@ async def test_every_version_loads_and_a_corrupted_bundle_fails_alone(registry: 
     assert await _predict(registry, "iris") == "setosa"
     assert registry.get("iris").version == 2
     assert registry.get("iris", 1).version == 1
-    assert registry.state_counts() == {"loading": 0, "loaded": 3, "failed": 1, "unloaded": 0}
+    assert registry.state_counts() == {"loading": 0, "loaded": 3, "failed": 1, "unloaded": 0, "available": 0}
 
 
 async def test_unknown_and_unready_models(registry: ModelRegistry) -> None:

@@ -39,6 +39,8 @@ No module below the HTTP layer knows a status code; the statuses below are what 
     └── Unavailable                 the server cannot answer now (HTTP 5xx); ``retry_after``
         ├── Overloaded              queue full or draining                    code: overloaded      (503)
         ├── ModelNotReady           model loading or failed                   code: model_not_ready (503)
+        │   └── NotResident         a version on disk but not in memory (``--lazy``, evicted): the
+        │                           HTTP layer loads it and retries; 503 only if it escapes
         └── DeadlineExceeded        inference deadline passed                 code: deadline_exceeded (504)
 """
 
@@ -238,6 +240,13 @@ class Overloaded(Unavailable):
 
 class ModelNotReady(Unavailable):
     code = "model_not_ready"
+
+
+class NotResident(ModelNotReady):
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(f"model {name!r} version {version} is not loaded", retry_after=1.0)
+        self.name = name
+        self.version = version
 
 
 class DeadlineExceeded(Unavailable):

@@ -47,6 +47,7 @@ from prometheus_client import (
 )
 
 from bundlegate.errors import BundlegateError
+from bundlegate.rollout_metrics import RolloutMetrics
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNKNOWN = "-"
@@ -219,6 +220,7 @@ class GatewayMetrics:
             registry=registry,
             multiprocess_mode=gauge_mode,
         )
+        self.rollout = RolloutMetrics(registry)  # the registry's events: shadow, loads, memory
         self._error_reasons = _error_codes()
         self._known_models: set[str] = set()
         self._known_versions: set[tuple[str, str]] = set()

@@ -59,8 +59,13 @@ class Settings:
     request_timeout_ms: int = 10_000
     # lifecycle
     reload_interval_s: float = 0.0
+    drain_delay_s: float = 0.0
     drain_timeout_s: float = 20.0
     ort_threads: int = 1
+    # rollout: loading on demand, a memory budget, readiness
+    lazy: bool = False
+    memory_budget_mb: int = 0  # 0 = no budget
+    require_models: str = ""  # comma-separated names /readyz waits for
     # TLS (both files or neither) and browsers: origins allowed by CORS, comma-separated, "*" for any
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
@@ -107,6 +112,11 @@ class Settings:
     def batch_max_delay_s(self) -> float:
         return self.batch_max_delay_ms / 1000.0
 
+    @property
+    def required_models(self) -> tuple[str, ...]:
+        """``require_models`` as names (empty: at least one model, when the repository has bundles)."""
+        return tuple(n.strip() for n in self.require_models.split(",") if n.strip())
+
 
 def env_name(field_name: str) -> str:
     """The environment variable of a setting: ``port`` → ``BUNDLEGATE_PORT``."""
@@ -151,8 +161,24 @@ FLAGS: tuple[Flag, ...] = (
     Flag("queue_max_rows", "--queue-max-rows", "Rows waiting per model version, then 503 (default 20000)."),
     Flag("request_timeout_ms", "--request-timeout-ms", "Inference deadline, then 504 (default 10000)."),
     Flag("reload_interval_s", "--reload-interval-s", "Re-scan the repository every N seconds (0 = off)."),
+    Flag(
+        "drain_delay_s",
+        "--drain-delay-s",
+        "After SIGTERM, /readyz answers 503 and the listener keeps accepting this long (default 0).",
+    ),
     Flag("drain_timeout_s", "--drain-timeout-s", "Longest wait for in-flight work at shutdown (default 20)."),
     Flag("ort_threads", "--ort-threads", "onnxruntime intra-op threads per session (default 1)."),
+    Flag("lazy", "--lazy", "Load a model version on its first request instead of at startup."),
+    Flag(
+        "memory_budget_mb",
+        "--memory-budget-mb",
+        "Evict least recently used unpinned versions above this many MB of bundles (0 = off).",
+    ),
+    Flag(
+        "require_models",
+        "--require-models",
+        "Comma-separated models /readyz waits for (default: any one, when there are bundles).",
+    ),
     Flag("ssl_certfile", "--ssl-certfile", "TLS certificate, PEM (with --ssl-keyfile; default: plain HTTP)."),
     Flag("ssl_keyfile", "--ssl-keyfile", "TLS private key, PEM (with --ssl-certfile)."),
     Flag("cors_origins", "--cors-origins", "Origins browsers may call from, comma-separated; * any (off)."),
@@ -181,10 +207,13 @@ _INTS = frozenset(
         "queue_max_rows",
         "request_timeout_ms",
         "ort_threads",
+        "memory_budget_mb",
     }
 )
-_FLOATS = frozenset({"rate_limit_rps", "batch_max_delay_ms", "reload_interval_s", "drain_timeout_s"})
-_BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log"})
+_FLOATS = frozenset(
+    {"rate_limit_rps", "batch_max_delay_ms", "reload_interval_s", "drain_delay_s", "drain_timeout_s"}
+)
+_BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log", "lazy"})
 _PATHS = frozenset({"repository"})
 _OPTIONAL_PATHS = frozenset({"keys_file", "ssl_certfile", "ssl_keyfile", "cache_dir"})
 
@@ -202,7 +231,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "queue_max_rows": (1, 100_000_000),
     "request_timeout_ms": (1, 3_600_000),
     "reload_interval_s": (0, 86_400),
+    "drain_delay_s": (0, 3600),
     "drain_timeout_s": (0, 3600),
+    "memory_budget_mb": (0, 2**30),
     "ort_threads": (0, 1024),
 }
 

@@ -69,8 +69,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Fail the render when the shutdown sequence cannot finish inside the grace period. */}}
 {{- define "bundlegate.checkGracePeriod" -}}
-{{- $needed := add .Values.lifecycle.preStopSleepSeconds .Values.gateway.drainTimeoutSeconds }}
+{{- $needed := add .Values.lifecycle.preStopSleepSeconds .Values.gateway.drainDelaySeconds .Values.gateway.drainTimeoutSeconds }}
 {{- if ge (int $needed) (int .Values.terminationGracePeriodSeconds) }}
-{{- fail (printf "lifecycle.preStopSleepSeconds (%v) + gateway.drainTimeoutSeconds (%v) must be less than terminationGracePeriodSeconds (%v), or the kubelet kills the gateway mid-drain" .Values.lifecycle.preStopSleepSeconds .Values.gateway.drainTimeoutSeconds .Values.terminationGracePeriodSeconds) }}
+{{- fail (printf "lifecycle.preStopSleepSeconds (%v) + gateway.drainDelaySeconds (%v) + gateway.drainTimeoutSeconds (%v) must be less than terminationGracePeriodSeconds (%v), or the kubelet kills the gateway mid-drain" .Values.lifecycle.preStopSleepSeconds .Values.gateway.drainDelaySeconds .Values.gateway.drainTimeoutSeconds .Values.terminationGracePeriodSeconds) }}
 {{- end }}
 {{- end }}

@@ -13,8 +13,11 @@ it, as in-process tests):
   and one worker's ``/readyz`` says nothing about another's (a worker that took connections while
   loading would answer them ``503 model_not_ready``);
 - with ``reload_interval_s`` the repository is re-scanned on that interval;
-- shutdown (SIGTERM under uvicorn) turns readiness false, answers new predictions 503, waits up to
-  ``drain_timeout_s`` for requests in flight and the batching queues, then returns.
+- SIGTERM under ``server.lifecycle.GatewayServer`` first calls ``stop_requested``: ``/readyz`` 503 at
+  once while requests are still answered for ``drain_delay_s``; then uvicorn closes the listener
+  and the shutdown turns readiness false, answers new predictions 503, waits up to
+  ``drain_timeout_s`` for requests in flight and the batching queues, then returns;
+- SIGHUP (the same server) calls ``rescan``: the repository and the keys file are read again.
 
 No import-time side effects: settings, registry, metrics and keys are built here and passed down.
 """
@@ -136,6 +139,28 @@ class Gateway:
             else "on the event loop (this process may use one CPU)",
         )
 
+    async def rescan(self) -> None:
+        """SIGHUP: re-scan the repository and re-read the keys file now."""
+        store = self.ctx.auth.store
+        if store is not None:
+            store.reload_if_changed()
+        try:
+            report = await self.ctx.registry.reload()
+        except Exception:
+            logger.exception("re-scanning the model repository failed")
+            return
+        ops.refresh_model_gauges(self.ctx)
+        logger.info(
+            "repository re-scanned: %d added, %d removed, %d failed",
+            len(report.added),
+            len(report.removed),
+            len(report.failed),
+        )
+
+    def stop_requested(self) -> None:
+        """SIGTERM with ``--drain-delay-s``: unready at once, still serving until the listener closes."""
+        self.state.stopping = True
+
     async def _reload_periodically(self) -> None:
         interval = self.settings.reload_interval_s
         await self.loaded()
@@ -229,6 +254,11 @@ def create_app(
             )
             repo, sync = mirror.local, mirror.sync
         registry = ModelRegistry(
-            repo, settings, metrics.observer_for, on_loaded=metrics.model_loaded, sync=sync
+            repo,
+            settings,
+            metrics.observer_for,
+            on_loaded=metrics.model_loaded,
+            events=metrics.rollout,
+            sync=sync,
         )
     return Gateway(GatewayContext(settings, registry, metrics, auth), listen_after_load=listen_after_load)

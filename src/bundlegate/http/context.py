@@ -22,8 +22,10 @@ JSON_CONTENT_TYPE = b"application/json"
 
 @dataclass(slots=True)
 class GatewayState:
-    """Lifecycle of one gateway process: draining after SIGTERM, requests in flight."""
+    """Lifecycle of one gateway process: stopping (unready, still serving: ``--drain-delay-s``) and
+    draining after SIGTERM, requests in flight."""
 
+    stopping: bool = False
     draining: bool = False
     in_flight: int = 0
     loader: asyncio.Task[None] | None = None

@@ -14,7 +14,7 @@ from typing import Any
 from bundlegate.errors import BundlegateError
 from bundlegate.manifest import Manifest
 from bundlegate.registry import ModelRegistry
-from bundlegate.status import ModelStatus
+from bundlegate.status import MISSING_ON_DISK, ModelStatus
 
 
 def status_of(registry: ModelRegistry, name: str) -> ModelStatus | None:
@@ -43,8 +43,16 @@ def model_summary(status: ModelStatus, repo: Path) -> dict[str, Any]:
         entry: dict[str, Any] = {"version": v.version, "state": v.state}
         if v.error:
             entry["error"] = public_error(v.error, repo)
+        if v.missing:
+            entry["warning"] = MISSING_ON_DISK
         versions.append(entry)
     summary: dict[str, Any] = {"name": status.name, "default_version": status.default, "versions": versions}
+    if status.aliases:
+        summary["aliases"] = status.aliases
+    if status.traffic:
+        summary["traffic"] = {str(v): w for v, w in status.traffic.items()}
+    if status.shadow is not None:
+        summary["shadow_version"] = status.shadow
     if status.error:
         summary["error"] = public_error(status.error, repo)
     return summary

@@ -119,10 +119,12 @@ def _template_paths() -> dict[str, Any]:
     answer = {"type": "object", "required": ["model", "version", "request_id"]}
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    alias = {"name": "alias", "in": "path", "required": True, "schema": {"type": "string"}}
     paths: dict[str, Any] = {}
     for base, params in (
         ("/v1/models/{name}", [name]),
         ("/v1/models/{name}/versions/{version}", [name, version]),
+        ("/v1/models/{name}/aliases/{alias}", [name, alias]),  # serving.json's aliases
     ):
         paths[base + "/predict"] = {
             "parameters": params,

@@ -20,7 +20,7 @@ import orjson
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bundlegate.errors import ModelNotReady, NotFound, Overloaded, Unauthenticated
+from bundlegate.errors import ModelNotReady, NotFound, NotResident, Overloaded, Unauthenticated
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
 from bundlegate.http.body import (
     check_content_type,
@@ -32,16 +32,18 @@ from bundlegate.http.body import (
 from bundlegate.http.context import GatewayContext, Reply, RequestInfo
 from bundlegate.keys import KeyRecord
 from bundlegate.registry import LoadedVersion
+from bundlegate.shadow import ShadowRoute
 
 Handler = Callable[["Call"], Awaitable[Reply]]
 
 _MAX_VERSION_DIGITS = 9
+_LOAD_ROUNDS = 4  # handler runs after loading what it found not resident (see _Endpoint)
 
 
 class Call:
     """One request as an endpoint sees it."""
 
-    __slots__ = ("_body", "ctx", "info", "key", "receive", "scope")
+    __slots__ = ("_body", "ctx", "info", "key", "receive", "scope", "shadow")
 
     def __init__(self, ctx: GatewayContext, scope: Scope, receive: Receive, info: RequestInfo) -> None:
         self.ctx = ctx
@@ -50,6 +52,7 @@ class Call:
         self.info = info
         self.key: KeyRecord | None = None
         self._body: bytes | None = None
+        self.shadow: ShadowRoute | None = None  # set by model() when the default route is shadowed
 
     @property
     def params(self) -> dict[str, str]:
@@ -74,13 +77,18 @@ class Call:
         """The loaded version answering for ``name`` (and ``version``, when pinned). Authenticates
         first. Unknown model, unknown version and a model the key may not see all raise the same
         ``NotFound``; a loading or failed model ``ModelNotReady`` (so is any allowed name before the
-        first load has finished); a draining server ``Overloaded``."""
+        first load has finished); a draining server ``Overloaded``. The default route of a model whose
+        serving.json splits or shadows it goes through ``registry.route`` (``X-Routing-Key``)."""
         key = self.key or self.authenticate()
         check_model_access(key, name)
         if self.ctx.state.draining:
             raise Overloaded("the server is shutting down; retry on another instance", retry_after=1)
+        registry = self.ctx.registry
         try:
-            loaded = self.ctx.registry.get(name, parse_version(version))
+            if version is None and name in registry.rollouts:
+                loaded, self.shadow = registry.route(name, self.header(b"x-routing-key"))
+            else:
+                loaded = registry.get(name, parse_version(version))
         except NotFound:
             if not self.ctx.state.loading_done:  # the repository may not even be scanned yet
                 raise ModelNotReady("models are still loading", retry_after=1) from None
@@ -157,7 +165,27 @@ class _Endpoint:
         info: RequestInfo = scope["bundlegate"]
         info.route = self.path
         info.endpoint = self.name
-        info.reply = await self.handler(Call(self.ctx, scope, receive, info))
+        call = Call(self.ctx, scope, receive, info)
+        try:
+            info.reply = await self.handler(call)
+        except NotResident as exc:  # --lazy or evicted: load it (one load per version), then answer
+            info.reply = await self._after_loading(call, exc)
+
+    async def _after_loading(self, call: Call, missing: NotResident) -> Reply:
+        """Load the version the handler needs and run it again; a split route may pick another
+        version that is not resident either, so a few rounds (a 503 if it still is not)."""
+        rounds = _LOAD_ROUNDS
+        while True:
+            await self.ctx.registry.make_resident(missing.name, missing.version)
+            rounds -= 1
+            retry = Call(self.ctx, call.scope, call.receive, call.info)
+            retry.key = call.key  # authenticated (and counted by the rate limiter) once
+            try:
+                return await self.handler(retry)
+            except NotResident as exc:
+                if not rounds:
+                    raise
+                missing = exc
 
 
 class HotRoutes:

@@ -23,10 +23,10 @@ from bundlegate.settings import Settings
 
 def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT (blocking); the process's exit code."""
-    import uvicorn
-
     if settings.workers == 1:
-        server = uvicorn.Server(uvicorn_config(settings))
+        from bundlegate.server.lifecycle import GatewayServer
+
+        server = GatewayServer(uvicorn_config(settings))
         server.run()
         return 0 if server.started else STARTUP_FAILURE
     from bundlegate.metrics import prepare_multiprocess_dir

@@ -64,11 +64,11 @@ def bound_socket(host: str, port: int) -> socket.socket:
 def worker_main(settings: Settings, ready: Event) -> None:
     """One worker (in a spawned process): the gateway under uvicorn on its own socket, listening once
     its bundles are loaded; ``ready`` is set then."""
-    import uvicorn
+    from bundlegate.server.lifecycle import GatewayServer
 
     server = None
     try:
-        server = uvicorn.Server(uvicorn_config(settings, worker=True))
+        server = GatewayServer(uvicorn_config(settings, worker=True))
         threading.Thread(target=_report_ready, args=(server, ready), daemon=True).start()
         server.run(sockets=[bound_socket(settings.host, settings.port)])
     except Exception:  # uvicorn itself exits 3 for an app that does not import or start
@@ -96,7 +96,7 @@ class Workers:
 
     def __init__(self, settings: Settings) -> None:
         self.count = settings.workers
-        self.stop_timeout_s = settings.drain_timeout_s + STOP_MARGIN_S
+        self.stop_timeout_s = settings.drain_delay_s + settings.drain_timeout_s + STOP_MARGIN_S
         self.reservation = bound_socket(settings.host, settings.port)  # an address in use fails here, once
         self.port: int = self.reservation.getsockname()[1]  # port 0: the one the kernel chose
         self.settings = settings.replace(port=self.port)

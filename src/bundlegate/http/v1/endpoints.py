@@ -3,6 +3,7 @@
     POST /v1/models/{name}/predict                      one record → prediction (+ probabilities)
     POST /v1/models/{name}/predict/batch                records, columns or positional rows
     POST /v1/models/{name}/versions/{version}/predict[/batch]   the same, pinned to a version
+    POST /v1/models/{name}/aliases/{alias}/predict[/batch]      the version serving.json names
     GET  /v1/models                                     the models this key may see, their versions
     GET  /v1/models/{name}                              schema, outputs, versions (never file paths)
 
@@ -24,8 +25,12 @@ from bundlegate.registry import LoadedVersion
 
 
 async def _run(call: Call, loaded: LoadedVersion, batch: bool) -> Reply:
-    feed = codec.decode(await call.json_body(), loaded.schema, batch, call.ctx.settings)
+    body = await call.json_body()
+    settings = call.ctx.settings
+    feed = codec.decode(body, loaded.schema, batch, settings)
     prediction = await loaded.queue.submit(feed, call.deadline())
+    if call.shadow is not None:  # a copy for the shadow version, scored after this answer
+        call.shadow.offer(lambda schema: codec.decode(body, schema, batch, settings), prediction)
     return Reply(200, codec.encode(call.info, loaded.answers, prediction, batch))
 
 
@@ -37,6 +42,26 @@ async def predict(call: Call) -> Reply:
 async def predict_batch(call: Call) -> Reply:
     params = call.params
     return await _run(call, call.model(params["name"], params.get("version")), batch=True)
+
+
+def _aliased(call: Call) -> LoadedVersion:
+    """The version an alias names: authenticated, and 404 alike for a hidden model or an unknown alias."""
+    params = call.params
+    name = params["name"]
+    check_model_access(call.authenticate(), name)
+    try:
+        version = call.ctx.registry.policies.alias(name, params["alias"])
+    except NotFound:
+        raise NotFound(NOT_FOUND_MESSAGE) from None
+    return call.model(name, str(version))
+
+
+async def predict_alias(call: Call) -> Reply:
+    return await _run(call, _aliased(call), batch=False)
+
+
+async def predict_alias_batch(call: Call) -> Reply:
+    return await _run(call, _aliased(call), batch=True)
 
 
 async def list_models(call: Call) -> Reply:
@@ -60,11 +85,14 @@ async def describe_model(call: Call) -> Reply:
 def routes(ctx: GatewayContext) -> list[Route]:
     base = "/v1/models/{name}"
     pinned = base + "/versions/{version}"
+    aliased = base + "/aliases/{alias}"
     return [  # the hot routes first: the router tries them in order
         route(ctx, base + "/predict", predict, ["POST"], "v1_predict"),
         route(ctx, base + "/predict/batch", predict_batch, ["POST"], "v1_predict_batch"),
         route(ctx, pinned + "/predict", predict, ["POST"], "v1_predict"),
         route(ctx, pinned + "/predict/batch", predict_batch, ["POST"], "v1_predict_batch"),
+        route(ctx, aliased + "/predict", predict_alias, ["POST"], "v1_predict"),
+        route(ctx, aliased + "/predict/batch", predict_alias_batch, ["POST"], "v1_predict_batch"),
         route(ctx, "/v1/models", list_models, ["GET"], "v1_models"),
         route(ctx, base, describe_model, ["GET"], "v1_model"),
     ]

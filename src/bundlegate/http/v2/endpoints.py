@@ -21,13 +21,14 @@ the gateway's one error body.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.routing import Route
 
 from bundlegate import __version__
-from bundlegate.errors import InvalidInput, MalformedRequest, NotFound, Unavailable, problem
+from bundlegate.errors import InvalidInput, MalformedRequest, ModelNotReady, NotFound, Unavailable, problem
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access, require_admin
 from bundlegate.http.body import parse_json
 from bundlegate.http.context import GatewayContext, Reply
@@ -41,6 +42,7 @@ from bundlegate.http.v2.codec import (
     tensor_metadata,
     value_width,
 )
+from bundlegate.status import ModelStatus
 
 SERVER_NAME = "bundlegate"
 EXTENSIONS = ["model_repository", "binary_tensor_data"]
@@ -159,9 +161,13 @@ async def repository_index(call: Call) -> Reply:
 
 
 async def repository_load(call: Call) -> Reply:
-    name = _admin_model(call)
-    await call.ctx.registry.load(name)
-    return json_reply({})
+    name = _admin_model(call, known=False)  # a model that appeared on disk since the last scan too
+    try:
+        status = await call.ctx.registry.load(name)
+    except NotFound:
+        raise NotFound(NOT_FOUND_MESSAGE) from None
+    call.known_model(name)
+    return json_reply({}) if status.default is not None else _not_loaded(status, call.ctx.registry.repo)
 
 
 async def repository_unload(call: Call) -> Reply:
@@ -170,15 +176,22 @@ async def repository_unload(call: Call) -> Reply:
     return json_reply({})
 
 
-def _admin_model(call: Call) -> str:
+def _admin_model(call: Call, known: bool = True) -> str:
     key = call.authenticate()
     require_admin(key)
     name = call.params["name"]
     check_model_access(key, name)
-    if status_of(call.ctx.registry, name) is None:
-        raise NotFound(NOT_FOUND_MESSAGE)
-    call.known_model(name)
+    if known:
+        if status_of(call.ctx.registry, name) is None:
+            raise NotFound(NOT_FOUND_MESSAGE)
+        call.known_model(name)
     return name
+
+
+def _not_loaded(status: ModelStatus, repo: Path) -> Reply:
+    """The load found the model but no version could be loaded: 503 with the reasons."""
+    reasons = [f"version {v.version}: {public_error(v.error, repo)}" for v in status.versions if v.error]
+    raise ModelNotReady(f"model {status.name!r} did not load: " + "; ".join(reasons)[:300], retry_after=5)
 
 
 def routes(ctx: GatewayContext) -> list[Route]:
