@@ -244,3 +244,66 @@ def write(repo: Path, built: Built) -> Path:
     from bundlegate.bundle import write_bundle
 
     return write_bundle(repo, built.manifest, built.files)
+
+
+@cache
+def slow_model() -> Built:
+    """A regressor ``slow`` whose one input ``n`` sets how long it computes: an ONNX ``Loop`` of ``n``
+    small matrix products (~1 µs each), then it answers ``n`` back. ``n = 0`` answers at once; ``n =
+    1e7`` keeps onnxruntime busy for seconds (a stuck inference)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.full((32, 32), 0.01, dtype=np.float32), "W")
+    start = numpy_helper.from_array(np.ones((1, 32), dtype=np.float32), "v0")
+    zero = numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["v_in", "W"], ["product"]),
+            helper.make_node("Tanh", ["product"], ["v_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "step",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1, 32]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1, 32]),
+        ],
+    )
+    true = helper.make_tensor("true", TensorProto.BOOL, [], [True])
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMax", ["X"], ["most"], keepdims=0),
+            helper.make_node("Cast", ["most"], ["trips"], to=TensorProto.INT64),
+            helper.make_node("Constant", [], ["cond"], value=true),
+            helper.make_node("Loop", ["trips", "cond", "v0"], ["v_final"], body=body),
+            helper.make_node("ReduceSum", ["v_final"], ["total"], keepdims=0),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["X", "nothing"], ["variable"]),
+        ],
+        "slow",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])],
+        initializer=[weights, start, zero],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    # the warm-up's 2000 trips make a call cost ~2 ms: the gateway runs it in its thread pool
+    files = {"model.onnx": model.SerializeToString(), "sample.json": b'[{"n": 0}, {"n": 2000}]'}
+    manifest = _manifest(
+        "slow",
+        1,
+        files,
+        task="regression",
+        source=Source(estimator="onnx.Loop", converter="onnx.helper", opset=17),
+        inputs=[InputSpec(name="n", dtype="float64")],
+        onnx_inputs=[OnnxInput(name="X", dtype="float32", features=["n"])],
+        outputs=Outputs(value=TensorOutput(onnx_name="variable")),
+        sample_file="sample.json",
+    )
+    return Built(manifest, files, None, np.array([[0.0], [10.0]]))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bundlegate.bundle import next_version, read_bundle, scan_repository, write_bundle
+from bundlegate.bundle import read_bundle, write_bundle
 from bundlegate.errors import (
     BundleError,
     BundleExists,
@@ -19,6 +19,7 @@ from bundlegate.errors import (
     UnsafePath,
 )
 from bundlegate.manifest import InputSpec, Manifest, OnnxInput, Outputs, Source, TensorOutput, utc_now
+from bundlegate.repository import next_version, scan_repository
 
 
 def make_manifest(name: str = "price", version: int = 1, **changes: object) -> Manifest:
@@ -44,7 +45,12 @@ FILES = {"model.onnx": b"\x08\x07onnx-bytes", "sample.json": b'{"records": [{"a"
 def test_write_then_read_round_trips_with_digests(tmp_path: Path) -> None:
     path = write_bundle(tmp_path, make_manifest(), FILES)
     assert path == tmp_path / "price" / "1"
-    assert sorted(p.name for p in path.iterdir()) == ["bundle.json", "model.onnx", "sample.json"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "bundle.json",
+        "bundle.json.sha256",
+        "model.onnx",
+        "sample.json",
+    ]
     bundle = read_bundle(path)
     assert bundle.manifest.name == "price"
     assert {f.name: f.size for f in bundle.manifest.files} == {"model.onnx": 12, "sample.json": 25}

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
+from bundlegate.bundle import manifest_digest
 from bundlegate.cli import cli
 from packer_zoo import IRIS_FEATURES, iris, mixed
 
@@ -269,6 +270,7 @@ def _rewrite(path: Path, name: str, doc: Any) -> None:
         if f["name"] == name:
             f["size"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
     (path / "bundle.json").write_text(json.dumps(manifest))
+    (path / "bundle.json.sha256").write_bytes(manifest_digest((path / "bundle.json").read_bytes()))
 
 
 def test_verify_notices_answers_that_changed(repo: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -284,9 +285,11 @@ def test_port_and_settings_are_what_the_gateway_reads(values_name: str) -> None:
     values = VALUE_SETS[values_name]
     docs = documents(values)
     container = gateway_container(docs)
-    (port,) = container["ports"]
+    port, metrics_port = container["ports"]
     expected_port = values.get("gateway", {}).get("port", gateway_default_port())
     assert port == {"name": "http", "containerPort": expected_port, "protocol": "TCP"}
+    expected_metrics_port = values.get("metrics", {}).get("port", 9464)
+    assert metrics_port == {"name": "metrics", "containerPort": expected_metrics_port, "protocol": "TCP"}
 
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["port"] == "http"
@@ -304,10 +307,12 @@ def test_port_and_settings_are_what_the_gateway_reads(values_name: str) -> None:
     # The gateway itself parses and range-checks what the chart sets.
     settings = Settings.from_env(env)
     assert settings.port == expected_port
+    assert settings.metrics_port == expected_metrics_port
+    assert container["args"][container["args"].index("--metrics-port") + 1] == str(expected_metrics_port)
     assert str(settings.repository) == "/bundles"
 
     service = the(docs, "Service")
-    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http", "metrics"]
     assert service["spec"]["selector"] == the(docs, "Deployment")["spec"]["selector"]["matchLabels"]
 
 
@@ -379,18 +384,25 @@ def test_autoscaler_scales_on_cpu_and_requests_per_second() -> None:
 def test_service_monitor_keeps_the_gateways_endpoint_label() -> None:
     docs = documents(ALL_OPTIONS)
     (endpoint,) = the(docs, "ServiceMonitor")["spec"]["endpoints"]
-    assert endpoint["port"] == "http"
+    assert endpoint["port"] == "metrics"
     # The gateway's metrics have an "endpoint" label; honorLabels keeps it from becoming exported_endpoint.
     assert endpoint["honorLabels"] is True
 
 
-def test_network_policy_admits_only_the_gateway_port() -> None:
+def test_network_policy_admits_only_the_gateway_and_metrics_ports() -> None:
     policy = the(documents(ALL_OPTIONS), "NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["egress"] == []
-    (rule,) = policy["ingress"]
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-    assert len(rule["from"]) == 2
+    api, metrics = policy["ingress"]
+    assert api["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert len(api["from"]) == 2
+    assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert "from" not in metrics  # metricsFrom empty: any scraper
+
+
+def test_a_metrics_port_equal_to_the_gateway_port_is_refused() -> None:
+    with pytest.raises(helm.HelmError, match=r"metrics\.port must differ"):
+        render({"gateway": {"port": 9464}})
 
 
 def test_dashboard_configmap_carries_the_dashboard_file() -> None:
@@ -423,8 +435,11 @@ async def test_probes_and_metrics_paths_are_what_the_gateway_answers(tmp_path: P
     keys_file = tmp_path / "keys.json"
     keys_file.write_text(the(docs, "Secret")["stringData"]["keys.json"])
     (tmp_path / "bundles").mkdir()
+    with socket.socket() as s:  # the chart's metrics port may be taken here: a free one, same listener
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
     settings = Settings.from_env(env_of(container)).replace(
-        repository=tmp_path / "bundles", keys_file=keys_file, host="127.0.0.1"
+        repository=tmp_path / "bundles", keys_file=keys_file, host="127.0.0.1", metrics_port=free
     )
     app = create_app(settings, metrics=GatewayMetrics(registry=CollectorRegistry()))
     scrape_paths = {the(documents(ALL_OPTIONS), "ServiceMonitor")["spec"]["endpoints"][0]["path"]}
@@ -441,10 +456,11 @@ async def test_probes_and_metrics_paths_are_what_the_gateway_answers(tmp_path: P
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             response = await client.get(container[probe]["httpGet"]["path"])
             assert response.status_code == 200, (probe, response.text)
-        for path in scrape_paths:
-            response = await client.get(path)
-            assert response.status_code == 200
-            assert "bundlegate_models{" in response.text
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free}") as scraper:
+            for path in scrape_paths:
+                response = await scraper.get(path)
+                assert response.status_code == 200
+                assert "bundlegate_models{" in response.text
         await app.shutdown()
         assert (await client.get(readiness)).status_code == 503
         assert (await client.get(liveness)).status_code == 200

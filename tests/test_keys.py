@@ -340,6 +340,19 @@ def test_presented_key(headers: list[tuple[bytes, bytes]], expected: str | None)
     assert presented_key(headers) == expected
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"authorization", b"Bearer bg_abc"), (b"authorization", b"Bearer bg_abc")],
+        [(b"authorization", b"Bearer bg_abc"), (b"authorization", b"Basic dXNlcjpwYXNz")],
+        [(b"x-api-key", b"bg_abc"), (b"host", b"h"), (b"x-api-key", b"bg_other")],
+    ],
+)
+def test_a_credential_header_given_twice_is_refused(headers: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(Unauthenticated, match="more than one"):
+        presented_key(headers)
+
+
 def test_auth_from_headers_and_never_from_the_query_string(keys_file: Path) -> None:
     key = create_key(keys_file, "web", ["churn*"])
     auth = ApiKeyAuth(KeyStore(keys_file))

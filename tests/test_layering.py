@@ -53,6 +53,10 @@ FORBIDDEN: dict[str, set[str]] = {
     "client/errors": ML | ORT | PROM | {"starlette", "uvicorn", "numpy", "pydantic"},
     "client/answers": ML | ORT | PROM | {"starlette", "uvicorn", "numpy", "pydantic"},
     "sklearn_model": WEB | ORT | PROM | {"skl2onnx", "onnx"},
+    "admission": WEB | ML | ORT | PROM,
+    # runs as a script with no site-packages (python -I -S): the standard library only
+    "onnx_check": WEB | ML | ORT | PROM | {"numpy", "pydantic", "bundlegate"},
+    "signing": WEB | ML | ORT | PROM | {"numpy"},
     "objectstore": WEB | ML | ORT | PROM | {"numpy"},
     "tables": WEB | (ML - {"pandas"}) | ORT | PROM,
     "offline": WEB | {"sklearn", "skl2onnx", "onnx", "joblib"} | PROM,

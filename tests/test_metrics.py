@@ -178,6 +178,9 @@ def test_endpoints_codes_and_reasons_are_closed_sets(metrics: GatewayMetrics) ->
         "queue_full",
         "draining",
         "rate_limited",
+        "request_timeout",
+        "headers_too_large",
+        "uri_too_long",
         "model_not_ready",
         "deadline_exceeded",
     }

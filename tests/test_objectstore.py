@@ -17,10 +17,11 @@ import pytest
 from click.testing import CliRunner
 
 import bundle_factory as bf
-from bundlegate.bundle import read_bundle, scan_repository
+from bundlegate.bundle import read_bundle
 from bundlegate.cli import cli
 from bundlegate.keys import create_key
 from bundlegate.objectstore import RepositoryMirror, open_store, push_bundle
+from bundlegate.repository import scan_repository
 from bundlegate.settings import Settings
 from s3_server import SECRET, S3Server, running_s3
 
@@ -289,3 +290,21 @@ async def test_a_restart_while_the_store_is_down_serves_the_cache(
             assert (await client.get("/readyz")).status_code == 200
     finally:
         await app.shutdown()
+
+
+def test_a_signed_version_keeps_its_signature_through_the_store(
+    s3: S3Server, local: Path, tmp_path: Path
+) -> None:
+    from bundlegate.signing import create_signing_key, read_trusted_keys, sign_bundle
+
+    signed = tmp_path / "signed" / "iris" / "1"
+    signed.mkdir(parents=True)
+    for f in (local / "iris" / "1").iterdir():
+        signed.joinpath(f.name).write_bytes(f.read_bytes())
+    trusted = tmp_path / "trusted.txt"
+    trusted.write_text(create_signing_key(tmp_path / "signing.pem") + "\n")
+    sign_bundle(signed, tmp_path / "signing.pem")
+    push(s3, signed)
+    mirror = RepositoryMirror(URL, tmp_path / "cache", endpoint_url=s3.endpoint)
+    assert mirror.sync().added == [("iris", 1)]
+    read_bundle(mirror.local / "iris" / "1", verify=True, trusted_keys=read_trusted_keys(trusted))

@@ -10,8 +10,9 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from bundlegate.bundle import read_bundle, scan_repository
+from bundlegate.bundle import read_bundle
 from bundlegate.decoding import CompiledSchema
+from bundlegate.repository import scan_repository
 from bundlegate.runtime import load_model
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "bundles"

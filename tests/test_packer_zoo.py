@@ -122,7 +122,10 @@ async def _served(repo: Path, tmp_path: Path, m: Manifest, records: list[dict[st
     """The gateway's answer to ``records`` (one batch request over HTTP, in-process)."""
     keys = tmp_path / "keys.json"
     key = create_key(keys, "zoo", ["*"])
-    settings = Settings(repository=repo, keys_file=keys, access_log=False, allow_pickle=True)
+    # skl2onnx converts text pipelines with onnxruntime's own com.microsoft operators
+    settings = Settings(
+        repository=repo, keys_file=keys, access_log=False, allow_pickle=True, onnx_domains="com.microsoft"
+    )
     app = create_app(settings, metrics=GatewayMetrics(CollectorRegistry()))
     await app.startup()
     try:

@@ -123,3 +123,35 @@ def test_serve_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert (s.port, s.workers, s.access_log, s.request_max_rows) == (9001, 3, False, 7)
     assert s.repository == Path("from-env")
     assert s.batch_max_rows == Settings().batch_max_rows  # neither given: the default
+
+
+def test_hardening_settings_have_defaults_and_read_the_environment() -> None:
+    s = Settings()
+    assert (s.max_header_bytes, s.max_headers, s.head_timeout_s, s.body_timeout_s) == (32768, 100, 10, 60)
+    assert (s.metrics_port, s.trusted_keys, s.onnx_domains) == (None, None, "")
+    assert (s.max_model_bytes, s.max_tracebacks_per_minute) == (1024**3, 10)
+    t = Settings.from_env(
+        {
+            "BUNDLEGATE_MAX_HEADER_BYTES": "8192",
+            "BUNDLEGATE_MAX_HEADERS": "20",
+            "BUNDLEGATE_HEAD_TIMEOUT_S": "2.5",
+            "BUNDLEGATE_BODY_TIMEOUT_S": "30",
+            "BUNDLEGATE_METRICS_PORT": "9090",
+            "BUNDLEGATE_TRUSTED_KEYS": "/etc/trusted.keys",
+            "BUNDLEGATE_ONNX_DOMAINS": "com.microsoft, ",
+            "BUNDLEGATE_MAX_MODEL_BYTES": "1_000_000",
+            "BUNDLEGATE_MAX_TRACEBACKS_PER_MINUTE": "0",
+        }
+    )
+    assert (t.max_header_bytes, t.max_headers, t.head_timeout_s, t.body_timeout_s) == (8192, 20, 2.5, 30)
+    assert (t.metrics_port, t.trusted_keys, t.extra_onnx_domains) == (
+        9090,
+        Path("/etc/trusted.keys"),
+        ("com.microsoft",),
+    )
+    assert (t.max_model_bytes, t.max_tracebacks_per_minute) == (1_000_000, 0)
+    assert Settings.from_env({"BUNDLEGATE_METRICS_PORT": ""}).metrics_port is None
+    with pytest.raises(InvalidSetting, match="BUNDLEGATE_METRICS_PORT"):
+        Settings.from_env({"BUNDLEGATE_METRICS_PORT": "70000"})
+    with pytest.raises(InvalidSetting, match="BUNDLEGATE_HEAD_TIMEOUT_S"):
+        Settings.from_env({"BUNDLEGATE_HEAD_TIMEOUT_S": "0"})

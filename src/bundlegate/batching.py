@@ -22,7 +22,8 @@ company that is not coming:
 
 Limits: a full queue (``max_queue_rows`` rows waiting) or a draining queue raises ``Overloaded`` at
 once; a request whose ``deadline`` (a ``time.monotonic()`` value) passes while it waits raises
-``DeadlineExceeded`` and is dropped before its batch runs.
+``DeadlineExceeded`` and is dropped before its batch runs; a batch in the thread pool is stopped at its
+first deadline (``OnnxModel.stoppable``) and its other requests run again without the late one.
 
 Where ``predict`` runs: a batch whose estimated inference time (learnt from recent calls, seeded by
 the warm-up, ``estimate_s``) is at most ``inline_max_s`` runs inline on the event loop, where a
@@ -82,6 +83,11 @@ class _NoObserver:
 async def run_blocking(executor: Executor | None, fn: Callable[..., T], *args: object) -> T:
     """The one way blocking work leaves the event loop: ``fn(*args)`` in ``executor``'s threads."""
     return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+
+def _timed(predict: Callable[[Feed], Prediction], feed: Feed) -> tuple[Prediction, float]:
+    started = time.monotonic()
+    return predict(feed), time.monotonic() - started
 
 
 @dataclass(slots=True, eq=False)
@@ -288,7 +294,16 @@ class BatchQueue:
             if not self.run_in_threads or self.estimate_s(feed.n_rows) <= self.inline_max_s:
                 prediction, inference_s = self._timed_predict(feed)
             else:
-                prediction, inference_s = await run_blocking(self.executor, self._timed_predict, feed)
+                prediction, inference_s = await self._run_in_thread(feed, batch)
+        except DeadlineExceeded as exc:  # stopped at the batch's first deadline: the others run again
+            now = time.monotonic()
+            rest = [r for r in batch if r.deadline is None or r.deadline > now]
+            for request in batch:
+                if not request.future.done() and request not in rest:
+                    request.future.set_exception(exc)
+            if rest and len(rest) < len(batch):
+                await self._run(rest)
+            return
         except BaseException as exc:
             if isinstance(exc, Exception) and len(batch) > 1:
                 # one request's rows may be what the model refused: each alone, so only it fails
@@ -304,6 +319,19 @@ class BatchQueue:
             return
         self.record_inference(feed.n_rows, inference_s)
         self._answer(batch, prediction, started - batch[0].enqueued, inference_s)
+
+    async def _run_in_thread(self, feed: Feed, batch: list[_Request]) -> tuple[Prediction, float]:
+        """``predict`` in the thread pool, stopped at the batch's first deadline if the model can."""
+        stoppable = getattr(self.model, "stoppable", None)
+        deadlines = [r.deadline for r in batch if r.deadline is not None]
+        if stoppable is None or not deadlines:
+            return await run_blocking(self.executor, self._timed_predict, feed)
+        run = stoppable()
+        timer = asyncio.get_running_loop().call_later(min(deadlines) - time.monotonic(), run.stop)
+        try:
+            return await run_blocking(self.executor, _timed, run.predict, feed)
+        finally:
+            timer.cancel()
 
     def _end_of_iteration(self) -> None:
         """How many cheap requests ran alone in the loop iteration that just ended (step 0)."""

@@ -1,24 +1,27 @@
-"""Bundle directories on disk: reading with digest verification, atomic writing, listing a repository.
+"""Bundle directories on disk: reading with digest verification, atomic writing (listing a repository
+is ``bundlegate.repository``).
 
 A bundle is ``<repository>/<name>/<version>/`` holding ``bundle.json`` and the plain files it lists
 (DESIGN.md §2, §6). This module knows nothing of HTTP, onnxruntime or sklearn::
 
     bundle = read_bundle(Path("bundles/credit/3"))          # Bundle(path, manifest); verified
     path = write_bundle(Path("bundles"), manifest, {"model.onnx": data, "sample.json": rows})
-    refs = scan_repository(Path("bundles"))                  # [BundleRef(name, version, path), ...]
-    next_version(Path("bundles"), "credit")                  # max + 1, or 1
 
-Reading refuses (``UnsafePath``) symlinks, directories and any file in the bundle directory that
-``files`` does not list, and (``DigestMismatch``) a listed file that is missing or whose size or sha256
-differs. File names come from the manifest only after they pass ``manifest.valid_file_name`` (no
-directories, no ``..``, no leading dot), so a name never escapes the bundle directory. ONNX external data
-needs extra files next to the model, which this check already refuses; the runtime also refuses external
-data references inside the model.
+Reading refuses (``UnsafePath``) symlinks, hard-linked files (another name elsewhere could change
+them), directories and any file in the bundle directory that ``files`` does not list;
+(``DigestMismatch``) a listed file that is missing or whose size or sha256 differs, and a
+``bundle.json`` that does not match the digest stored beside it (``bundle.json.sha256``, written with
+it); (``BundleError``) a file larger than ``max_file_bytes``. With ``trusted_keys`` the manifest must
+also carry a valid ed25519 signature by one of them (``bundle.json.sig``, ``bundlegate.signing``),
+which covers every file through the manifest's digests. File names come from the manifest only
+after they pass ``manifest.valid_file_name`` (no directories, no ``..``, no leading dot), so a name
+never escapes the bundle directory. ONNX external data needs extra files next to the model, which
+this check already refuses; the runtime also refuses external data references inside the model.
 
 Writing is atomic: the files go into a hidden temporary directory next to the final one (same
-filesystem), each is fsynced, ``bundle.json`` is written last, then one ``os.rename`` makes the version
-appear complete. On any failure the temporary directory is removed, so a version either exists whole or
-not at all. An existing version is never touched (``BundleExists``).
+filesystem), each is fsynced, ``bundle.json`` and its digest are written last, then one
+``os.rename`` makes the version appear complete. On any failure the temporary directory is removed,
+so a version either exists whole or not at all. An existing version is never touched (``BundleExists``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ from bundlegate.errors import (
     UnsafePath,
 )
 from bundlegate.manifest import MANIFEST_FILE, FileEntry, Manifest, valid_file_name, valid_name
+from bundlegate.signing import SIGNATURE_FILE, TrustedKeys, check_signature
+
+MANIFEST_DIGEST_FILE = MANIFEST_FILE + ".sha256"
+BESIDE_MANIFEST = frozenset({MANIFEST_FILE, MANIFEST_DIGEST_FILE, SIGNATURE_FILE})
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
@@ -73,15 +80,6 @@ class Bundle:
         return data
 
 
-@dataclass(frozen=True, order=True)
-class BundleRef:
-    """A version directory found by ``scan_repository`` (not yet read or verified)."""
-
-    name: str
-    version: int
-    path: Path
-
-
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -96,6 +94,10 @@ def file_entry(name: str, data: bytes) -> FileEntry:
 
 def read_manifest(path: Path) -> Manifest:
     """The manifest of the bundle directory ``path`` (``ManifestError`` when missing or invalid)."""
+    return _parse_manifest(path, _manifest_bytes(path))
+
+
+def _manifest_bytes(path: Path) -> bytes:
     _require_dir(path)
     mpath = path / MANIFEST_FILE
     try:
@@ -108,7 +110,10 @@ def read_manifest(path: Path) -> Manifest:
         raise ManifestError(f"{path}: {MANIFEST_FILE} is not a regular file")
     if st.st_size > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{path}: {MANIFEST_FILE} is larger than {MAX_MANIFEST_BYTES} bytes")
-    raw = _read_regular(mpath)
+    return _read_regular(mpath)
+
+
+def _parse_manifest(path: Path, raw: bytes) -> Manifest:
     try:
         return Manifest.model_validate_json(raw)
     except ValidationError as e:
@@ -123,18 +128,29 @@ def read_manifest(path: Path) -> Manifest:
         ) from None
 
 
-def read_bundle(path: Path, *, verify: bool = True) -> Bundle:
+def read_bundle(
+    path: Path,
+    *,
+    verify: bool = True,
+    max_file_bytes: int | None = None,
+    trusted_keys: TrustedKeys | None = None,
+) -> Bundle:
     """Read the bundle directory ``path``.
 
-    Always checks the directory's shape: a valid manifest, no symlinks or subdirectories, no file that
-    ``files`` does not list, every listed file present, and the model and sample files listed. With
-    ``verify`` (the default) also checks every listed file's size and sha256.
+    Always checks the directory's shape: a valid manifest matching its stored digest, no symlinks,
+    hard links or subdirectories, no file that ``files`` does not list, every listed file present and
+    at most ``max_file_bytes``, and the model and sample files listed. With ``verify`` (the default)
+    also checks every listed file's size and sha256; with ``trusted_keys`` the manifest's signature.
     """
     path = Path(path)
-    manifest = read_manifest(path)
+    raw = _manifest_bytes(path)
+    manifest = _parse_manifest(path, raw)
+    _check_manifest_digest(path, raw)
+    if trusted_keys is not None:
+        check_signature(raw, _read_optional(path / SIGNATURE_FILE), trusted_keys)
     listed = {f.name: f for f in manifest.files}
-    if MANIFEST_FILE in listed:
-        raise ManifestError(f"{path}: {MANIFEST_FILE} must not list itself in files")
+    if BESIDE_MANIFEST & set(listed):
+        raise ManifestError(f"{path}: files must not list {MANIFEST_FILE} or the files beside it")
     for needed in (manifest.model_file, manifest.sample_file, manifest.expected_file):
         if needed is not None and needed not in listed:
             raise ManifestError(f"{path}: {needed} is named in bundle.json but not listed in files")
@@ -142,7 +158,7 @@ def read_bundle(path: Path, *, verify: bool = True) -> Bundle:
     with os.scandir(path) as it:
         entries = list(it)
     for entry in entries:
-        if entry.name == MANIFEST_FILE:
+        if entry.name in BESIDE_MANIFEST:
             continue
         if entry.is_symlink():
             raise UnsafePath(f"{path}: {entry.name[:80]!r} is a symlink; bundles hold plain files only")
@@ -156,11 +172,39 @@ def read_bundle(path: Path, *, verify: bool = True) -> Bundle:
     for name, fe in listed.items():
         if name not in present:
             raise DigestMismatch(f"{path}: {name} is listed in bundle.json but missing")
+        if max_file_bytes is not None and fe.size > max_file_bytes:
+            raise BundleError(
+                f"{path}: {name} is {fe.size} bytes, over the limit of {max_file_bytes} (--max-model-bytes)"
+            )
         if verify:
             size, digest = _hash_file(path / name)
             if size != fe.size or digest != fe.sha256:
                 raise DigestMismatch(f"{path}: {name} does not match its size/sha256 in bundle.json")
     return Bundle(path, manifest)
+
+
+def manifest_digest(raw: bytes) -> bytes:
+    """The content of ``bundle.json.sha256`` for a manifest of bytes ``raw``."""
+    return sha256_hex(raw).encode() + b"\n"
+
+
+def _check_manifest_digest(path: Path, raw: bytes) -> None:
+    stored = _read_optional(path / MANIFEST_DIGEST_FILE)
+    if stored is None:
+        raise DigestMismatch(
+            f"{path}: no {MANIFEST_DIGEST_FILE}: {MANIFEST_FILE} is not covered by a digest "
+            "(bundles written by this version of `bundle pack` have one)"
+        )
+    if stored.strip() != sha256_hex(raw).encode():
+        raise DigestMismatch(f"{path}: {MANIFEST_FILE} does not match {MANIFEST_DIGEST_FILE}; edited?")
+
+
+def _read_optional(path: Path) -> bytes | None:
+    """A small plain file's bytes, None when it does not exist (symlinks and links refused)."""
+    try:
+        return _read_regular(path, missing_ok=True)
+    except FileNotFoundError:
+        return None
 
 
 def _require_dir(path: Path) -> None:
@@ -174,24 +218,31 @@ def _require_dir(path: Path) -> None:
         raise BundleError(f"{path}: not a directory")
 
 
-def _open_regular(path: Path) -> int:
-    """Open ``path`` for reading, refusing symlinks (O_NOFOLLOW) and non-regular files."""
+def _open_regular(path: Path, *, missing_ok: bool = False) -> int:
+    """Open ``path`` for reading, refusing symlinks (O_NOFOLLOW), non-regular files and files with
+    more than one hard link."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
+        if missing_ok:
+            raise
         raise DigestMismatch(f"{path.name} is listed in bundle.json but missing") from None
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise UnsafePath(f"{path.name} is a symlink; bundles hold plain files only") from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise UnsafePath(f"{path.name} is not a plain file")
+    if st.st_nlink > 1:
+        os.close(fd)
+        raise UnsafePath(f"{path.name} has other hard links; bundles hold plain files only")
     return fd
 
 
-def _read_regular(path: Path) -> bytes:
-    fd = _open_regular(path)
+def _read_regular(path: Path, *, missing_ok: bool = False) -> bytes:
+    fd = _open_regular(path, missing_ok=missing_ok)
     with os.fdopen(fd, "rb") as f:
         return f.read()
 
@@ -221,7 +272,7 @@ def write_bundle(repo: Path, manifest: Manifest, files: dict[str, bytes]) -> Pat
     if not valid_name(manifest.name):
         raise InvalidName(f"invalid bundle name {manifest.name[:80]!r}")
     for name in files:
-        if not valid_file_name(name) or name == MANIFEST_FILE:
+        if not valid_file_name(name) or name in BESIDE_MANIFEST:
             raise InvalidName(f"invalid bundle file name {name[:80]!r}")
     for needed in (manifest.model_file, manifest.sample_file, manifest.expected_file):
         if needed is not None and needed not in files:
@@ -244,7 +295,9 @@ def write_bundle(repo: Path, manifest: Manifest, files: dict[str, bytes]) -> Pat
     try:
         for fname in sorted(files):
             _write_synced(tmp / fname, files[fname])
-        _write_synced(tmp / MANIFEST_FILE, manifest.to_json().encode())
+        raw = manifest.to_json().encode()
+        _write_synced(tmp / MANIFEST_FILE, raw)
+        _write_synced(tmp / MANIFEST_DIGEST_FILE, manifest_digest(raw))
         _fsync_dir(tmp)
         if os.path.lexists(final):
             raise BundleExists(f"{manifest.name} version {manifest.version} already exists in {repo}")
@@ -293,52 +346,3 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-# ---------------------------------------------------------------------------------------------- listing
-
-
-def _version_dirs(name_dir: Path) -> list[tuple[int, Path]]:
-    found: list[tuple[int, Path]] = []
-    try:
-        with os.scandir(name_dir) as it:
-            entries = list(it)
-    except (FileNotFoundError, NotADirectoryError):
-        return found
-    for entry in entries:
-        v = entry.name
-        if not v.isdigit() or v != str(int(v)) or int(v) < 1:
-            continue  # hidden temp dirs, notes, serving.json, "01"
-        if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
-            continue
-        found.append((int(v), Path(entry.path)))
-    return found
-
-
-def scan_repository(repo: Path) -> list[BundleRef]:
-    """Every ``<name>/<version>/`` directory with a ``bundle.json`` under ``repo``, sorted; not verified.
-
-    Skips what cannot be a bundle: invalid names, symlinks, hidden and partially written directories.
-    Raises ``BundleError`` when ``repo`` is not a directory.
-    """
-    repo = Path(repo)
-    if not repo.is_dir():
-        raise BundleError(f"{repo}: bundle repository is not a directory")
-    refs: list[BundleRef] = []
-    with os.scandir(repo) as it:
-        entries = list(it)
-    for entry in entries:
-        if not valid_name(entry.name) or entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
-            continue
-        for version, vpath in _version_dirs(Path(entry.path)):
-            if os.path.lexists(vpath / MANIFEST_FILE):
-                refs.append(BundleRef(entry.name, version, vpath))
-    return sorted(refs)
-
-
-def next_version(repo: Path, name: str) -> int:
-    """One more than the highest version directory of ``name`` in ``repo`` (1 for a new name)."""
-    if not valid_name(name):
-        raise InvalidName(f"invalid bundle name {name[:80]!r}: use ^[a-z0-9][a-z0-9_.-]{{0,62}}$, no '..'")
-    versions = [v for v, _ in _version_dirs(Path(repo) / name)]
-    return max(versions, default=0) + 1

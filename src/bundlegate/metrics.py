@@ -71,7 +71,17 @@ ENDPOINTS = frozenset(
     }
 )
 REJECTION_REASONS = frozenset(
-    {"queue_full", "draining", "rate_limited", "model_not_ready", "deadline_exceeded"}
+    {
+        "queue_full",
+        "draining",
+        "rate_limited",
+        "model_not_ready",
+        "deadline_exceeded",
+        # refused by the HTTP protocol before the app saw a request (server.wire)
+        "request_timeout",
+        "headers_too_large",
+        "uri_too_long",
+    }
 )
 MODEL_STATES = ("loading", "loaded", "failed")
 
@@ -193,6 +203,12 @@ class GatewayMetrics:
             (*mv, "reason"),
             registry=registry,
         )
+        self.unhandled_errors = Counter(
+            "bundlegate_unhandled_errors",
+            "Requests that reached a traceback (500); the log holds at most "
+            "--max-tracebacks-per-minute of them a minute.",
+            registry=registry,
+        )
         self.rejected = Counter(
             "bundlegate_rejected_requests",
             "Requests turned away before inference, by reason.",
@@ -290,9 +306,14 @@ class GatewayMetrics:
         m, v = self._model_labels(model, version)
         self.request_errors.labels(m, v, reason if reason in self._error_reasons else "internal").inc()
 
+    def record_unhandled(self) -> None:
+        """Count a request that reached a traceback."""
+        self.unhandled_errors.inc()
+
     def record_rejection(self, reason: str) -> None:
         """Count a request turned away: ``queue_full``, ``draining``, ``rate_limited``,
-        ``model_not_ready``, ``deadline_exceeded`` (anything else is ignored: the label set is closed)."""
+        ``model_not_ready``, ``deadline_exceeded``, and before the app ``request_timeout``,
+        ``headers_too_large``, ``uri_too_long`` (anything else is ignored: the label set is closed)."""
         if reason in REJECTION_REASONS:
             self.rejected.labels(reason).inc()
 

@@ -1,8 +1,9 @@
 """Bundle repositories on object storage (``s3://bucket/prefix``): a local mirror to serve, and push.
 
-The store holds the local layout under its prefix: ``<name>/<version>/bundle.json`` and the files it
-lists, ``<name>/serving.json``. A version exists once its ``bundle.json`` does; ``push_bundle`` uploads
-the files first and ``bundle.json`` last, so a reader never takes a partial version::
+The store holds the local layout under its prefix: ``<name>/<version>/bundle.json``, the files it
+lists and the files beside it (its digest, its signature), ``<name>/serving.json``. A version exists
+once its ``bundle.json`` does; ``push_bundle`` uploads the other files first and ``bundle.json``
+last, so a reader never takes a partial version::
 
     mirror = RepositoryMirror("s3://models/prod", cache_root, endpoint_url=None)
     mirror.sync()                      # blocking; the registry calls it before each scan of mirror.local
@@ -32,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundlegate.bundle import MAX_MANIFEST_BYTES, read_bundle, scan_repository
+from bundlegate.bundle import BESIDE_MANIFEST, MAX_MANIFEST_BYTES, read_bundle
 from bundlegate.errors import BundleError, BundleExists, InvalidName, ManifestError, StoreError
 from bundlegate.manifest import MANIFEST_FILE, Manifest, valid_file_name, valid_name
+from bundlegate.repository import scan_repository
 
 log = logging.getLogger("bundlegate.objectstore")
 
@@ -177,6 +179,8 @@ class RepositoryMirror:
                 if not valid_file_name(entry.name):
                     raise InvalidName(f"invalid bundle file name {entry.name[:80]!r}")
                 fs.get_file(f"{root}/{name}/{version}/{entry.name}", str(tmp / entry.name))
+            for beside in sorted((BESIDE_MANIFEST - {MANIFEST_FILE}) & set(files)):  # digest, signature
+                fs.get_file(f"{root}/{name}/{version}/{beside}", str(tmp / beside))
             (tmp / MANIFEST_FILE).write_bytes(raw)
             read_bundle(tmp, verify=True)  # every file's size and sha256, after the download
             try:
@@ -210,7 +214,8 @@ class RepositoryMirror:
 
 def push_bundle(path: Path, url: str, *, endpoint_url: str | None = None) -> str:
     """Upload the bundle directory ``path`` (verified first) to the repository at ``url`` as
-    ``<name>/<version>/``, ``bundle.json`` last; returns the version's URL. ``BundleExists`` when the
+    ``<name>/<version>/``: the listed files, the manifest's digest and signature, ``bundle.json``
+    last; returns the version's URL. ``BundleExists`` when the
     store already has that version (versions are immutable)."""
     bundle = read_bundle(Path(path), verify=True)
     manifest = bundle.manifest
@@ -222,9 +227,10 @@ def push_bundle(path: Path, url: str, *, endpoint_url: str | None = None) -> str
         raise StoreError(f"cannot reach {url.rstrip('/')}: {_describe(e)}") from None
     if exists:
         raise BundleExists(f"{manifest.name} version {manifest.version} already exists in {url.rstrip('/')}")
+    beside = sorted(n for n in BESIDE_MANIFEST - {MANIFEST_FILE} if (bundle.path / n).is_file())
     try:
-        for entry in manifest.files:
-            fs.put_file(str(bundle.path / entry.name), f"{where}/{entry.name}")
+        for file_name in [*(entry.name for entry in manifest.files), *beside]:
+            fs.put_file(str(bundle.path / file_name), f"{where}/{file_name}")
         fs.put_file(str(bundle.path / MANIFEST_FILE), f"{where}/{MANIFEST_FILE}")
     except Exception as e:
         raise StoreError(f"uploading to {url.rstrip('/')} failed: {_describe(e)}") from None

@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bundlegate.batching import DEFAULT_INLINE_MAX_S, BatchObserver, BatchQueue, run_blocking, usable_cpus
-from bundlegate.bundle import scan_repository
 from bundlegate.errors import NotFound, one_line
 from bundlegate.load_retries import LoadRetries
 from bundlegate.loader import LoaderSettings, VersionParts, load_version
 from bundlegate.policies import ServingPolicies
 from bundlegate.registry_events import RegistryEvents, bundle_bytes
+from bundlegate.repository import Skipped, scan_repository_report
 from bundlegate.residency import Residency
 from bundlegate.serving import ServingConfig, read_serving
 from bundlegate.shadow import ShadowScorer
@@ -120,6 +120,7 @@ class ModelRegistry(VersionTable):
         self._draining = False
         self._started = False
         self._background: set[asyncio.Task[Any]] = set()
+        self._skipped: set[Skipped] = set()  # reported already
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -236,7 +237,7 @@ class ModelRegistry(VersionTable):
         try:
             if self.sync is not None:  # an object-storage mirror: it keeps its cache when the store fails
                 await run_blocking(self._load_pool, self.sync)
-            refs = await run_blocking(self._load_pool, scan_repository, self.repo)
+            refs, skipped = await run_blocking(self._load_pool, scan_repository_report, self.repo)
         except Exception as exc:  # a failing mount: keep serving what is loaded
             reason = f"the repository cannot be read, nothing changes: {one_line(exc)}"
             if reason != self._scan_error:
@@ -244,10 +245,18 @@ class ModelRegistry(VersionTable):
             self._scan_error = reason
             return None
         self._scan_error = None
+        self._report_skipped(skipped)
         found: dict[str, dict[int, Path]] = {}
         for ref in refs:
             found.setdefault(ref.name, {})[ref.version] = Path(ref.path)
         return found
+
+    def _report_skipped(self, skipped: list[Skipped]) -> None:
+        """Log each directory the scan skips, with the reason, once (not at every re-scan)."""
+        current = set(skipped)
+        for path, reason in sorted(current - self._skipped):
+            log.warning("skipped %s: %s", path, reason)
+        self._skipped = current
 
     def _forget_gone(self, found: dict[str, dict[int, Path]], report: ReloadReport) -> None:
         """Drop versions gone from disk, but a loaded one stays (``missing``) until another version

@@ -19,12 +19,15 @@ sklearn, joblib and pandas are imported only then.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnxruntime as ort
 
+from bundlegate.admission import admit_onnx
 from bundlegate.bundle import Bundle
 from bundlegate.dtypes import ONNX
-from bundlegate.errors import BundleError, UnsafePath, shorten
+from bundlegate.errors import BundleError, DeadlineExceeded, UnsafePath, shorten
 from bundlegate.feed import Feed, Prediction
 from bundlegate.manifest import Manifest
 from bundlegate.sklearn_model import SklearnModel
@@ -34,6 +37,7 @@ __all__ = [
     "OnnxModel",
     "Prediction",
     "SklearnModel",
+    "StoppableRun",
     "load_model",
     "refuse_external_data",
 ]
@@ -91,19 +95,52 @@ class OnnxModel:
             )
         self._classes = manifest.classes or []
 
-    def predict(self, feed: Feed) -> Prediction:
+    def predict(self, feed: Feed, run_options: Any = None) -> Prediction:
         """Run the model on every row of ``feed`` (blocking)."""
-        results = self.session.run(self._names, feed.arrays)
+        results = self.session.run(self._names, feed.arrays, run_options)
         labels, proba, values = (results[i] if i >= 0 else None for i in self._at)
         if isinstance(proba, list):  # a ZipMap output: one {class: p} per row
             proba = np.array([[row[c] for c in self._classes] for row in proba], dtype=np.float32)
         return Prediction(labels, proba, values)
 
+    def stoppable(self) -> StoppableRun:
+        """A ``predict`` call that ``stop()`` can end before it is done (a deadline passed)."""
+        return StoppableRun(self)
+
+
+class StoppableRun:
+    """One ``predict`` call of an ``OnnxModel`` that ``stop()``, from any thread, ends early:
+    onnxruntime checks its run options' ``terminate`` flag between the graph's nodes (inside
+    loops too), so the call returns within about one node's time and its thread is free again.
+    A stopped call raises ``DeadlineExceeded``."""
+
+    __slots__ = ("_model", "_options", "stopped")
+
+    def __init__(self, model: OnnxModel) -> None:
+        self._model = model
+        self._options = ort.RunOptions()
+        self._options.log_severity_level = 4  # a terminated run is not an error worth a log line
+        self.stopped = False
+
+    def predict(self, feed: Feed) -> Prediction:
+        try:
+            return self._model.predict(feed, self._options)
+        except Exception:
+            if self.stopped:
+                raise DeadlineExceeded("the request deadline passed during inference") from None
+            raise
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._options.terminate = True
+
 
 Model = OnnxModel | SklearnModel
 
 
-def load_model(bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = False) -> Model:
+def load_model(
+    bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = False, onnx_domains: tuple[str, ...] = ()
+) -> Model:
     """The model of one bundle version, from its verified model file.
 
     Raises ``BundleError`` (or a subclass) with the reason: digest mismatch, external data, a pickle
@@ -116,7 +153,9 @@ def load_model(bundle: Bundle, *, ort_threads: int = 1, allow_pickle: bool = Fal
                 "runtime sklearn bundles are pickles; start the gateway with --allow-pickle to load them"
             )
         return SklearnModel(manifest, bundle.read_file(manifest.model_file))
-    return OnnxModel(manifest, bundle.read_file(manifest.model_file), ort_threads=ort_threads)
+    model_bytes = bundle.read_file(manifest.model_file)
+    admit_onnx(model_bytes, onnx_domains)
+    return OnnxModel(manifest, model_bytes, ort_threads=ort_threads)
 
 
 # ---------------------------------------------------------------------- external data check

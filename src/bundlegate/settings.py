@@ -52,6 +52,11 @@ class Settings:
     max_string_length: int = 1024
     max_json_depth: int = 32
     rate_limit_rps: float = 0.0  # per key, for the whole server (workers share it); 0 = off
+    # what one connection may send before the app sees a request (bundlegate.server.wire)
+    max_header_bytes: int = 32 * 1024  # request line and headers together; 431 past it
+    max_headers: int = 100  # header fields in one request; 431 past it
+    head_timeout_s: float = 10.0  # to send a request's line and headers; 408 then close
+    body_timeout_s: float = 60.0  # to send a request's body once its headers are in; 408 then close
     # batching and deadlines
     batch_max_rows: int = 256
     batch_max_delay_ms: float = 1.0
@@ -66,6 +71,13 @@ class Settings:
     lazy: bool = False
     memory_budget_mb: int = 0  # 0 = no budget
     require_models: str = ""  # comma-separated names /readyz waits for
+    # bundle admission (bundlegate.admission)
+    max_model_bytes: int = 1024 * 1024 * 1024
+    trusted_keys: Path | None = None  # ed25519 public keys; then every bundle must be signed
+    onnx_domains: str = ""  # operator domains admitted beyond the standard ones, comma-separated
+    # operations
+    metrics_port: int | None = None  # /metrics on its own listener; then not on the data port
+    max_tracebacks_per_minute: int = 10  # more unhandled errors are counted, not logged
     # TLS (both files or neither) and browsers: origins allowed by CORS, comma-separated, "*" for any
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
@@ -107,6 +119,10 @@ class Settings:
     @property
     def request_timeout_s(self) -> float:
         return self.request_timeout_ms / 1000.0
+
+    @property
+    def extra_onnx_domains(self) -> tuple[str, ...]:
+        return tuple(d.strip() for d in self.onnx_domains.split(",") if d.strip())
 
     @property
     def batch_max_delay_s(self) -> float:
@@ -179,6 +195,19 @@ FLAGS: tuple[Flag, ...] = (
         "--require-models",
         "Comma-separated models /readyz waits for (default: any one, when there are bundles).",
     ),
+    Flag("max_header_bytes", "--max-header-bytes", "Largest request head, then 431 (default 32 KiB)."),
+    Flag("max_headers", "--max-headers", "Most header fields in a request, then 431 (default 100)."),
+    Flag("head_timeout_s", "--head-timeout-s", "Time to send a request head, then 408 (default 10)."),
+    Flag("body_timeout_s", "--body-timeout-s", "Time to send a request body, then 408 (default 60)."),
+    Flag("metrics_port", "--metrics-port", "Serve /metrics on this port, and not on the data port."),
+    Flag("max_model_bytes", "--max-model-bytes", "Largest file a bundle may hold (default 1 GiB)."),
+    Flag("trusted_keys", "--trusted-keys", "Serve only bundles signed by these ed25519 keys."),
+    Flag("onnx_domains", "--onnx-domains", "ONNX operator domains admitted beyond the standard ones."),
+    Flag(
+        "max_tracebacks_per_minute",
+        "--max-tracebacks-per-minute",
+        "Unhandled errors logged with a traceback a minute; the rest are counted (default 10).",
+    ),
     Flag("ssl_certfile", "--ssl-certfile", "TLS certificate, PEM (with --ssl-keyfile; default: plain HTTP)."),
     Flag("ssl_keyfile", "--ssl-keyfile", "TLS private key, PEM (with --ssl-certfile)."),
     Flag("cors_origins", "--cors-origins", "Origins browsers may call from, comma-separated; * any (off)."),
@@ -208,14 +237,27 @@ _INTS = frozenset(
         "request_timeout_ms",
         "ort_threads",
         "memory_budget_mb",
+        "max_header_bytes",
+        "max_headers",
+        "max_model_bytes",
+        "max_tracebacks_per_minute",
     }
 )
+_OPTIONAL_INTS = frozenset({"metrics_port"})
 _FLOATS = frozenset(
-    {"rate_limit_rps", "batch_max_delay_ms", "reload_interval_s", "drain_delay_s", "drain_timeout_s"}
+    {
+        "rate_limit_rps",
+        "batch_max_delay_ms",
+        "reload_interval_s",
+        "drain_delay_s",
+        "drain_timeout_s",
+        "head_timeout_s",
+        "body_timeout_s",
+    }
 )
 _BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log", "lazy"})
 _PATHS = frozenset({"repository"})
-_OPTIONAL_PATHS = frozenset({"keys_file", "ssl_certfile", "ssl_keyfile", "cache_dir"})
+_OPTIONAL_PATHS = frozenset({"keys_file", "trusted_keys", "ssl_certfile", "ssl_keyfile", "cache_dir"})
 
 # (minimum, maximum) per numeric field
 _RANGES: dict[str, tuple[float, float]] = {
@@ -235,7 +277,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "drain_timeout_s": (0, 3600),
     "memory_budget_mb": (0, 2**30),
     "ort_threads": (0, 1024),
+    "max_header_bytes": (1024, 16 * 1024 * 1024),
+    "max_headers": (8, 10_000),
+    "head_timeout_s": (0.05, 3600),
+    "body_timeout_s": (0.05, 3600),
+    "max_model_bytes": (1024, 2**40),
+    "max_tracebacks_per_minute": (0, 1_000_000),
 }
+_OPTIONAL_RANGES: dict[str, tuple[int, int]] = {"metrics_port": (0, 65535)}
 
 
 def _parse(env_name: str, field_name: str, raw: str) -> Any:
@@ -243,6 +292,8 @@ def _parse(env_name: str, field_name: str, raw: str) -> Any:
     try:
         if field_name in _INTS:
             return int(text.replace("_", ""))
+        if field_name in _OPTIONAL_INTS:
+            return int(text.replace("_", "")) if text else None
         if field_name in _FLOATS:
             value = float(text)
             if not math.isfinite(value):
@@ -274,6 +325,13 @@ def _check_range(s: Settings) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
             env = env_name(name)
             raise InvalidSetting(f"{name} ({env}) must be a number from {lo:g} to {hi:g}, got {value!r}")
+    for name, (lo, hi) in _OPTIONAL_RANGES.items():
+        value = getattr(s, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            env = env_name(name)
+            raise InvalidSetting(f"{name} ({env}) must be a number from {lo} to {hi} or empty, got {value!r}")
     if s.log_level not in LOG_LEVELS:
         raise InvalidSetting(f"log_level (BUNDLEGATE_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
     if not s.host:
@@ -286,7 +344,7 @@ def _check_range(s: Settings) -> None:
 
 def value_kind(field_name: str) -> str:
     """What a setting holds: ``int``, ``float``, ``bool``, ``path`` or ``str`` (the CLI's option types)."""
-    if field_name in _INTS:
+    if field_name in _INTS or field_name in _OPTIONAL_INTS:
         return "int"
     if field_name in _FLOATS:
         return "float"

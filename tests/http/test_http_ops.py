@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +254,38 @@ async def test_rejections_are_counted_by_reason(make_app: MakeApp, keys: Keys) -
         text = (await client.get("/metrics")).text
     assert sample(text, "bundlegate_rejected_requests_total", reason="rate_limited") == 1
     assert sample(text, "bundlegate_rejected_requests_total", reason="model_not_ready") == 1
+
+
+async def test_a_metrics_port_serves_the_metrics_and_the_data_port_no_longer_does(
+    make_app: MakeApp, keys: Keys
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = await make_app(metrics_port=port)
+    async with client_for(app) as client:
+        assert (await client.post(PREDICT, json=GOOD, headers=keys.auth())).status_code == 200
+        data_port = await client.get("/metrics")
+    assert data_port.status_code == 404
+    assert b"iris" not in data_port.content
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as scraper:
+        scraped = await scraper.get("/metrics")
+        elsewhere = await scraper.get("/v1/models")
+    assert scraped.status_code == 200
+    assert scraped.headers["content-type"].startswith("text/plain")
+    assert (
+        sample(
+            scraped.text,
+            "bundlegate_requests_total",
+            model="iris",
+            version="2",
+            endpoint="v1_predict",
+            code="200",
+        )
+        == 1
+    )
+    assert elsewhere.status_code == 404
+    await app.shutdown()
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as scraper:
+            await scraper.get("/metrics")

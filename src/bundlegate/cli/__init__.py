@@ -7,7 +7,8 @@ and ``CliRunner`` sees exactly what a user sees.
 
 Subcommands live in one module per area and register themselves on the group:
 ``bundle_commands`` (pack, inspect, verify, list), ``keys_commands`` (keys create|list|revoke),
-``serve_command`` (serve). The packer (sklearn, skl2onnx) is imported only inside ``bundle pack``.
+``serve_command`` (serve), ``sign_commands`` (sign, signing-key create). The packer (sklearn,
+skl2onnx) is imported only inside ``bundle pack``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import IO, Any
 import click
 
 from bundlegate import __version__
-from bundlegate.cli import bundle_commands, keys_commands, offline_commands, serve_command
+from bundlegate.cli import bundle_commands, keys_commands, offline_commands, serve_command, sign_commands
 from bundlegate.errors import BundlegateError
 
 
@@ -63,6 +64,7 @@ def cli() -> None:
 bundle_commands.register(cli)
 keys_commands.register(cli)
 serve_command.register(cli)
+sign_commands.register(cli)
 offline_commands.register(cli)
 
 

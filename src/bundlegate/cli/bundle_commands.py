@@ -15,9 +15,10 @@ from typing import Any
 
 import click
 
-from bundlegate.bundle import read_bundle, scan_repository
+from bundlegate.bundle import read_bundle
 from bundlegate.errors import BundleError
 from bundlegate.manifest import Manifest
+from bundlegate.repository import scan_repository_report
 
 
 def register(group: click.Group) -> None:
@@ -223,7 +224,8 @@ def _parity_text(m: Manifest) -> str:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--allow-pickle", is_flag=True, help="Also run runtime: sklearn bundles (unpickles the model).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def verify(path: Path, allow_pickle: bool, as_json: bool) -> None:
+@click.option("--onnx-domains", default="", help="ONNX operator domains admitted beyond the standard ones.")
+def verify(path: Path, allow_pickle: bool, as_json: bool, onnx_domains: str) -> None:
     """Re-check the bundle at PATH: digests, manifest, and the stored sample rows through the model."""
     bundle = read_bundle(path, verify=True)
     m = bundle.manifest
@@ -237,7 +239,8 @@ def verify(path: Path, allow_pickle: bool, as_json: bool) -> None:
     if run:
         from bundlegate.replay import replay  # onnxruntime only for the commands that run a model
 
-        rows, diff = replay(bundle, allow_pickle=allow_pickle)
+        domains = tuple(d.strip() for d in onnx_domains.split(",") if d.strip())
+        rows, diff = replay(bundle, allow_pickle=allow_pickle, onnx_domains=domains)
     if as_json:
         result = {"name": m.name, "version": m.version, "files": len(m.files), "model_run": run}
         click.echo(json.dumps(result | {"sample_rows": rows, "max_abs_diff": diff}))
@@ -261,7 +264,10 @@ def verify(path: Path, allow_pickle: bool, as_json: bool) -> None:
 def list_bundles(repo: Path, as_json: bool) -> None:
     """List the bundles in REPO: names, versions, runtime, parity and creation time."""
     rows: list[dict[str, Any]] = []
-    for ref in scan_repository(repo):
+    refs, skipped = scan_repository_report(repo)
+    for path, reason in skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    for ref in refs:
         try:
             m = read_bundle(ref.path, verify=False).manifest
         except BundleError as e:

@@ -17,6 +17,7 @@ import click
 from bundlegate.errors import InvalidSetting
 from bundlegate.keys import KeyStore
 from bundlegate.settings import FLAGS, LOG_LEVELS, Settings, env_name, value_kind
+from bundlegate.signing import read_trusted_keys
 
 LOOPBACK = "127.0.0.1"
 INSECURE_BANNER = """\
@@ -44,6 +45,10 @@ def check_startable(settings: Settings) -> Settings:
         raise InvalidSetting(
             f"model repository not found: {settings.repository} (build bundles with `bundle pack`)"
         )
+    if settings.trusted_keys is not None:
+        read_trusted_keys(settings.trusted_keys)  # a broken file, or no 'cryptography': one line now
+    if settings.trusted_keys is not None:
+        read_trusted_keys(settings.trusted_keys)  # a broken file, or no 'cryptography': one line now
     if settings.keys_file is not None:
         KeyStore(settings.keys_file)
         return settings

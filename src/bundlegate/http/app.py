@@ -37,6 +37,7 @@ from bundlegate.errors import InvalidSetting
 from bundlegate.http import docs, ops, v1, v2
 from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.http.context import GatewayContext, GatewayState
+from bundlegate.http.metrics_listener import MetricsApp, start_metrics_listener
 from bundlegate.http.middleware import AccessLog, GatewayMiddleware
 from bundlegate.http.routing import HotRoutes
 from bundlegate.keys import KeyStore
@@ -44,6 +45,7 @@ from bundlegate.metrics import GatewayMetrics
 from bundlegate.objectstore import RepositoryMirror, default_cache_root
 from bundlegate.ratelimit import rate_limiter_for_process
 from bundlegate.registry import ModelRegistry
+from bundlegate.server.wire import WireLimits
 from bundlegate.settings import Settings
 
 logger = logging.getLogger("bundlegate")
@@ -67,6 +69,15 @@ class Gateway:
         self._http = GatewayMiddleware(HotRoutes(routes, router), ctx, access_log)
         self._edge = cors(self._http, ctx.settings.cors_origin_list)
         self._reloader: asyncio.Task[None] | None = None
+        self._metrics_server: asyncio.AbstractServer | None = None
+        settings = ctx.settings
+        self.wire_limits = WireLimits(  # read by the HTTP protocol of each connection (server.wire)
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            head_timeout_s=settings.head_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            on_refusal=ctx.metrics.record_rejection,
+        )
 
     @property
     def settings(self) -> Settings:
@@ -103,9 +114,19 @@ class Gateway:
             await send({"type": "lifespan.shutdown.complete"})
 
     async def startup(self) -> None:
-        """Start loading the repository in the background (see the module docstring)."""
+        """Start loading the repository in the background (see the module docstring); open the
+        metrics listener when there is a metrics port."""
         state = self.state
         state.draining = False
+        port = self.settings.metrics_port
+        if port is not None and self._metrics_server is None:
+            app = MetricsApp(lambda: ops.exposition(self.ctx), self.wire_limits)
+            self._metrics_server = await start_metrics_listener(
+                self.settings.host, port, app, reuse_port=self.settings.workers > 1
+            )
+            logger.info("metrics on http://%s:%d/metrics", self.settings.host, port)
+        elif port is None:
+            logger.info("/metrics is on the data port, without a key; --metrics-port moves it to its own")
         state.loader = asyncio.create_task(self._load(), name="bundlegate-load")
         if self.settings.reload_interval_s > 0:
             self._reloader = asyncio.create_task(self._reload_periodically(), name="bundlegate-reload")
@@ -196,6 +217,9 @@ class Gateway:
                 await loader
         if state.in_flight:
             logger.warning("shutting down with %d requests still in flight", state.in_flight)
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         if self._http.access_log is not None:
             self._http.access_log.flush()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bundlegate.errors import NotFound
+from bundlegate.errors import NotFound, Unauthenticated
 from bundlegate.keys import KeyRecord, KeyStore
 from bundlegate.ratelimit import RateLimiter
 
@@ -31,16 +31,28 @@ NOT_FOUND_MESSAGE = "model not found"
 
 def presented_key(headers: Headers) -> str | None:
     """The key a request presents: ``Authorization: Bearer <key>`` first, else ``X-API-Key``; None when
-    neither is there. ASGI header names are lower case; the scheme is matched case-insensitively."""
+    neither is there. ASGI header names are lower case; the scheme is matched case-insensitively.
+
+    Either header given twice is ``Unauthenticated``: proxies and servers disagree on which of two
+    copies counts, so a request that carries two is ambiguous, whichever copy would win here."""
+    authorization: bytes | None = None
     api_key: bytes | None = None
     for name, value in headers:
         if name == b"authorization":
-            scheme, _, credentials = value.strip().partition(b" ")
-            if scheme.lower() == b"bearer" and credentials.strip():
-                return credentials.strip().decode("latin-1")
-        elif name == b"x-api-key" and api_key is None and value.strip():
-            api_key = value.strip()
-    return api_key.decode("latin-1") if api_key is not None else None
+            if authorization is not None:
+                raise Unauthenticated("the request has more than one Authorization header")
+            authorization = value
+        elif name == b"x-api-key":
+            if api_key is not None:
+                raise Unauthenticated("the request has more than one X-API-Key header")
+            api_key = value
+    if authorization is not None:
+        scheme, _, credentials = authorization.strip().partition(b" ")
+        if scheme.lower() == b"bearer" and credentials.strip():
+            return credentials.strip().decode("latin-1")
+    if api_key is not None and api_key.strip():
+        return api_key.strip().decode("latin-1")
+    return None
 
 
 class ApiKeyAuth:

@@ -30,6 +30,7 @@ from bundlegate.errors import (
     Unavailable,
 )
 from bundlegate.http.context import Reply
+from bundlegate.http.tracebacks import TracebackLog
 
 logger = logging.getLogger("bundlegate.http")
 
@@ -64,9 +65,12 @@ def error_body(
     )
 
 
-def error_reply(exc: BaseException, request_id: str, *, oip: bool = False) -> tuple[Reply, str]:
+def error_reply(
+    exc: BaseException, request_id: str, *, oip: bool = False, tracebacks: TracebackLog | None = None
+) -> tuple[Reply, str]:
     """The reply for ``exc`` and its error code; ``oip`` lays the body out for the ``/v2`` protocol.
-    Unknown exceptions are logged here, with the request id."""
+    Unknown exceptions are logged here, with the request id (through ``tracebacks``, which bounds
+    their rate, when given)."""
     if isinstance(exc, HTTPException):
         # from the router: no route (404) or a route without this method (405)
         if exc.status_code == 405:
@@ -78,6 +82,9 @@ def error_reply(exc: BaseException, request_id: str, *, oip: bool = False) -> tu
         exc = NotFound("not found")
     status = STATUS_BY_CODE.get(exc.code, 0) if isinstance(exc, BundlegateError) else 0
     if not isinstance(exc, BundlegateError) or status == 0:
+        if tracebacks is not None:
+            tracebacks.log(exc, request_id)
+            return Reply(500, error_body("internal", INTERNAL_MESSAGE, [], request_id, oip=oip)), "internal"
         logger.error(
             "unhandled error, request_id=%s: %s",
             request_id,

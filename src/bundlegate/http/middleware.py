@@ -29,7 +29,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bundlegate.http.context import GatewayContext, RequestInfo
 from bundlegate.http.errors import error_reply
+from bundlegate.http.tracebacks import TracebackLog
 
+_CONNECTION_CLOSE = (b"connection", b"close")
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _REJECTIONS = {
     "rate_limited": "rate_limited",
@@ -111,6 +113,7 @@ class GatewayMiddleware:
         self.ctx = ctx
         self.access_log = access_log
         self.ids = RequestIds()
+        self.tracebacks = TracebackLog(ctx.settings.max_tracebacks_per_minute, ctx.metrics.record_unhandled)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,7 +136,8 @@ class GatewayMiddleware:
                 if reply is None:
                     raise RuntimeError("the endpoint produced no reply")
             except Exception as exc:
-                reply, info.error_code = error_reply(exc, request_id, oip=scope["path"].startswith("/v2"))
+                oip = scope["path"].startswith("/v2")
+                reply, info.error_code = error_reply(exc, request_id, oip=oip, tracebacks=self.tracebacks)
             status = reply.status
             body = b"" if scope["method"] == "HEAD" else reply.body
             headers = [
@@ -145,6 +149,8 @@ class GatewayMiddleware:
                 headers.append((b"x-model-version", str(info.version).encode()))
             if reply.headers:
                 headers.extend(reply.headers)
+            if status == 413 or status == 408:  # the rest of that body is never read: close
+                headers.append(_CONNECTION_CLOSE)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         finally:

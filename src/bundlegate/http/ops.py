@@ -4,7 +4,8 @@ GET /healthz   200 while the process serves HTTP (liveness)
 GET /readyz    200 once the first load is done and the required models serve (``--require-models``;
                by default any one model when the repository holds bundles), 503 (+ Retry-After)
                before, and from SIGTERM on (during ``--drain-delay-s`` too) (readiness)
-GET /metrics   Prometheus text exposition
+GET /metrics   Prometheus text exposition (on the metrics port instead when ``--metrics-port`` is
+               set: ``http.metrics_listener``)
 """
 
 from __future__ import annotations
@@ -49,9 +50,14 @@ def refresh_model_gauges(ctx: GatewayContext) -> None:
     )
 
 
+def exposition(ctx: GatewayContext) -> tuple[bytes, str]:
+    """The metrics as Prometheus text, the model gauges refreshed first."""
+    refresh_model_gauges(ctx)
+    return ctx.metrics.exposition()
+
+
 async def metrics(call: Call) -> Reply:
-    refresh_model_gauges(call.ctx)
-    body, content_type = call.ctx.metrics.exposition()
+    body, content_type = exposition(call.ctx)
     return Reply(200, body, content_type.encode())
 
 
@@ -59,5 +65,4 @@ def routes(ctx: GatewayContext) -> list[Route]:
     return [
         route(ctx, "/healthz", healthz, ["GET"], "health"),
         route(ctx, "/readyz", readyz, ["GET"], "ready"),
-        route(ctx, "/metrics", metrics, ["GET"], "metrics"),
-    ]
+    ] + ([route(ctx, "/metrics", metrics, ["GET"], "metrics")] if ctx.settings.metrics_port is None else [])

@@ -138,10 +138,14 @@ def is_loopback(client: tuple[str, int] | list[Any] | None) -> bool:
 
 
 def parse_version(version: str | None) -> int | None:
-    """A version from the path; anything but a positive integer is an unknown version (404)."""
+    """A version from the path; anything but a positive integer in ASCII digits is an unknown
+    version (404): ``str.isdigit`` alone also takes ``²`` (which ``int`` refuses) and fullwidth or
+    Arabic-Indic digits (which ``int`` reads as the ASCII number)."""
     if version is None:
         return None
-    if not version.isdigit() or len(version) > _MAX_VERSION_DIGITS or int(version) < 1:
+    if not (version.isascii() and version.isdigit()) or len(version) > _MAX_VERSION_DIGITS:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    if int(version) < 1:
         raise NotFound(NOT_FOUND_MESSAGE)
     return int(version)
 

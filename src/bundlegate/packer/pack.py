@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from bundlegate.bundle import next_version, read_bundle, write_bundle
+from bundlegate.bundle import read_bundle, write_bundle
 from bundlegate.errors import (
     BundleExists,
     ConversionFailed,
@@ -52,6 +52,7 @@ from bundlegate.packer.predictions import Predictions
 from bundlegate.packer.samples import read_sample
 from bundlegate.packer.schema_inference import ModelSchema, infer_schema, steps_of
 from bundlegate.packer.synthetic import synthesize
+from bundlegate.repository import next_version
 
 MAX_PARITY_ROWS = 5000
 
@@ -179,6 +180,8 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
             manifest, files[model_file], schema, check_frame, original, kind, shorten(why, 300)
         )
         manifest = manifest.model_copy(update={"parity": served})
+    if converted is not None:
+        notes.extend(_domain_notes(converted.onnx_bytes))
     path = write_bundle(options.repo, manifest, files)
     return PackResult(path, read_bundle(path).manifest, notes)
 
@@ -247,3 +250,15 @@ def _describe(est: Any) -> str:
 
 
 __all__ = ["PackOptions", "PackResult", "pack_bundle"]
+
+
+def _domain_notes(onnx_bytes: bytes) -> list[str]:
+    """A note for each non-standard operator domain of the converted model: the gateway admits such
+    a model only with ``--onnx-domains``."""
+    from bundlegate.onnx_check import STANDARD_DOMAINS, operator_domains
+
+    extra = sorted(operator_domains(onnx_bytes) - STANDARD_DOMAINS)
+    if not extra:
+        return []
+    listed = ",".join(extra)
+    return [f"note: the model uses operators of domain {listed}; serve it with --onnx-domains {listed}"]

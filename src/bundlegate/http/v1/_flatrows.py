@@ -29,6 +29,7 @@ import numpy.typing as npt
 import simdjson
 
 _OPEN_BRACKET = ord("[")
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark: refused on every body path (jsonbody.parse_json_body)
 # bodies up to this size are parsed by a parser each thread keeps (``_parser``)
 _KEPT_PARSER_MAX_BYTES = 2 * 1024 * 1024
 _local = threading.local()
@@ -44,7 +45,7 @@ class FlatRows(NamedTuple):
 def flat_rows(body: bytes, width: int, max_rows: int) -> FlatRows | None:
     """The numbers of a body ``{"inputs": [[...], ...]}`` of ``1..max_rows`` rows of exactly ``width``
     JSON numbers each; None for any other body (see the module docstring)."""
-    if width < 1:
+    if width < 1 or body.startswith(_BOM):  # simdjson skips a byte order mark; the general path refuses it
         return None
     try:
         doc = _parse(body)

@@ -125,10 +125,9 @@ async def _infer_document(call: Call) -> Any:
     if header_length is None:
         return await call.json(allow_missing_content_type=True)
     body = await call.body()
-    try:
-        n = int(header_length)
-    except ValueError:
-        raise MalformedRequest("invalid Inference-Header-Content-Length") from None
+    if not header_length.isdigit():  # bytes: ASCII digits only (int() also takes " 1_0" and "+1")
+        raise MalformedRequest("invalid Inference-Header-Content-Length")
+    n = int(header_length)
     if not 0 < n <= len(body):
         raise MalformedRequest("Inference-Header-Content-Length does not fit the body")
     doc = parse_json(body[:n], call.ctx.settings.max_json_depth)
