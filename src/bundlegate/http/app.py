@@ -46,6 +46,7 @@ from bundlegate.keys import KeyStore
 from bundlegate.metrics import GatewayMetrics
 from bundlegate.monitoring import build_monitor
 from bundlegate.monitoring.tracing import build_tracing
+from bundlegate.objectstore import RepositoryMirror, default_cache_root
 from bundlegate.ratelimit import rate_limiter_for_process
 from bundlegate.registry import ModelRegistry
 from bundlegate.server.wire import WireLimits
@@ -286,12 +287,21 @@ def create_app(
         observers = (
             metrics.observer_for if tracing is None else tracing.observer_factory(metrics.observer_for)
         )
+        repo, sync = settings.repository, None
+        if settings.repository_url is not None:  # served from a local mirror of the object store
+            mirror = RepositoryMirror(
+                settings.repository_url,
+                settings.cache_dir or default_cache_root(),
+                endpoint_url=settings.s3_endpoint_url,
+            )
+            repo, sync = mirror.local, mirror.sync
         registry = ModelRegistry(
-            settings.repository,
+            repo,
             settings,
             observers,
             on_loaded=metrics.model_loaded,
             events=metrics.rollout,
+            sync=sync,
         )
     monitor = build_monitor(settings, registry.policies.of, metrics.registry)
     ctx = GatewayContext(settings, registry, metrics, auth, monitor=monitor, tracing=tracing)
