@@ -233,17 +233,9 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag("cache_dir", "--cache-dir", "Where an s3:// repository is mirrored (default ~/.cache/bundlegate)."),
     Flag("payload_log", "--payload-log", "Log sampled requests as JSON lines to this file, - for stdout."),
-    Flag(
-        "payload_sample_rate", "--payload-sample-rate", "Share of requests the payload log keeps (default 1)."
-    ),
-    Flag(
-        "payload_log_max_bytes", "--payload-log-max-bytes", "Rotate the payload log at this size (100 MiB)."
-    ),
-    Flag(
-        "payload_log_queue",
-        "--payload-log-queue",
-        "Requests waiting for the log writer, then dropped (10000).",
-    ),
+    Flag("payload_sample_rate", "--payload-sample-rate", "Share of requests logged (default 1)."),
+    Flag("payload_log_max_bytes", "--payload-log-max-bytes", "Rotate the log at this size (100 MiB)."),
+    Flag("payload_log_queue", "--payload-log-queue", "Requests waiting to be logged, then dropped (10000)."),
     Flag("drift", "--drift/--no-drift", "Drift of inputs and predictions against the bundles' reference."),
     Flag("drift_window_rows", "--drift-window-rows", "Rows in the drift window (default 10000)."),
     Flag("drift_window_s", "--drift-window-s", "Oldest rows in the drift window, seconds (default 3600)."),
@@ -274,11 +266,6 @@ _INTS = frozenset(
         "max_headers",
         "max_model_bytes",
         "max_tracebacks_per_minute",
-        "payload_log_max_bytes",
-        "payload_log_queue",
-        "drift_window_rows",
-        "feedback_max_rows",
-        "feedback_window",
     }
 )
 _OPTIONAL_INTS = frozenset({"metrics_port"})
@@ -291,13 +278,13 @@ _FLOATS = frozenset(
         "drain_timeout_s",
         "head_timeout_s",
         "body_timeout_s",
-        "payload_sample_rate",
-        "drift_window_s",
-        "feedback_ttl_s",
     }
 )
 _BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log", "lazy", "drift", "feedback", "tracing"})
 _OPTIONAL_STRS = frozenset({"payload_log"})
+_INTS |= {"payload_log_max_bytes", "payload_log_queue", "drift_window_rows"}
+_INTS |= {"feedback_max_rows", "feedback_window"}
+_FLOATS |= {"payload_sample_rate", "drift_window_s", "feedback_ttl_s"}
 _PATHS = frozenset({"repository"})
 _OPTIONAL_PATHS = frozenset({"keys_file", "trusted_keys", "ssl_certfile", "ssl_keyfile", "cache_dir"})
 
@@ -392,12 +379,9 @@ def _check_range(s: Settings) -> None:
         raise InvalidSetting(
             "TLS needs both --ssl-certfile and --ssl-keyfile (BUNDLEGATE_SSL_CERTFILE/KEYFILE)"
         )
-    if s.workers > 1 and (s.drift or s.feedback or s.payload_log):
-        # each process would keep its own window, feedback store and log file
-        raise InvalidSetting(
-            "--drift, --feedback and --payload-log need --workers 1: a process keeps its own drift window "
-            "and predictions, and writes its own log (scale out with more gateways instead)"
-        )
+    if s.workers > 1 and (s.drift or s.feedback or s.payload_log):  # each process: own window, store, log
+        msg = "--drift, --feedback and --payload-log need --workers 1 (scale out with more gateways instead)"
+        raise InvalidSetting(msg)
 
 
 def value_kind(field_name: str) -> str:
