@@ -97,6 +97,19 @@ async def test_what_the_disk_loses_keeps_serving_until_replaced(repo: Path, make
     assert registry.model("iris").error is None
 
 
+async def test_a_half_deleted_model_keeps_its_default_serving(repo: Path, make: Any) -> None:
+    registry, _ = make()
+    await registry.start()
+    shutil.rmtree(repo / "iris" / "2")  # rm -rf caught half-way: version 1 is still on disk
+    report = await registry.reload()
+    assert report.removed == []
+    assert registry.get("iris").version == 2  # version 1 served before: it replaces nothing
+    assert [(v.version, v.missing) for v in registry.model("iris").versions] == [(1, False), (2, True)]
+    shutil.rmtree(repo / "iris")
+    await registry.reload()
+    assert registry.get("iris").version == 2
+
+
 async def test_a_failed_bundle_is_logged_once_and_retried_when_it_changes(
     repo: Path, make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -20,8 +20,8 @@ good configuration stays in force. Default version: ``default_version`` when tha
 the highest servable version.
 
 What the repository loses never stops what serves: a loaded version whose directory is gone stays
-(``missing`` in its status) until an admin unload, or until another version of its model is loaded
-from disk; a repository that cannot be read changes nothing. A failed version is logged once per
+(``missing`` in its status) until an admin unload, or until a re-scan loads a new version of its model
+(one that served already never replaces it: ``rm -rf`` is not atomic); a repository that cannot be read changes nothing. A failed version is logged once per
 change and tried again with a back-off (``load_retries``).
 
 Switching is atomic: all state changes happen on the event loop thread by replacing entries, so a
@@ -140,7 +140,6 @@ class ModelRegistry(VersionTable):
                 await self._refresh_serving(name)
                 allowed = self.policies.of(name).loads(list(found[name]))
                 found[name] = {v: p for v, p in found[name].items() if v in allowed}
-            self._forget_gone(found, report)
             todo = [
                 (name, version, path)
                 for name, versions in found.items()
@@ -151,7 +150,8 @@ class ModelRegistry(VersionTable):
             results = await self._load_all(todo)
             for (name, version, _), ok in zip(todo, results, strict=True):
                 (report.added if ok else report.failed).append((name, version))
-            self._forget_gone(found, report)  # a version loaded just now may replace a missing one
+            fresh = {key for key in report.added if (e := self._entry(*key)) and e.loaded is not None}
+            self._forget_gone(found, fresh, report)
             for name in self.policies.names():
                 if name not in self._models:
                     self.policies.forget(name)
@@ -254,12 +254,15 @@ class ModelRegistry(VersionTable):
             log.warning("skipped %s: %s", path, reason)
         self._skipped = current
 
-    def _forget_gone(self, found: dict[str, dict[int, Path]], report: ReloadReport) -> None:
-        """Drop versions gone from disk, but a loaded one stays (``missing``) until another version
-        of its model on disk serves."""
+    def _forget_gone(
+        self, found: dict[str, dict[int, Path]], fresh: set[tuple[str, int]], report: ReloadReport
+    ) -> None:
+        """Drop versions gone from disk, but a loaded one stays (``missing``) until a version of its
+        model that this re-scan loaded (``fresh``) serves. A version that served before never counts
+        as a replacement: a directory tree being deleted shows some versions still on disk."""
         for name, versions in list(self._models.items()):
             on_disk = found.get(name, {})
-            replaced = any(e.loaded is not None and v in on_disk for v, e in versions.items())
+            replaced = any((name, v) in fresh and v in on_disk for v in versions)
             for version, entry in list(versions.items()):
                 if version in on_disk:
                     if entry.missing:
