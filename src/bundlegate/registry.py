@@ -21,8 +21,9 @@ the highest servable version.
 
 What the repository loses never stops what serves: a loaded version whose directory is gone stays
 (``missing`` in its status) until an admin unload, or until a re-scan loads a new version of its model
-(one that served already never replaces it: ``rm -rf`` is not atomic); a repository that cannot be read changes nothing. A failed version is logged once per
-change and tried again with a back-off (``load_retries``).
+(one that served already never replaces it: ``rm -rf`` is not atomic); a repository that cannot be
+read changes nothing. A failed version is logged once per change and tried again with a back-off
+(``load_retries``).
 
 Switching is atomic: all state changes happen on the event loop thread by replacing entries, so a
 request sees either the old or the new version, and a removed version's queue drains its in-flight
@@ -42,9 +43,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bundlegate.batching import DEFAULT_INLINE_MAX_S, BatchObserver, BatchQueue, run_blocking, usable_cpus
-from bundlegate.errors import NotFound, one_line
+from bundlegate.bundle import read_manifest
+from bundlegate.errors import BundlegateError, NotFound, one_line
 from bundlegate.load_retries import LoadRetries
 from bundlegate.loader import LoaderSettings, VersionParts, load_version
+from bundlegate.manifest import Manifest
 from bundlegate.policies import ServingPolicies
 from bundlegate.registry_events import RegistryEvents, bundle_bytes
 from bundlegate.repository import Skipped, scan_repository_report
@@ -276,8 +279,9 @@ class ModelRegistry(VersionTable):
 
     async def _load_all(self, todo: list[tuple[str, int, Path]], lazy: bool | None = None) -> list[bool]:
         if self.settings.lazy if lazy is None else lazy:
-            for name, version, path in todo:
-                self._set(name, version, Entry(path, "available"))
+            manifests = await run_blocking(self._load_pool, _manifests, todo)
+            for (name, version, path), manifest in zip(todo, manifests, strict=True):
+                self._set(name, version, Entry(path, "available", manifest=manifest))
             return [True] * len(todo)
         entries = [Entry(path, "loading") for _, _, path in todo]
         for (name, version, _), entry in zip(todo, entries, strict=True):
@@ -329,7 +333,10 @@ class ModelRegistry(VersionTable):
             entry = self._entry(name, version)
             self.residency.remove((name, version))
             if entry is not None and entry.loaded is not None:  # in-flight requests keep their reference
-                self._set(name, version, Entry(entry.path, "available", load_seconds=entry.load_seconds))
+                evicted = Entry(
+                    entry.path, "available", load_seconds=entry.load_seconds, manifest=entry.loaded.manifest
+                )
+                self._set(name, version, evicted)
                 self.events.evicted(name, version)
                 log.info("model %s version %s evicted (memory budget)", name, version)
 
@@ -380,3 +387,18 @@ class ModelRegistry(VersionTable):
     def _load_parts(self, name: str, version: int, path: Path) -> VersionParts:
         """Load one version (in a loading thread)."""
         return load_version(path, name, version, self.settings)
+
+
+def _manifests(todo: list[tuple[str, int, Path]]) -> list[Manifest | None]:
+    """Each version's manifest, to describe it before it loads (None: unreadable, or not the
+    version its directory says; the load reports why)."""
+    manifests: list[Manifest | None] = []
+    for name, version, path in todo:
+        try:
+            manifest: Manifest | None = read_manifest(path)
+        except (BundlegateError, OSError):
+            manifest = None
+        if manifest is not None and (manifest.name, manifest.version) != (name, version):
+            manifest = None
+        manifests.append(manifest)
+    return manifests

@@ -46,6 +46,7 @@ class Entry:
     error: str | None = None
     load_seconds: float | None = None
     missing: bool = False
+    manifest: Manifest | None = None  # an ``available`` version's, read without loading it
     # loaded, or loadable on demand; a field, not a property: the default route reads it per request
     servable: bool = field(init=False)
 
@@ -111,6 +112,19 @@ class VersionTable:
         if target is None or target.loaded is None:
             return loaded, None
         return loaded, ShadowRoute(self.shadows, target.loaded, shadow.sample)
+
+    def manifest(self, name: str, version: int | None = None) -> Manifest | None:
+        """The manifest of ``version`` (or the default) when it is loaded or ``available``: describing
+        a model needs no load."""
+        versions = self._models.get(name, {})
+        if version is None:
+            version = self._default(name, versions)
+        entry = versions.get(version) if version is not None else None
+        if entry is None:
+            return None
+        if entry.loaded is not None:
+            return entry.loaded.manifest
+        return entry.manifest if entry.state == "available" else None
 
     def models(self) -> list[ModelStatus]:
         """Every model in name order, each with its versions (ascending), states and default."""

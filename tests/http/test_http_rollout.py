@@ -142,3 +142,20 @@ async def test_a_lazy_split_route_loads_whichever_version_it_picks(
         ]
     assert [r.status_code for r in answers] == [200] * 40
     assert {r.headers["x-model-version"] for r in answers} == {"1", "2"}
+
+
+async def test_lazy_models_are_described_before_their_first_request(
+    make_app: MakeApp, keys: Keys, tmp_path: Path
+) -> None:
+    repo = _repo(tmp_path)
+    app = await make_app(repository=repo, lazy=True)
+    async with client_for(app) as client:
+        described = (await client.get("/v1/models/iris", headers=keys.auth())).json()
+        assert described["schema"]["version"] == 2
+        assert [i["name"] for i in described["schema"]["inputs"]] == bf.IRIS_FEATURES
+        paths = (await client.get("/openapi.json", headers=keys.auth())).json()["paths"]
+        assert {"/v1/models/iris/predict", "/v1/models/iris/versions/1/predict"} <= set(paths)
+        states = [
+            v["state"] for v in (await client.get("/v1/models/iris", headers=keys.auth())).json()["versions"]
+        ]
+        assert states == ["available", "available"]  # describing loads nothing
