@@ -159,3 +159,21 @@ async def test_a_pinned_model_is_never_evicted(repo: Path, make: Any) -> None:
     assert events.evictions == []  # over the budget, but the only candidate is pinned
     assert registry.get("iris").version == 2
     assert registry.get("other").version == 1
+
+
+async def test_a_lazy_shadow_loads_in_the_background_and_then_shadows(repo: Path, make: Any) -> None:
+    (repo / "iris" / "serving.json").write_text(json.dumps({"shadow": {"version": 1}}))
+    registry, events = make(lazy=True)
+    await registry.start()
+    await registry.make_resident("iris", 2)
+    loaded, shadow = registry.route("iris", None)
+    assert (loaded.version, shadow) == (2, None)  # not resident yet: this request is not shadowed
+    for _ in range(200):  # bounded: the background load takes well under a second
+        if registry.model("iris").versions[0].state == "loaded":
+            break
+        await asyncio.sleep(0.02)
+    assert events.loads == [("iris", 2, True), ("iris", 1, True)]
+    loaded, shadow = registry.route("iris", None)
+    assert loaded.version == 2
+    assert shadow is not None
+    assert shadow.target.version == 1

@@ -203,6 +203,11 @@ class ModelRegistry(VersionTable):
 
         await self.residency.load_once((name, version), start)
 
+    def _wake(self, name: str, version: int) -> None:
+        """A shadow version is ``available``: load it in the background, one load at a time."""
+        if not self._draining and not self.residency.loading((name, version)):
+            self._in_background(self.make_resident(name, version))
+
     async def drain(self, timeout: float | None = None) -> bool:
         """Shutdown: refuse new work (``Overloaded``), wait for in-flight work; False on timeout."""
         self._draining = True

@@ -97,7 +97,9 @@ class VersionTable:
 
     def route(self, name: str, routing_key: bytes | None) -> tuple[LoadedVersion, ShadowRoute | None]:
         """The default route of a model in ``rollouts``: the version its traffic split picks (the
-        default when that one cannot serve), and the shadow to offer the request to, if any."""
+        default when that one cannot serve), and the shadow to offer the request to, if any. A shadow
+        version that is not resident starts loading in the background; requests are shadowed once
+        it is."""
         rollout = self.rollouts[name]
         version = rollout.pick(routing_key)
         if version is not None:
@@ -110,8 +112,13 @@ class VersionTable:
             return loaded, None
         target = self._entry(name, shadow.version)
         if target is None or target.loaded is None:
+            if target is not None and target.state == "available":  # --lazy, or evicted
+                self._wake(name, shadow.version)
             return loaded, None
         return loaded, ShadowRoute(self.shadows, target.loaded, shadow.sample)
+
+    def _wake(self, name: str, version: int) -> None:
+        """Start making an ``available`` version resident without waiting (the registry does)."""
 
     def manifest(self, name: str, version: int | None = None) -> Manifest | None:
         """The manifest of ``version`` (or the default) when it is loaded or ``available``: describing
