@@ -159,3 +159,15 @@ async def test_lazy_models_are_described_before_their_first_request(
             v["state"] for v in (await client.get("/v1/models/iris", headers=keys.auth())).json()["versions"]
         ]
         assert states == ["available", "available"]  # describing loads nothing
+
+
+async def test_an_alias_that_loads_its_version_counts_once_against_the_rate_limit(
+    make_app: MakeApp, keys: Keys, tmp_path: Path
+) -> None:
+    repo = _repo(tmp_path, {"aliases": {"champion": 1}})
+    app = await make_app(repository=repo, lazy=True, rate_limit_rps=0.01)  # one request, then 429
+    async with client_for(app) as client:
+        first = await client.post("/v1/models/iris/aliases/champion/predict", json=IRIS, headers=keys.auth())
+        assert first.status_code == 200  # loaded version 1, then answered: one request
+        second = await client.post("/v1/models/iris/aliases/champion/predict", json=IRIS, headers=keys.auth())
+        assert second.status_code == 429
