@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 from gateway_support import Keys, MakeApp, client_for
 
 import bundle_factory as bf
@@ -53,16 +54,25 @@ async def test_an_alias_answers_with_its_version_and_others_are_404(
         ] == "2"
 
 
+async def _readiness(client: httpx.AsyncClient) -> int:
+    """/readyz's status, checked to be /v2/health/ready's too (one readiness, two protocols)."""
+    ready, v2 = await client.get("/readyz"), await client.get("/v2/health/ready")
+    assert ready.status_code == v2.status_code
+    return ready.status_code
+
+
 async def test_readyz_waits_for_required_models_and_for_one_that_loads(
     make_app: MakeApp, repo: Path, tmp_path: Path
 ) -> None:
     app = await make_app(require_models="iris,credit")
     async with client_for(app) as client:
-        assert (await client.get("/readyz")).status_code == 200
+        assert await _readiness(client) == 200
+        app.stop_requested()  # SIGTERM with a drain delay
+        assert await _readiness(client) == 503
     app = await make_app(require_models="iris,nope")
     async with client_for(app) as client:
+        assert await _readiness(client) == 503
         r = await client.get("/readyz")
-        assert r.status_code == 503
         assert "nope" in r.json()["error"]["message"]
     only_broken = tmp_path / "broken-only"
     only_broken.mkdir()
@@ -70,12 +80,12 @@ async def test_readyz_waits_for_required_models_and_for_one_that_loads(
     (broken / "model.onnx").write_bytes(b"corrupt")
     app = await make_app(repository=only_broken)
     async with client_for(app) as client:
-        assert (await client.get("/readyz")).status_code == 503  # its only bundle is broken
+        assert await _readiness(client) == 503  # its only bundle is broken
     empty = tmp_path / "empty"
     empty.mkdir()
     app = await make_app(repository=empty)
     async with client_for(app) as client:
-        assert (await client.get("/readyz")).status_code == 200  # nothing to load is not an error
+        assert await _readiness(client) == 200  # nothing to load is not an error
 
 
 async def test_the_admin_load_picks_up_a_model_that_appeared_on_disk(

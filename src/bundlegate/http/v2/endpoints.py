@@ -28,11 +28,12 @@ import orjson
 from starlette.routing import Route
 
 from bundlegate import __version__
-from bundlegate.errors import InvalidInput, MalformedRequest, ModelNotReady, NotFound, Unavailable, problem
+from bundlegate.errors import InvalidInput, MalformedRequest, ModelNotReady, NotFound, problem
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access, require_admin
 from bundlegate.http.body import parse_json
 from bundlegate.http.context import GatewayContext, Reply
 from bundlegate.http.models import public_error, status_of
+from bundlegate.http.readiness import check_ready
 from bundlegate.http.routing import Call, json_reply, route
 from bundlegate.http.v2.binary import decode_binary_inputs
 from bundlegate.http.v2.codec import (
@@ -62,10 +63,7 @@ async def live(call: Call) -> Reply:
 
 
 async def ready(call: Call) -> Reply:
-    state = call.ctx.state
-    if state.draining or not state.loading_done:
-        reason = "shutting down" if state.draining else "loading models"
-        raise Unavailable(f"the server is not ready: {reason}")
+    check_ready(call.ctx)  # the same check as /readyz
     return json_reply({"ready": True})
 
 
