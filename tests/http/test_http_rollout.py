@@ -7,8 +7,10 @@ from pathlib import Path
 
 import httpx
 from gateway_support import Keys, MakeApp, client_for
+from starlette.types import Receive, Scope, Send
 
 import bundle_factory as bf
+from bundlegate.http.routing import HotRoutes
 
 IRIS = {"inputs": dict(zip(bf.IRIS_FEATURES, [5.1, 3.5, 1.4, 0.2], strict=True))}
 
@@ -181,3 +183,36 @@ async def test_an_alias_that_loads_its_version_counts_once_against_the_rate_limi
         assert first.status_code == 200  # loaded version 1, then answered: one request
         second = await client.post("/v1/models/iris/aliases/champion/predict", json=IRIS, headers=keys.auth())
         assert second.status_code == 429
+
+
+async def test_alias_routes_skip_the_regular_expression_router(
+    make_app: MakeApp, keys: Keys, tmp_path: Path
+) -> None:
+    repo = _repo(tmp_path, {"aliases": {"champion": 1}})
+    app = await make_app(repository=repo)
+    hot = app._http.app
+    assert isinstance(hot, HotRoutes)
+    router = hot.fallback
+    fell_through: list[str] = []
+
+    async def fallback(scope: Scope, receive: Receive, send: Send) -> None:
+        fell_through.append(scope["path"])
+        await router(scope, receive, send)
+
+    hot.fallback = fallback
+    async with client_for(app) as client:
+        for path in ["/v1/models/iris/aliases/champion/predict", "/v1/models/iris/versions/2/predict"]:
+            r = await client.post(path, json=IRIS, headers=keys.auth())
+            assert r.status_code == 200
+        batch = {"inputs": [IRIS["inputs"]] * 2}
+        r = await client.post(
+            "/v1/models/iris/aliases/champion/predict/batch", json=batch, headers=keys.auth()
+        )
+        assert r.headers["x-model-version"] == "1"
+        assert len(r.json()["predictions"]) == 2
+        assert fell_through == []
+        r = await client.post("/v1/models/iris/aliases/nope/predict", json=IRIS, headers=keys.auth())
+        assert r.status_code == 404
+        r = await client.get("/v1/models/iris", headers=keys.auth())
+        assert r.status_code == 200
+        assert fell_through == ["/v1/models/iris"]  # the rest still goes to the router

@@ -194,11 +194,12 @@ class _Endpoint:
 
 class HotRoutes:
     """The POST model routes (``/v1/models/{name}/predict``, ``/v2/models/{name}/infer``, their
-    ``/versions/{version}`` forms...) found with one ``str.split`` and a dict lookup, ahead of
-    Starlette's router, which tries each route's regular expression in turn; everything else, and any
-    request with a ``root_path``, goes on to ``fallback`` (the router), which also answers 404/405.
+    ``/versions/{version}`` and ``/aliases/{alias}`` forms...) found with one ``str.split`` and a dict
+    lookup, ahead of Starlette's router, which tries each route's regular expression in turn;
+    everything else, and any request with a ``root_path``, goes on to ``fallback`` (the router), which
+    also answers 404/405.
 
-    ``{name}`` and ``{version}`` match one non-empty path segment, as in Starlette."""
+    ``{name}``, ``{version}`` and ``{alias}`` match one non-empty path segment, as in Starlette."""
 
     def __init__(self, routes: list[Route], fallback: ASGIApp) -> None:
         self.fallback = fallback
@@ -214,9 +215,11 @@ class HotRoutes:
             if len(parts) > 4 and parts[3] and parts[2] == "models":
                 params = {"name": parts[3]}
                 parts[3] = None
-                if len(parts) > 6 and parts[4] == "versions" and parts[5]:
-                    params["version"] = parts[5]
-                    parts[5] = None
+                if len(parts) > 6 and parts[5]:
+                    param = _SEGMENT_PARAMS.get(parts[4])  # type: ignore[arg-type]
+                    if param is not None:
+                        params[param] = parts[5]
+                        parts[5] = None
                 endpoint = self._table.get(tuple(parts))
                 if endpoint is not None:
                     scope["path_params"] = params
@@ -225,13 +228,18 @@ class HotRoutes:
         await self.fallback(scope, receive, send)
 
 
+_SEGMENT_PARAMS = {"versions": "version", "aliases": "alias"}  # /versions/{version}, /aliases/{alias}
+
+
 def _template_key(path: str) -> tuple[str | None, ...] | None:
-    """``/v1/models/{name}[/versions/{version}]/...`` as a ``HotRoutes`` key (placeholders as None)."""
+    """``/v1/models/{name}[/versions/{version} | /aliases/{alias}]/...`` as a ``HotRoutes`` key
+    (placeholders as None)."""
     parts: list[str | None] = list(path.split("/"))
     if len(parts) < 5 or parts[2] != "models" or parts[3] != "{name}":
         return None
     parts[3] = None
-    if len(parts) > 6 and parts[4] == "versions" and parts[5] == "{version}":
+    param = _SEGMENT_PARAMS.get(parts[4] or "")
+    if len(parts) > 6 and param is not None and parts[5] == "{" + param + "}":
         parts[5] = None
     if any(p is not None and "{" in p for p in parts):
         return None
