@@ -216,3 +216,22 @@ async def test_alias_routes_skip_the_regular_expression_router(
         r = await client.get("/v1/models/iris", headers=keys.auth())
         assert r.status_code == 200
         assert fell_through == ["/v1/models/iris"]  # the rest still goes to the router
+
+
+async def test_v2_metadata_is_the_default_version_and_infer_follows_the_split(
+    make_app: MakeApp, keys: Keys, tmp_path: Path
+) -> None:
+    repo = _repo(tmp_path, {"traffic": {"1": 50, "2": 50}})
+    app = await make_app(repository=repo)
+    row = list(IRIS["inputs"].values())
+    infer = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": row}]}
+    async with client_for(app) as client:
+        for _ in range(20):
+            ready = await client.get("/v2/models/iris/ready", headers=keys.auth())
+            assert ready.json()["version"] == "2"  # the default (the highest), not a draw
+            metadata = await client.get("/v2/models/iris", headers=keys.auth())
+            assert metadata.headers["x-model-version"] == "2"
+        answers = [
+            await client.post("/v2/models/iris/infer", json=infer, headers=keys.auth()) for _ in range(40)
+        ]
+    assert {r.json()["model_version"] for r in answers} == {"1", "2"}

@@ -73,19 +73,20 @@ class Call:
         self.info.key_id = key.id
         return key
 
-    def model(self, name: str, version: str | None = None) -> LoadedVersion:
+    def model(self, name: str, version: str | None = None, *, routed: bool = True) -> LoadedVersion:
         """The loaded version answering for ``name`` (and ``version``, when pinned). Authenticates
         first. Unknown model, unknown version and a model the key may not see all raise the same
         ``NotFound``; a loading or failed model ``ModelNotReady`` (so is any allowed name before the
         first load has finished); a draining server ``Overloaded``. The default route of a model whose
-        serving.json splits or shadows it goes through ``registry.route`` (``X-Routing-Key``)."""
+        serving.json splits or shadows it goes through ``registry.route`` (``X-Routing-Key``) unless
+        ``routed`` is False (metadata: the default version, whatever the split)."""
         key = self.key or self.authenticate()
         check_model_access(key, name)
         if self.ctx.state.draining:
             raise Overloaded("the server is shutting down; retry on another instance", retry_after=1)
         registry = self.ctx.registry
         try:
-            if version is None and name in registry.rollouts:
+            if version is None and routed and name in registry.rollouts:
                 loaded, self.shadow = registry.route(name, self.header(b"x-routing-key"))
             else:
                 loaded = registry.get(name, parse_version(version))

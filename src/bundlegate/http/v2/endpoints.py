@@ -9,6 +9,9 @@
     POST /v2/repository/index                            every model version and its state (admin)
     POST /v2/repository/models/{name}/load|unload        (admin; 404 for other keys)
 
+Without ``/versions/{v}``, metadata and readiness are the default version's, and infer follows the
+model's ``serving.json`` traffic split as ``/v1`` predict does (a shadow scores ``/v1`` requests only).
+
 Infer accepts either one tensor per feature, named as the feature (shape ``[N]`` or ``[N, 1]``), or,
 for purely numeric models, one tensor of shape ``[N, n_features]`` under any name (``codec``).
 Tensor data comes as JSON (flat or nested) or, with ``Inference-Header-Content-Length``, in the binary
@@ -72,7 +75,7 @@ async def ready(call: Call) -> Reply:
 
 async def model_metadata(call: Call) -> Reply:
     params = call.params
-    loaded = call.model(params["name"], params.get("version"))
+    loaded = call.model(params["name"], params.get("version"), routed=False)
     manifest = loaded.manifest
     status = status_of(call.ctx.registry, manifest.name)
     versions = [str(v.version) for v in status.versions if v.state == "loaded"] if status else []
@@ -90,7 +93,7 @@ async def model_metadata(call: Call) -> Reply:
 
 async def model_ready(call: Call) -> Reply:
     params = call.params
-    loaded = call.model(params["name"], params.get("version"))
+    loaded = call.model(params["name"], params.get("version"), routed=False)
     return json_reply({"name": params["name"], "version": str(loaded.version), "ready": True})
 
 
