@@ -43,11 +43,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bundlegate.batching import DEFAULT_INLINE_MAX_S, BatchObserver, BatchQueue, run_blocking, usable_cpus
-from bundlegate.bundle import read_manifest
-from bundlegate.errors import BundlegateError, NotFound, one_line
+from bundlegate.errors import NotFound, one_line
 from bundlegate.load_retries import LoadRetries
-from bundlegate.loader import LoaderSettings, VersionParts, load_version
-from bundlegate.manifest import Manifest
+from bundlegate.loader import LoaderSettings, VersionParts, described, load_version
 from bundlegate.policies import ServingPolicies
 from bundlegate.registry_events import RegistryEvents, bundle_bytes
 from bundlegate.repository import Skipped, scan_repository_report
@@ -284,7 +282,7 @@ class ModelRegistry(VersionTable):
 
     async def _load_all(self, todo: list[tuple[str, int, Path]], lazy: bool | None = None) -> list[bool]:
         if self.settings.lazy if lazy is None else lazy:
-            manifests = await run_blocking(self._load_pool, _manifests, todo)
+            manifests = await run_blocking(self._load_pool, lambda: [described(*t) for t in todo])
             for (name, version, path), manifest in zip(todo, manifests, strict=True):
                 self._set(name, version, Entry(path, "available", manifest=manifest))
             return [True] * len(todo)
@@ -392,18 +390,3 @@ class ModelRegistry(VersionTable):
     def _load_parts(self, name: str, version: int, path: Path) -> VersionParts:
         """Load one version (in a loading thread)."""
         return load_version(path, name, version, self.settings)
-
-
-def _manifests(todo: list[tuple[str, int, Path]]) -> list[Manifest | None]:
-    """Each version's manifest, to describe it before it loads (None: unreadable, or not the
-    version its directory says; the load reports why)."""
-    manifests: list[Manifest | None] = []
-    for name, version, path in todo:
-        try:
-            manifest: Manifest | None = read_manifest(path)
-        except (BundlegateError, OSError):
-            manifest = None
-        if manifest is not None and (manifest.name, manifest.version) != (name, version):
-            manifest = None
-        manifests.append(manifest)
-    return manifests
