@@ -75,8 +75,10 @@ def promtool_check_metrics(exposition: bytes) -> subprocess.CompletedProcess[str
     )
 
 
-def _config(targets: Sequence[str], scrape_interval: str, metrics_path: str) -> str:
+def _config(targets: Sequence[str], scrape_interval: str, metrics_path: str, key: str | None) -> str:
     target_list = ", ".join(f'"{t}"' for t in targets)
+    # the gateway's data port answers /metrics to a key, with the series of that key's models
+    authorization = f"    authorization:\n      credentials: {key}\n" if key else ""
     return (
         "global:\n"
         f"  scrape_interval: {scrape_interval}\n"
@@ -86,6 +88,7 @@ def _config(targets: Sequence[str], scrape_interval: str, metrics_path: str) -> 
         f"    scrape_interval: {scrape_interval}\n"
         f"    scrape_timeout: {scrape_interval}\n"
         f"    metrics_path: {metrics_path}\n"
+        f"{authorization}"
         "    static_configs:\n"
         f"      - targets: [{target_list}]\n"
     )
@@ -110,16 +113,21 @@ def _log_tail(log: Path, lines: int = 20) -> str:
 
 @contextlib.contextmanager
 def running_prometheus(
-    targets: Sequence[str], *, scrape_interval: str = "1s", metrics_path: str = "/metrics"
+    targets: Sequence[str],
+    *,
+    scrape_interval: str = "1s",
+    metrics_path: str = "/metrics",
+    key: str | None = None,
 ) -> Iterator[str]:
     """Run Prometheus on 127.0.0.1 (a free port, storage in a temp dir) scraping ``targets``
-    (``host:port``) every ``scrape_interval``; yield its base URL; stop it with SIGTERM and a bounded wait.
-    Raises ``PrometheusStartError`` if it is not ready within 30 s."""
+    (``host:port``) every ``scrape_interval``, with ``key`` as its bearer credentials; yield its base
+    URL; stop it with SIGTERM and a bounded wait. Raises ``PrometheusStartError`` if it is not ready
+    within 30 s."""
     binary = require_tool("prometheus")
     with tempfile.TemporaryDirectory(prefix="bundlegate-prom-") as tmp:
         workdir = Path(tmp)
         config = workdir / "prometheus.yml"
-        config.write_text(_config(targets, scrape_interval, metrics_path))
+        config.write_text(_config(targets, scrape_interval, metrics_path, key))
         log = workdir / "prometheus.log"
         last_error = ""
         for _attempt in range(3):  # a free port can be taken between probing and binding it

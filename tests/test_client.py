@@ -135,5 +135,9 @@ async def test_async_client(gateway: tuple[Server, str]) -> None:
         assert many.predictions == clf.predict(rows).tolist()
         assert (await gw.predict("iris", rows[0].tolist(), version=1)).version == 1
         assert {m["name"] for m in await gw.models()} == {"iris", "credit"}
+        schema = (await gw.model("iris"))["schema"]
+        assert [i["name"] for i in schema["inputs"]] == list(bf.IRIS_FEATURES)
+        with pytest.raises(bc.NotFound):
+            await gw.model("nothing-here")
         with pytest.raises(bc.InvalidInput):
             await gw.predict_many("iris", [])

@@ -218,7 +218,7 @@ def test_every_panel_query_runs_on_real_prometheus_against_a_running_gateway(tmp
     with running_gateway(tmp_path) as (base_url, key):
         target = base_url.removeprefix("http://")
         with (
-            running_prometheus([target], scrape_interval="1s") as prom,
+            running_prometheus([target], scrape_interval="1s", key=key) as prom,
             httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client,
         ):
             models = served_models(client)

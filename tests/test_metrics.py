@@ -325,7 +325,7 @@ async def test_requests_for_random_model_names_add_no_label_values(
     headers = {"Authorization": f"Bearer {key}"}
     row = {"inputs": [5.1, 3.5, 1.4, 0.2]}
     assert (await client.post("/v1/models/iris/predict", json=row, headers=headers)).status_code == 200
-    before = parse((await client.get("/metrics")).content)
+    before = parse((await client.get("/metrics", headers=headers)).content)
 
     rng = random.Random(11)
     for i in range(100):
@@ -339,7 +339,7 @@ async def test_requests_for_random_model_names_add_no_label_values(
         )
         response = await client.post(path, json=row, headers=headers)
         assert response.status_code == 404
-    after = parse((await client.get("/metrics")).content)
+    after = parse((await client.get("/metrics", headers=headers)).content)
 
     assert label_values(after, "model") == label_values(before, "model") | {"-"} == {"iris", "-"}
     assert label_values(after, "version") == {"1", "-"}
@@ -349,5 +349,5 @@ async def test_requests_for_random_model_names_add_no_label_values(
         if name == "bundlegate_requests_total" and ("code", "404") in labels
     )
     assert not_found == 100
-    result = promtool_check_metrics((await client.get("/metrics")).content)
+    result = promtool_check_metrics((await client.get("/metrics", headers=headers)).content)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -141,7 +141,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 def prometheus(gateway: Gateway) -> Iterator[str]:
     """A Prometheus scraping ``gateway`` every second; its base URL."""
     require_tool("prometheus")
-    with running_prometheus([gateway.url.removeprefix("http://")], scrape_interval="1s") as url:
+    target = gateway.url.removeprefix("http://")
+    with running_prometheus([target], scrape_interval="1s", key=gateway.key) as url:
         yield url
 
 
@@ -230,7 +231,9 @@ def test_counters_add_up_across_workers(tmp_path: Path) -> None:
         for _ in range(6):
             families = {
                 f.name: f
-                for f in text_string_to_metric_families(httpx.get(f"{gateway}/metrics", timeout=10).text)
+                for f in text_string_to_metric_families(
+                    httpx.get(f"{gateway}/metrics", headers={"X-API-Key": key}, timeout=10).text
+                )
             }
             ok = [
                 s.value

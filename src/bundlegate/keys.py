@@ -112,6 +112,11 @@ class KeyRecord:
         regex = "|".join(f"(?:{fnmatch.translate(p)})" for p in self.models) or r"(?!)"
         object.__setattr__(self, "_matcher", re.compile(regex).match)
 
+    @property
+    def allows_every_model(self) -> bool:
+        """Whether a pattern of this key matches every name (``*``)."""
+        return "*" in self.models
+
     def allows(self, model_name: str) -> bool:
         """Whether this key may see ``model_name`` (any of its globs matches the whole name)."""
         return self._matcher(model_name) is not None

@@ -61,6 +61,14 @@ def problems(model_bytes: bytes, extra_domains: tuple[str, ...] = ()) -> list[st
     return [p for p, domain in found.items() if domain is None or domain not in admitted]
 
 
+def refers_to_external_data(model_bytes: bytes) -> bool:
+    """Whether a tensor of ``model_bytes`` keeps its data outside the file; ``WireError`` for bytes
+    that are not an ONNX protobuf."""
+    found: dict[str, str | None] = {}
+    _walk(memoryview(model_bytes), "model", 0, found)
+    return _EXTERNAL in found
+
+
 def operator_domains(model_bytes: bytes) -> set[str]:
     """The non-standard operator domains ``model_bytes`` uses (empty for a standard model)."""
     found: dict[str, str | None] = {}

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from bundlegate import onnx_check
 from bundlegate.admission import admit_onnx
 from bundlegate.bundle import Bundle
 from bundlegate.dtypes import ONNX
@@ -161,84 +162,18 @@ def load_model(
 # ---------------------------------------------------------------------- external data check
 
 
-# message kind -> {field number in onnx.proto: kind of the sub-message}, for fields that hold tensors
-# or messages holding tensors; every other field is skipped by its wire type.
-_CHILDREN: dict[str, dict[int, str]] = {
-    "model": {7: "graph", 20: "training", 25: "function"},
-    "training": {1: "graph", 2: "graph"},
-    "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "function": {7: "node"},
-    "node": {5: "attribute"},
-    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
-    "sparse": {1: "tensor", 2: "tensor"},
-    "tensor": {},
-}
-_TENSOR_EXTERNAL_DATA = 13
-_TENSOR_DATA_LOCATION = 14
-_MAX_DEPTH = 64
-
-
 def refuse_external_data(model_bytes: bytes) -> None:
     """Raise ``UnsafePath`` if any tensor of the ONNX model keeps its data outside the file.
 
-    A small protobuf wire-format walk over the messages that can hold tensors (graphs, nodes,
-    attributes, functions, sparse tensors), so the runtime needs no ``onnx`` package. onnxruntime
-    finds an external file only through a ``location`` entry, so a model without those bytes
-    anywhere needs no walk (which matters: tree ensembles hold millions of unpacked integers).
+    The protobuf wire-format walk of ``onnx_check`` (no ``onnx`` package needed). onnxruntime finds
+    an external file only through a ``location`` entry, so a model without those bytes anywhere needs
+    no walk.
     """
     if b"location" not in model_bytes:
         return
     try:
-        _walk(memoryview(model_bytes), "model", 0)
-    except _WireError:
+        external = onnx_check.refers_to_external_data(model_bytes)
+    except onnx_check.WireError:
         raise BundleError("model.onnx is not a valid ONNX protobuf") from None
-
-
-class _WireError(Exception):
-    pass
-
-
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise _WireError
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _walk(buf: memoryview, kind: str, depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        raise _WireError
-    children = _CHILDREN[kind]
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-            if kind == "tensor" and field == _TENSOR_DATA_LOCATION and value == 1:
-                raise UnsafePath("model.onnx refers to external data, which bundles may not use")
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            end = pos + length
-            if end > len(buf):
-                raise _WireError
-            if kind == "tensor" and field == _TENSOR_EXTERNAL_DATA:
-                raise UnsafePath("model.onnx refers to external data, which bundles may not use")
-            child = children.get(field)
-            if child is not None:
-                _walk(buf[pos:end], child, depth + 1)
-            pos = end
-        else:
-            raise _WireError
-    if pos != len(buf):
-        raise _WireError
+    if external:
+        raise UnsafePath("model.onnx refers to external data, which bundles may not use")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,7 @@ async def test_request_id_is_echoed_when_sane_and_made_otherwise(
         assert 0 < len(r.headers["x-request-id"]) <= 64
     ids = {(await client.get("/healthz")).headers["x-request-id"] for _ in range(20)}
     assert len(ids) == 20
-    for path in ("/nowhere", "/metrics", "/readyz"):
+    for path in ("/nowhere", "/metrics", "/readyz"):  # answers and errors alike
         assert (await client.get(path)).headers["x-request-id"]
 
 
@@ -216,14 +217,12 @@ def sample(exposition: str, name: str, **labels: str) -> float | None:
     return None
 
 
-async def test_metrics_need_no_key_and_count_requests_per_model(
-    client: httpx.AsyncClient, keys: Keys
-) -> None:
+async def test_metrics_count_requests_per_model(client: httpx.AsyncClient, keys: Keys) -> None:
     for _ in range(3):
         assert (await client.post(PREDICT, json=GOOD, headers=keys.auth())).status_code == 200
     await client.post("/v1/models/made-up-name/predict", json=GOOD, headers=keys.auth())
     await client.post(PREDICT, json={"inputs": [1]}, headers=keys.auth())
-    r = await client.get("/metrics")
+    r = await client.get("/metrics", headers=keys.auth())
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
@@ -246,13 +245,32 @@ async def test_metrics_need_no_key_and_count_requests_per_model(
     assert sample(text, "bundlegate_model_load_duration_seconds", model="iris", version="1") is not None
 
 
+async def test_data_port_metrics_name_only_the_models_of_the_key(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """Without a key the data port's /metrics is 401, like every model endpoint; with one it holds
+    only the series of the models that key may see (a hidden model stays hidden, as its 404 does)."""
+    assert (await client.post(PREDICT, json=GOOD, headers=keys.auth())).status_code == 200
+    anonymous = await client.get("/metrics")
+    assert anonymous.status_code == 401
+    assert b"iris" not in anonymous.content
+    everything = (await client.get("/metrics", headers=keys.auth())).text
+    only_iris = (await client.get("/metrics", headers=keys.auth(keys.iris))).text
+    others = {m for m in re.findall(r'model="([^"]+)"', everything)} - {"-", "iris"}
+    assert others  # the all-models key sees other models
+    assert set(re.findall(r'model="([^"]+)"', only_iris)) <= {"-", "iris"}
+    assert sample(only_iris, "bundlegate_rows_predicted_total", model="iris", version="2") == 1
+    assert sample(only_iris, "bundlegate_models", state="loaded") == 5  # no model named: kept
+    assert "# TYPE bundlegate_requests_total counter" in only_iris
+
+
 async def test_rejections_are_counted_by_reason(make_app: MakeApp, keys: Keys) -> None:
     async with client_for(await make_app(rate_limit_rps=0.01)) as client:
         await client.post(PREDICT, json=GOOD, headers=keys.auth())
         await client.post(PREDICT, json=GOOD, headers=keys.auth())
         await client.post("/v1/models/broken/predict", json=GOOD, headers=keys.auth(keys.iris))
         await client.post("/v1/models/broken/predict", json=GOOD, headers=keys.auth(keys.admin))
-        text = (await client.get("/metrics")).text
+        text = (await client.get("/metrics", headers=keys.auth())).text  # a scrape is not rate limited
     assert sample(text, "bundlegate_rejected_requests_total", reason="rate_limited") == 1
     assert sample(text, "bundlegate_rejected_requests_total", reason="model_not_ready") == 1
 

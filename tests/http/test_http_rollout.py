@@ -122,7 +122,7 @@ async def test_lazy_answers_the_first_request_after_loading(
             for v in (await client.get("/v1/models/iris", headers=keys.auth())).json()["versions"]
         }
         assert states == {1: "loaded", 2: "available"}
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get("/metrics", headers=keys.auth())).text
         assert 'bundlegate_model_loads_total{cold="true",model="iris",version="1"} 1.0' in metrics
 
 
@@ -139,7 +139,7 @@ async def test_a_refused_serving_json_shows_in_status_and_metrics_and_the_last_g
         assert described["default_version"] == 1
         r = await client.post("/v1/models/iris/predict", json=IRIS, headers=keys.auth())
         assert r.headers["x-model-version"] == "1"
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get("/metrics", headers=keys.auth())).text
         assert 'bundlegate_serving_config_refused{model="iris"} 1.0' in metrics
 
 

@@ -154,7 +154,7 @@ def test_serve_answers_httpx_and_tritonclient_then_stops_on_sigterm(repo: Path, 
         )
         assert too_large.status_code == 413
         assert too_large.json()["error"]["code"] == "payload_too_large"
-        assert "bundlegate_requests_total" in httpx.get(f"{server.url}/metrics").text
+        assert "bundlegate_requests_total" in httpx.get(f"{server.url}/metrics", headers=auth).text
 
         # tritonclient, /v2
         import tritonclient.http as triton
@@ -259,7 +259,7 @@ def test_two_workers_serve_and_share_metrics(repo: Path, tmp_path: Path) -> None
                 r = client.post("/v1/models/iris/predict", json={"inputs": IRIS_ROWS[0].tolist()})
                 assert r.status_code == 200
         # each request may land on either worker; /metrics sums all workers
-        with httpx.Client(base_url=server.url) as client:
+        with httpx.Client(base_url=server.url, headers=auth) as client:
             text = client.get("/metrics").text
         line = next(
             ln

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         out.write(f"No bundle with sample rows in {args.repo}; `make bundles` builds the examples.\n\n")
     out.write(f"Models: curl -s http://127.0.0.1:{args.port}/v1/models -H 'Authorization: Bearer {key}'\n")
-    out.write(f"Metrics: curl -s http://127.0.0.1:{args.port}/metrics\n\n")
+    out.write(f"Metrics: curl -s http://127.0.0.1:{args.port}/metrics -H 'Authorization: Bearer {key}'\n\n")
     out.flush()
     from bundlegate.server.run import serve
 

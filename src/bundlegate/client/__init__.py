@@ -25,6 +25,7 @@ over httpx (``pip install 'bundlegate[client]'``)::
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -114,6 +115,23 @@ class _Base:
             version, alias = self.version, self.alias
         path = f"/v1/models/{quote(model, safe='')}" + _target(version, alias) + "/predict"
         return path + "/batch" if batch else path
+
+    def _next_wait(
+        self, attempt: int, response: httpx.Response | None, exc: httpx.TransportError | None
+    ) -> float | None:
+        """How long to wait before attempt ``attempt + 1``, or None to return ``response``: a failed
+        connection and a 429/503 answer are retried while attempts remain; any other transport error
+        (a timeout: the request may have run) raises at once."""
+        if exc is not None:
+            error = transport_error(exc)
+            wait = self._wait(attempt, error) if isinstance(exc, httpx.ConnectError) else None
+            if wait is None:
+                raise error from exc
+            return wait
+        assert response is not None
+        if response.status_code not in RETRY_STATUSES:
+            return None
+        return self._wait(attempt, error_from(response))
 
     def _wait(self, attempt: int, error: GatewayError) -> float | None:
         """Seconds to wait before retry ``attempt`` (1-based), or None to give up."""
@@ -216,22 +234,18 @@ class Client(_Base):
         return answer_from(self._send("POST", path, body), batch)
 
     def _send(self, method: str, path: str, body: Any) -> httpx.Response:
-        attempt = 0
-        while True:
-            attempt += 1
+        for attempt in itertools.count(1):
+            response, failure = None, None
             try:
                 response = self._http.request(method, self.base_url + path, json=body, headers=self.headers)
             except httpx.TransportError as exc:
-                error = transport_error(exc)
-                if not isinstance(exc, httpx.ConnectError) or (wait := self._wait(attempt, error)) is None:
-                    raise error from exc
-            else:
-                if response.status_code not in RETRY_STATUSES:
-                    return response
-                wait = self._wait(attempt, error_from(response))
-                if wait is None:
-                    return response
+                failure = exc
+            wait = self._next_wait(attempt, response, failure)
+            if wait is None:
+                assert response is not None
+                return response
             time.sleep(wait)
+        raise AssertionError("unreachable")
 
 
 class AsyncClient(_Base):
@@ -294,28 +308,33 @@ class AsyncClient(_Base):
         return answer
 
     async def models(self) -> list[dict[str, Any]]:
-        response = await self._send("GET", "/v1/models", None)
-        if response.status_code != 200:
-            raise error_from(response)
-        models: list[dict[str, Any]] = response.json()["models"]
+        """``GET /v1/models``: the models this key may see."""
+        models: list[dict[str, Any]] = (await self._get("/v1/models"))["models"]
         return models
 
+    async def model(self, name: str) -> dict[str, Any]:
+        """``GET /v1/models/{name}``: schema, outputs and versions."""
+        description: dict[str, Any] = await self._get(f"/v1/models/{quote(name, safe='')}")
+        return description
+
+    async def _get(self, path: str) -> Any:
+        response = await self._send("GET", path, None)
+        if response.status_code != 200:
+            raise error_from(response)
+        return response.json()
+
     async def _send(self, method: str, path: str, body: Any) -> httpx.Response:
-        attempt = 0
-        while True:
-            attempt += 1
+        for attempt in itertools.count(1):
+            response, failure = None, None
             try:
                 response = await self._http.request(
                     method, self.base_url + path, json=body, headers=self.headers
                 )
             except httpx.TransportError as exc:
-                error = transport_error(exc)
-                if not isinstance(exc, httpx.ConnectError) or (wait := self._wait(attempt, error)) is None:
-                    raise error from exc
-            else:
-                if response.status_code not in RETRY_STATUSES:
-                    return response
-                wait = self._wait(attempt, error_from(response))
-                if wait is None:
-                    return response
+                failure = exc
+            wait = self._next_wait(attempt, response, failure)
+            if wait is None:
+                assert response is not None
+                return response
             await asyncio.sleep(wait)
+        raise AssertionError("unreachable")

@@ -70,11 +70,11 @@ class ApiKeyAuth:
     def insecure(self) -> bool:
         return self.store is None
 
-    def authenticate(self, headers: Headers) -> KeyRecord:
+    def authenticate(self, headers: Headers, *, rate_limited: bool = True) -> KeyRecord:
         """The ``KeyRecord`` of the request's key; raises ``Unauthenticated`` (missing, unknown or revoked
-        key) or ``RateLimited``. Never puts the key in an error message."""
+        key) or, when ``rate_limited``, ``RateLimited``. Never puts the key in an error message."""
         record = INSECURE_RECORD if self.store is None else self.store.authenticate(presented_key(headers))
-        if self._limiter is not None:
+        if rate_limited and self._limiter is not None:
             self._limiter.check(record.id)
         return record
 

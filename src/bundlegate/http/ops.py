@@ -1,13 +1,18 @@
-"""Operations endpoints, no key needed (DESIGN.md §3): they reveal no model internals beyond names.
+"""Operations endpoints: the probes need no key and name no model; ``/metrics`` on the data port does.
 
 GET /healthz   200 while the process serves HTTP (liveness)
 GET /readyz    200 when ready (``readiness``: the first load done, the required models serving),
                503 (+ Retry-After) before, and from SIGTERM on (during ``--drain-delay-s`` too)
-GET /metrics   Prometheus text exposition (on the metrics port instead when ``--metrics-port`` is
-               set: ``http.metrics_listener``)
+GET /metrics   Prometheus text exposition for a key, holding only the series of the models that key
+               may see (and those of no model), so the data port names no model to a caller
+               without a key for it. With ``--metrics-port`` it is served there instead, without a
+               key, for Prometheus (``http.metrics_listener``), and the data port answers 404.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 from starlette.routing import Route
 
@@ -44,8 +49,27 @@ def exposition(ctx: GatewayContext) -> tuple[bytes, str]:
 
 
 async def metrics(call: Call) -> Reply:
+    key = call.authenticate(rate_limited=False)  # a scrape is not the key's traffic
     body, content_type = exposition(call.ctx)
+    if not key.allows_every_model:
+        body = only_models(body, key.allows)
     return Reply(200, body, content_type.encode())
+
+
+_MODEL_LABEL = re.compile(rb'[{,]model="((?:[^"\\]|\\.)*)"')
+
+
+def only_models(body: bytes, allows: Callable[[str], bool]) -> bytes:
+    """The exposition without the samples of models ``allows`` refuses (samples without a ``model``
+    label, or with ``model="-"``, stay: they name no model)."""
+    kept: list[bytes] = []
+    for line in body.splitlines(keepends=True):
+        if not line.startswith(b"#"):
+            match = _MODEL_LABEL.search(line)
+            if match is not None and match[1] != b"-" and not allows(match[1].decode("utf-8", "replace")):
+                continue
+        kept.append(line)
+    return b"".join(kept)
 
 
 def routes(ctx: GatewayContext) -> list[Route]:

@@ -62,13 +62,14 @@ class Call:
     def header(self, name: bytes) -> bytes | None:
         return header(self.scope["headers"], name)
 
-    def authenticate(self) -> KeyRecord:
-        """The caller's key record (401 missing/unknown key, 429 over its rate limit). Without keys
-        (``--insecure-no-auth``) only loopback clients are answered, however the server was bound."""
+    def authenticate(self, *, rate_limited: bool = True) -> KeyRecord:
+        """The caller's key record (401 missing/unknown key, 429 over its rate limit unless not
+        ``rate_limited``). Without keys (``--insecure-no-auth``) only loopback clients are answered,
+        however the server was bound."""
         auth = self.ctx.auth
         if auth.insecure and not is_loopback(self.scope.get("client")):
             raise Unauthenticated("this gateway runs without API keys and answers loopback clients only")
-        key = auth.authenticate(self.scope["headers"])
+        key = auth.authenticate(self.scope["headers"], rate_limited=rate_limited)
         self.key = key
         self.info.key_id = key.id
         return key
