@@ -16,7 +16,9 @@ FROM ${PYTHON_IMAGE} AS build
 #     --build-arg RUNTIME_PINS="scikit-learn==1.9.1 numpy==2.4.6 pandas==3.1.1" -t bundlegate:sklearn .
 # RUNTIME_PINS are the versions `bundle inspect` shows for the bundles: the gateway loads a pickle only
 # with exactly the library versions it was packed with.
-ARG GATEWAY_EXTRAS=""
+# s3 (bundles from object storage, `bundle serve s3://...`) is in by default; GATEWAY_EXTRAS=
+# leaves it out, GATEWAY_EXTRAS=sklearn-runtime,s3 keeps it in the sklearn variant.
+ARG GATEWAY_EXTRAS="s3"
 ARG RUNTIME_PINS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \

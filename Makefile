@@ -10,7 +10,7 @@ PORT ?= 8080
 $(BIN)/.installed: pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c .ci/constraints.txt -e '.[pack,boost,sklearn-runtime,test,bench,docs,client,sign]'
+	$(BIN)/pip install --quiet -c .ci/constraints.txt -e '.[pack,boost,sklearn-runtime,test,bench,docs,client,sign,s3,offline,distributed]'
 	touch $@
 
 ## serve: run the gateway on the example bundles with a fresh development key

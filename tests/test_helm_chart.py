@@ -492,3 +492,104 @@ def test_rendered_names_are_valid_dns_labels() -> None:
     for doc in documents(ALL_OPTIONS):
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
         assert len(doc["metadata"]["name"]) <= 63
+
+
+# --- bundles from object storage ----------------------------------------------------------------------
+
+OBJECT_STORE: dict[str, Any] = {
+    "bundles": {
+        "source": "objectStore",
+        "objectStore": {
+            "url": "s3://models/prod",
+            "endpointUrl": "http://minio.storage:9000",
+            "region": "eu-central-1",
+            "credentialsSecret": "bundle-store",
+            "pollSeconds": 15,
+        },
+    },
+    "networkPolicy": {"enabled": True, "allowEgress": True},
+}
+
+
+def test_object_store_values_lint_and_validate() -> None:
+    report = helm.lint(CHART, OBJECT_STORE, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    for doc in documents(OBJECT_STORE):
+        assert kubernetes_validate.validate(doc, KUBE_VERSION, strict=True) == kv_utils.major_minor(
+            KUBE_VERSION
+        )
+
+
+def test_bundles_from_object_storage_need_no_volume_claim() -> None:
+    docs = documents(OBJECT_STORE)
+    assert by_kind(docs, "PersistentVolumeClaim") == []
+    pod = the(docs, "Deployment")["spec"]["template"]["spec"]
+    container = gateway_container(docs)
+    assert container["args"][:2] == ["serve", "s3://models/prod"]
+    assert container["envFrom"] == [{"secretRef": {"name": "bundle-store"}}]
+    env = env_of(container)
+    assert env["AWS_REGION"] == "eu-central-1"
+    settings = Settings.from_env(env)  # the gateway's own reading of what the chart sets
+    assert settings.repository_url == "s3://models/prod"
+    assert settings.s3_endpoint_url == "http://minio.storage:9000"
+    assert settings.cache_dir == Path("/bundles")
+    assert settings.reload_interval_s == 15
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/bundles"]["readOnly"] is False  # the mirror is written there
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["bundles"] == {"name": "bundles", "emptyDir": {"sizeLimit": "2Gi"}}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_object_store_values_are_checked() -> None:
+    no_url = {"bundles": {"source": "objectStore"}}
+    with pytest.raises(Exception, match=r"set bundles\.objectStore\.url"):
+        render(no_url)
+    walled = {**OBJECT_STORE, "networkPolicy": {"enabled": True, "allowEgress": False}}
+    with pytest.raises(Exception, match=r"networkPolicy\.allowEgress"):
+        render(walled)
+    with pytest.raises(Exception, match="url"):
+        render({"bundles": {"source": "objectStore", "objectStore": {"url": "/local/path"}}})
+
+
+async def test_the_charts_object_store_settings_serve_a_pushed_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rendered environment, pointed at a real S3-compatible server, serves what was pushed."""
+    import bundle_factory as bf
+    from bundlegate.objectstore import push_bundle
+    from s3_server import running_s3
+
+    env = env_of(gateway_container(documents(OBJECT_STORE)))
+    with running_s3(tmp_path) as s3:
+        for name, value in s3.env.items():
+            monkeypatch.setenv(name, value)
+        s3.make_bucket("models")
+        local = tmp_path / "local"
+        local.mkdir()
+        push_bundle(bf.write(local, bf.iris_model()), "s3://models/prod", endpoint_url=s3.endpoint)
+        keys_file = tmp_path / "keys.json"
+        from bundlegate.keys import create_key
+
+        key = create_key(keys_file, "app", ["*"])
+        env |= {  # this machine's store, cache and keys in place of the cluster's
+            "BUNDLEGATE_S3_ENDPOINT_URL": s3.endpoint,
+            "BUNDLEGATE_CACHE_DIR": str(tmp_path / "cache"),
+            "BUNDLEGATE_KEYS_FILE": str(keys_file),
+            "BUNDLEGATE_HOST": "127.0.0.1",
+        }
+        app = create_app(Settings.from_env(env), metrics=GatewayMetrics(CollectorRegistry()))
+        await app.startup()
+        await app.loaded()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+            body = {
+                "inputs": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+            }
+            r = await client.post(
+                "/v1/models/iris/predict", json=body, headers={"Authorization": f"Bearer {key}"}
+            )
+        await app.shutdown()
+        assert r.status_code == 200, r.text
+        assert r.json()["prediction"] == "setosa"

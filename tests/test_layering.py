@@ -58,9 +58,15 @@ FORBIDDEN: dict[str, set[str]] = {
     # runs as a script with no site-packages (python -I -S): the standard library only
     "onnx_check": WEB | ML | ORT | PROM | {"numpy", "pydantic", "bundlegate"},
     "signing": WEB | ML | ORT | PROM | {"numpy"},
+    "objectstore": WEB | ML | ORT | PROM | {"numpy"},
+    "tables": WEB | (ML - {"pandas"}) | ORT | PROM,
+    "offline": WEB | {"sklearn", "skl2onnx", "onnx", "joblib"} | PROM,
+    "distributed": WEB | {"sklearn", "skl2onnx", "onnx", "joblib"} | PROM,
 }
 PACKER_ONLY = {"skl2onnx", "onnx", "pandas"}
 _SERVES_PICKLES = {"sklearn_model.py": {"pandas"}}  # runtime sklearn: DataFrame models get a DataFrame
+_SCORES_TABLES = {f"{m}.py": {"pandas"} for m in ("offline", "tables", "distributed")}  # lazily
+EXTRAS = {"pandas", "pyarrow", "fsspec", "s3fs", "dask", "distributed"}
 OUTER = ("bundlegate.http", "bundlegate.cli", "bundlegate.server")
 MAX_LINES = 400
 
@@ -114,10 +120,21 @@ def test_only_the_packer_imports_the_conversion_stack() -> None:
     offenders = [
         str(p.relative_to(SRC))
         for p in SRC.rglob("*.py")
-        if _imports(p, top_level_only=False) & (PACKER_ONLY - _SERVES_PICKLES.get(p.name, set()))
+        if _imports(p, top_level_only=False)
+        & (PACKER_ONLY - _SERVES_PICKLES.get(p.name, set()) - _SCORES_TABLES.get(p.name, set()))
         and "packer" not in p.relative_to(SRC).parts
     ]
     assert offenders == []
+
+
+def test_the_optional_extras_are_imported_lazily() -> None:
+    """pandas, pyarrow, fsspec/s3fs and dask are extras: no module imports them when it is imported."""
+    offenders = {
+        str(p.relative_to(SRC)): sorted(found)
+        for p in SRC.rglob("*.py")
+        if (found := _imports(p, top_level_only=True) & EXTRAS)
+    }
+    assert offenders == {}
 
 
 def test_nothing_outside_the_packer_imports_it_at_module_level() -> None:

@@ -102,9 +102,10 @@ def test_settings_are_immutable() -> None:
 
 
 def test_every_setting_has_a_flag_and_help_names_its_variable() -> None:
-    """One declaration: every setting is a flag of ``bundle serve`` (the repository its argument),
-    and ``--help`` names the ``BUNDLEGATE_*`` variable of each."""
-    assert {f.field for f in FLAGS} | {"repository"} == {f.name for f in fields(Settings)}
+    """One declaration: every setting is a flag of ``bundle serve`` (the repository, a directory or
+    an object-store URL, its argument), and ``--help`` names the ``BUNDLEGATE_*`` variable of each."""
+    argument = {"repository", "repository_url"}
+    assert {f.field for f in FLAGS} | argument == {f.name for f in fields(Settings)}
     out = CliRunner().invoke(cli, ["serve", "--help"], terminal_width=200).output
     missing = [env_name(f.name) for f in fields(Settings) if env_name(f.name) not in out]
     assert missing == []

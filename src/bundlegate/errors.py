@@ -11,7 +11,9 @@ No module below the HTTP layer knows a status code; the statuses below are what 
     │   ├── DigestMismatch          a file's size/sha256 differs from the manifest  code: digest_mismatch
     │   ├── BundleExists            the version directory already exists    code: bundle_exists
     │   ├── ManifestError           bundle.json missing, not JSON, or not format v1  code: invalid_manifest
-    │   └── SignatureError          no valid signature by a trusted key      code: invalid_signature
+    │   ├── SignatureError          no valid signature by a trusted key      code: invalid_signature
+    │   └── StoreError              the object store is unreachable or refuses  code: store_unavailable
+    ├── TableError                  a table cannot be read or written (bundle predict)  code: invalid_table
     ├── InvalidSetting              a setting cannot be parsed or is out of range  code: invalid_setting
     ├── CannotServe                 ``bundle serve`` cannot listen (the address is in use)  code: cannot_serve
     ├── KeysFileError               the keys file is missing, unreadable or invalid  code: invalid_keys_file
@@ -93,6 +95,14 @@ class ManifestError(BundleError):
 
 class SignatureError(BundleError):
     code = "invalid_signature"
+
+
+class StoreError(BundleError):
+    code = "store_unavailable"
+
+
+class TableError(BundlegateError):
+    code = "invalid_table"
 
 
 class InvalidSetting(BundlegateError):

@@ -94,8 +94,10 @@ class ModelRegistry(VersionTable):
         inference_executor: ThreadPoolExecutor | None = None,
         inline_max_s: float = DEFAULT_INLINE_MAX_S,
         run_in_threads: bool | None = None,
+        sync: Callable[[], object] | None = None,
     ) -> None:
         self.repo = Path(repo)
+        self.sync = sync  # brings ``repo`` up to date before each scan (an object-storage mirror)
         self.settings = settings
         self.observer_factory = observer_factory
         self.on_loaded = on_loaded
@@ -239,6 +241,8 @@ class ModelRegistry(VersionTable):
     async def _scan(self) -> dict[str, dict[int, Path]] | None:
         """``{name: {version: path}}`` on disk, or None (logged once) when the repository is unreadable."""
         try:
+            if self.sync is not None:  # an object-storage mirror: it keeps its cache when the store fails
+                await run_blocking(self._load_pool, self.sync)
             refs, skipped = await run_blocking(self._load_pool, scan_repository_report, self.repo)
         except Exception as exc:  # a failing mount: keep serving what is loaded
             reason = f"the repository cannot be read, nothing changes: {one_line(exc)}"

@@ -35,6 +35,11 @@ class Settings:
     settings trade latency for throughput; see docs/architecture.md for the table."""
 
     repository: Path = Path("bundles")
+    # an object-storage repository (s3://bucket/prefix) mirrored into cache_dir; BUNDLEGATE_REPOSITORY
+    # may name one too (bundlegate.objectstore)
+    repository_url: str | None = None
+    s3_endpoint_url: str | None = None  # an S3-compatible store instead of AWS
+    cache_dir: Path | None = None  # where a repository_url is mirrored (default: the user's cache)
     host: str = "127.0.0.1"
     port: int = 8080
     keys_file: Path | None = None
@@ -93,6 +98,10 @@ class Settings:
             raw = environ.get(name)
             if raw is not None:
                 values[f.name] = _parse(name, f.name, raw)
+        repository = environ.get(ENV_PREFIX + "REPOSITORY", "").strip()
+        if "://" in repository:  # an object-storage URL, not a directory
+            values["repository_url"] = repository
+            del values["repository"]
         return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
@@ -139,7 +148,8 @@ class Flag:
     help: str
 
 
-# Every setting but the repository (the command's argument), in the order ``--help`` lists them.
+# Every setting but the repository (the command's argument, a directory or a URL that becomes
+# ``repository_url``), in the order ``--help`` lists them.
 FLAGS: tuple[Flag, ...] = (
     Flag("host", "--host", "Interface to bind (default 127.0.0.1)."),
     Flag("port", "--port", "Port (default 8080)."),
@@ -204,6 +214,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("cors_origins", "--cors-origins", "Origins browsers may call from, comma-separated; * any (off)."),
     Flag("access_log", "--access-log/--no-access-log", "JSON lines access log on stderr (default on)."),
     Flag("log_level", "--log-level", "Log level (default info)."),
+    Flag(
+        "s3_endpoint_url",
+        "--s3-endpoint-url",
+        "S3-compatible endpoint for an s3:// repository (default AWS).",
+    ),
+    Flag("cache_dir", "--cache-dir", "Where an s3:// repository is mirrored (default ~/.cache/bundlegate)."),
 )
 
 
@@ -242,7 +258,7 @@ _FLOATS = frozenset(
 )
 _BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log", "lazy"})
 _PATHS = frozenset({"repository"})
-_OPTIONAL_PATHS = frozenset({"keys_file", "trusted_keys", "ssl_certfile", "ssl_keyfile"})
+_OPTIONAL_PATHS = frozenset({"keys_file", "trusted_keys", "ssl_certfile", "ssl_keyfile", "cache_dir"})
 
 # (minimum, maximum) per numeric field
 _RANGES: dict[str, tuple[float, float]] = {
@@ -299,6 +315,8 @@ def _parse(env_name: str, field_name: str, raw: str) -> Any:
         return Path(text) if text else None
     if field_name == "log_level":
         return text.lower()
+    if field_name in ("repository_url", "s3_endpoint_url"):
+        return text or None
     return text
 
 

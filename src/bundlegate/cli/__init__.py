@@ -18,7 +18,7 @@ from typing import IO, Any
 import click
 
 from bundlegate import __version__
-from bundlegate.cli import bundle_commands, keys_commands, serve_command, sign_commands
+from bundlegate.cli import bundle_commands, keys_commands, offline_commands, serve_command, sign_commands
 from bundlegate.errors import BundlegateError
 
 
@@ -65,6 +65,7 @@ bundle_commands.register(cli)
 keys_commands.register(cli)
 serve_command.register(cli)
 sign_commands.register(cli)
+offline_commands.register(cli)
 
 
 def main() -> None:

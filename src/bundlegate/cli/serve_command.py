@@ -37,7 +37,11 @@ _CLICK_TYPES: dict[str, Any] = {
 def check_startable(settings: Settings) -> Settings:
     """Refuse to start without keys (unless insecure); insecure forces loopback. Loads the keys file
     once so a missing or broken file is a one-line error before uvicorn starts."""
-    if not settings.repository.is_dir():
+    if settings.repository_url is not None:
+        from bundlegate.objectstore import open_store
+
+        open_store(settings.repository_url, settings.s3_endpoint_url)  # the extra is installed
+    elif not settings.repository.is_dir():
         raise InvalidSetting(
             f"model repository not found: {settings.repository} (build bundles with `bundle pack`)"
         )
@@ -58,7 +62,13 @@ def check_startable(settings: Settings) -> Settings:
 
 def settings_from(values: dict[str, Any]) -> Settings:
     """``Settings`` from the parsed options; an option neither given nor in the environment keeps
-    its default."""
+    its default. A repository with a scheme (``s3://bucket/prefix``) is an object store."""
+    values = dict(values)
+    repository = values.pop("repository", None)
+    if repository is not None and "://" in str(repository):
+        values["repository_url"] = str(repository)
+    elif repository is not None:
+        values["repository"] = Path(repository)
     return Settings(**{k: v for k, v in values.items() if v is not None})
 
 
@@ -79,23 +89,21 @@ def _option(field: str, flag: str, help_text: str) -> Any:
     return click.option(flag, field, type=_CLICK_TYPES[kind], **common)
 
 
-@click.argument(
-    "repository",
-    required=False,
-    envvar=env_name("repository"),
-    type=click.Path(file_okay=False, path_type=Path),
-)
+@click.argument("repository", required=False, envvar=env_name("repository"))
 def serve(**values: Any) -> None:
-    """Serve every bundle in REPOSITORY (default: ./bundles; BUNDLEGATE_REPOSITORY)."""
+    """Serve every bundle in REPOSITORY: a directory (default: ./bundles; BUNDLEGATE_REPOSITORY), or
+    object storage such as s3://bucket/prefix (or BUNDLEGATE_REPOSITORY_URL), mirrored into
+    --cache-dir and polled every --reload-interval-s."""
     from bundlegate.server.run import serve as run_server
 
     settings = check_startable(settings_from(values))
     if settings.insecure_no_auth and settings.keys_file is None:
         click.echo(INSECURE_BANNER, err=True)
     workers = f"{settings.workers} worker{'s' if settings.workers > 1 else ''}"
+    where = settings.repository_url or settings.repository
     scheme = "https" if settings.ssl_certfile is not None else "http"
     click.echo(
-        f"bundle serve: {settings.repository} on {scheme}://{settings.host}:{settings.port} ({workers})",
+        f"bundle serve: {where} on {scheme}://{settings.host}:{settings.port} ({workers})",
         err=True,
     )
     code = run_server(settings)

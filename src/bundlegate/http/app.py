@@ -42,6 +42,7 @@ from bundlegate.http.middleware import AccessLog, GatewayMiddleware
 from bundlegate.http.routing import HotRoutes
 from bundlegate.keys import KeyStore
 from bundlegate.metrics import GatewayMetrics
+from bundlegate.objectstore import RepositoryMirror, default_cache_root
 from bundlegate.ratelimit import rate_limiter_for_process
 from bundlegate.registry import ModelRegistry
 from bundlegate.server.wire import WireLimits
@@ -266,11 +267,20 @@ def create_app(
         logger.warning(INSECURE_WARNING)
     auth = ApiKeyAuth(keys, rate_limiter_for_process(settings.rate_limit_rps))
     if registry is None:
+        repo, sync = settings.repository, None
+        if settings.repository_url is not None:  # served from a local mirror of the object store
+            mirror = RepositoryMirror(
+                settings.repository_url,
+                settings.cache_dir or default_cache_root(),
+                endpoint_url=settings.s3_endpoint_url,
+            )
+            repo, sync = mirror.local, mirror.sync
         registry = ModelRegistry(
-            settings.repository,
+            repo,
             settings,
             metrics.observer_for,
             on_loaded=metrics.model_loaded,
             events=metrics.rollout,
+            sync=sync,
         )
     return Gateway(GatewayContext(settings, registry, metrics, auth), listen_after_load=listen_after_load)
