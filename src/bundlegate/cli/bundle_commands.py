@@ -119,6 +119,7 @@ def pack(
         metrics={k: _metric_value(v) for k, v in _pairs(metrics, "--metric").items()},
         allow_pickle_fallback=allow_pickle_fallback,
         trust_pickle=trust_pickle,
+        progress=lambda step: click.echo(f"  {step}", err=True),
     )
     new_dirs = [d for d in (out, out / name) if not d.exists()]
     try:

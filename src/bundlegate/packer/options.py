@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ class PackOptions:
     metrics: dict[str, float | str] = field(default_factory=dict)
     allow_pickle_fallback: bool = False
     trust_pickle: bool = False  # unpickle without the allowlist (``unpickle``)
+    progress: Callable[[str], None] | None = None  # told each step as it starts ("converting ...")
 
 
 @dataclass(frozen=True)

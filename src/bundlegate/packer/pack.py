@@ -102,6 +102,8 @@ def pack_bundle(model_path: Path, options: PackOptions) -> PackResult:
     parity: Parity | None = None
     why = ""
     for precision in ("float32", "float64"):
+        if options.progress is not None:
+            options.progress(f"converting {type(est).__name__} to ONNX in {precision}")
         try:
             attempt = convert(est, schema, precision)
             draft = draft_manifest(schema, attempt.onnx_inputs, _outputs(schema, attempt.output_names))
