@@ -17,6 +17,7 @@ import yaml
 
 import bundle_factory as bf
 from bundlegate.keys import create_key
+from bundlegate.settings import Settings
 from server.test_serve_socket import IRIS_ROWS, serve
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
@@ -74,6 +75,15 @@ def test_the_chart_renders_the_runtime_only_on_request() -> None:
     assert container["name"] == "kserve-container"  # the name KServe looks for
     assert container["args"][:2] == ["serve", "/mnt/models"]  # where the storage initializer puts the model
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_the_runtime_keeps_answering_for_the_charts_drain_delay() -> None:
+    delayed = {**ENABLED, "gateway": {"drainDelaySeconds": 7, "drainTimeoutSeconds": 9}}
+    (doc,) = [d for d in rendered(delayed) if d["kind"] == "ClusterServingRuntime"]
+    (container,) = doc["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    settings = Settings.from_env(env)  # the gateway reads what the runtime sets
+    assert (settings.drain_delay_s, settings.drain_timeout_s) == (7, 9)
 
 
 def test_lint_with_the_runtime_on() -> None:

@@ -4,6 +4,7 @@ not know fails here, with the offending import named."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,22 @@ def test_the_client_imports_no_gateway_module() -> None:
     for path in (SRC / "client").glob("*.py"):
         imported = _module_imports(path, top_level_only=False)
         assert {m for m in imported if not m.startswith("bundlegate.client")} == set(), path.name
+
+
+def test_the_architecture_map_lists_every_model_state_and_endpoint_label() -> None:
+    """The metric label values operators write dashboards and alerts against."""
+    from typing import get_args
+
+    from bundlegate.status import State
+
+    doc = (SRC.parent.parent / "docs" / "architecture.md").read_text()
+    (states,) = re.findall(r"^\| `bundlegate_models` \| gauge \| state \((.*)\) \|$", doc, re.MULTILINE)
+    assert sorted(re.findall(r"`(\w+)`", states)) == sorted(get_args(State))
+    (labels,) = re.findall(r"`endpoint` is the route name\s*\(([^)]*)\)", doc)
+    named = {
+        name
+        for path in (SRC / "http").rglob("*.py")
+        for name in re.findall(r'route\(\s*ctx,[^()]*?"(\w+)"\)', path.read_text())
+    }
+    assert named
+    assert set(re.findall(r"`(\w+)`", labels)) == named | {"other"}

@@ -97,6 +97,19 @@ async def test_what_the_disk_loses_keeps_serving_until_replaced(repo: Path, make
     assert registry.model("iris").error is None
 
 
+async def test_a_half_deleted_model_keeps_its_default_serving(repo: Path, make: Any) -> None:
+    registry, _ = make()
+    await registry.start()
+    shutil.rmtree(repo / "iris" / "2")  # rm -rf caught half-way: version 1 is still on disk
+    report = await registry.reload()
+    assert report.removed == []
+    assert registry.get("iris").version == 2  # version 1 served before: it replaces nothing
+    assert [(v.version, v.missing) for v in registry.model("iris").versions] == [(1, False), (2, True)]
+    shutil.rmtree(repo / "iris")
+    await registry.reload()
+    assert registry.get("iris").version == 2
+
+
 async def test_a_failed_bundle_is_logged_once_and_retried_when_it_changes(
     repo: Path, make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -146,3 +159,21 @@ async def test_a_pinned_model_is_never_evicted(repo: Path, make: Any) -> None:
     assert events.evictions == []  # over the budget, but the only candidate is pinned
     assert registry.get("iris").version == 2
     assert registry.get("other").version == 1
+
+
+async def test_a_lazy_shadow_loads_in_the_background_and_then_shadows(repo: Path, make: Any) -> None:
+    (repo / "iris" / "serving.json").write_text(json.dumps({"shadow": {"version": 1}}))
+    registry, events = make(lazy=True)
+    await registry.start()
+    await registry.make_resident("iris", 2)
+    loaded, shadow = registry.route("iris", None)
+    assert (loaded.version, shadow) == (2, None)  # not resident yet: this request is not shadowed
+    for _ in range(200):  # bounded: the background load takes well under a second
+        if registry.model("iris").versions[0].state == "loaded":
+            break
+        await asyncio.sleep(0.02)
+    assert events.loads == [("iris", 2, True), ("iris", 1, True)]
+    loaded, shadow = registry.route("iris", None)
+    assert loaded.version == 2
+    assert shadow is not None
+    assert shadow.target.version == 1

@@ -50,6 +50,8 @@ def test_a_full_serving_json_is_read() -> None:
         ({"traffic": {"three": 90}}, "'three' is not a version number"),
         ({"traffic": {"3": 0, "4": 0}}, "the weights add up to 0"),
         ({"traffic": {"3": -1}}, "traffic"),
+        ({"traffic": {"3": float("inf"), "4": 1}}, "traffic.3"),
+        ({"traffic": {"3": 1e308, "4": 1e308}}, "traffic.3: Input should be less than or equal to 1000000"),
         ({"traffic": {"3": 100}, "default_version": 3}, "keep one"),
         ({"shadow": {"version": 4, "sample": 1.5}}, "shadow.sample"),
         ({"aliases": {"Champion!": 3}}, "aliases"),

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from bundlegate.admission import check_sample_answers
 from bundlegate.answers import Answers
-from bundlegate.bundle import Bundle, read_bundle
+from bundlegate.bundle import Bundle, read_bundle, read_manifest
 from bundlegate.decoding import CompiledSchema
 from bundlegate.errors import BundleError, BundlegateError, shorten
 from bundlegate.manifest import Manifest
@@ -101,3 +101,13 @@ def warm_up(model: Model, bundle: Bundle, schema: CompiledSchema) -> tuple[int, 
     started = time.monotonic()
     model.predict(feed)
     return feed.n_rows, time.monotonic() - started
+
+
+def described(name: str, version: int, path: Path) -> Manifest | None:
+    """The manifest of ``name`` version ``version`` at ``path``, read without loading it (to describe
+    an ``available`` version); None when unreadable or not that version (its load says why)."""
+    try:
+        manifest = read_manifest(path)
+    except (BundlegateError, OSError):
+        return None
+    return manifest if (manifest.name, manifest.version) == (name, version) else None

@@ -20,9 +20,10 @@ good configuration stays in force. Default version: ``default_version`` when tha
 the highest servable version.
 
 What the repository loses never stops what serves: a loaded version whose directory is gone stays
-(``missing`` in its status) until an admin unload, or until another version of its model is loaded
-from disk; a repository that cannot be read changes nothing. A failed version is logged once per
-change and tried again with a back-off (``load_retries``).
+(``missing`` in its status) until an admin unload, or until a re-scan loads a new version of its model
+(one that served already never replaces it: ``rm -rf`` is not atomic); a repository that cannot be
+read changes nothing. A failed version is logged once per change and tried again with a back-off
+(``load_retries``).
 
 Switching is atomic: all state changes happen on the event loop thread by replacing entries, so a
 request sees either the old or the new version, and a removed version's queue drains its in-flight
@@ -44,7 +45,7 @@ from typing import Any, Protocol
 from bundlegate.batching import DEFAULT_INLINE_MAX_S, BatchObserver, BatchQueue, run_blocking, usable_cpus
 from bundlegate.errors import NotFound, one_line
 from bundlegate.load_retries import LoadRetries
-from bundlegate.loader import LoaderSettings, VersionParts, load_version
+from bundlegate.loader import LoaderSettings, VersionParts, described, load_version
 from bundlegate.policies import ServingPolicies
 from bundlegate.registry_events import RegistryEvents, bundle_bytes
 from bundlegate.repository import Skipped, scan_repository_report
@@ -142,7 +143,6 @@ class ModelRegistry(VersionTable):
                 await self._refresh_serving(name)
                 allowed = self.policies.of(name).loads(list(found[name]))
                 found[name] = {v: p for v, p in found[name].items() if v in allowed}
-            self._forget_gone(found, report)
             todo = [
                 (name, version, path)
                 for name, versions in found.items()
@@ -153,7 +153,8 @@ class ModelRegistry(VersionTable):
             results = await self._load_all(todo)
             for (name, version, _), ok in zip(todo, results, strict=True):
                 (report.added if ok else report.failed).append((name, version))
-            self._forget_gone(found, report)  # a version loaded just now may replace a missing one
+            fresh = {key for key in report.added if (e := self._entry(*key)) and e.loaded is not None}
+            self._forget_gone(found, fresh, report)
             for name in self.policies.names():
                 if name not in self._models:
                     self.policies.forget(name)
@@ -201,6 +202,11 @@ class ModelRegistry(VersionTable):
                 await self._load(name, version, entry.path, entry, cold=True)
 
         await self.residency.load_once((name, version), start)
+
+    def _wake(self, name: str, version: int) -> None:
+        """A shadow version is ``available``: load it in the background, one load at a time."""
+        if not self._draining and not self.residency.loading((name, version)):
+            self._in_background(self.make_resident(name, version))
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Shutdown: refuse new work (``Overloaded``), wait for in-flight work; False on timeout."""
@@ -258,12 +264,15 @@ class ModelRegistry(VersionTable):
             log.warning("skipped %s: %s", path, reason)
         self._skipped = current
 
-    def _forget_gone(self, found: dict[str, dict[int, Path]], report: ReloadReport) -> None:
-        """Drop versions gone from disk, but a loaded one stays (``missing``) until another version
-        of its model on disk serves."""
+    def _forget_gone(
+        self, found: dict[str, dict[int, Path]], fresh: set[tuple[str, int]], report: ReloadReport
+    ) -> None:
+        """Drop versions gone from disk, but a loaded one stays (``missing``) until a version of its
+        model that this re-scan loaded (``fresh``) serves. A version that served before never counts
+        as a replacement: a directory tree being deleted shows some versions still on disk."""
         for name, versions in list(self._models.items()):
             on_disk = found.get(name, {})
-            replaced = any(e.loaded is not None and v in on_disk for v, e in versions.items())
+            replaced = any((name, v) in fresh and v in on_disk for v in versions)
             for version, entry in list(versions.items()):
                 if version in on_disk:
                     if entry.missing:
@@ -277,8 +286,9 @@ class ModelRegistry(VersionTable):
 
     async def _load_all(self, todo: list[tuple[str, int, Path]], lazy: bool | None = None) -> list[bool]:
         if self.settings.lazy if lazy is None else lazy:
-            for name, version, path in todo:
-                self._set(name, version, Entry(path, "available"))
+            manifests = await run_blocking(self._load_pool, lambda: [described(*t) for t in todo])
+            for (name, version, path), manifest in zip(todo, manifests, strict=True):
+                self._set(name, version, Entry(path, "available", manifest=manifest))
             return [True] * len(todo)
         entries = [Entry(path, "loading") for _, _, path in todo]
         for (name, version, _), entry in zip(todo, entries, strict=True):
@@ -330,7 +340,10 @@ class ModelRegistry(VersionTable):
             entry = self._entry(name, version)
             self.residency.remove((name, version))
             if entry is not None and entry.loaded is not None:  # in-flight requests keep their reference
-                self._set(name, version, Entry(entry.path, "available", load_seconds=entry.load_seconds))
+                evicted = Entry(
+                    entry.path, "available", load_seconds=entry.load_seconds, manifest=entry.loaded.manifest
+                )
+                self._set(name, version, evicted)
                 self.events.evicted(name, version)
                 log.info("model %s version %s evicted (memory budget)", name, version)
 

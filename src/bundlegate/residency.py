@@ -84,6 +84,10 @@ class Residency:
                 excess -= self._sizes[key]
         return chosen
 
+    def loading(self, key: Key) -> bool:
+        """Whether a load of ``key`` is under way."""
+        return key in self._loads
+
     async def load_once(self, key: Key, start: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``start()`` for ``key`` unless a load of it is under way; every caller awaits that one."""
         task = self._loads.get(key)

@@ -9,11 +9,12 @@
      "payload_sample_rate": 0.1, "payload_mask": ["ssn"]}
 
 Every key is optional. ``default_version`` pins the version ``/v1/models/{name}/predict`` serves;
-``traffic`` splits that route by weight instead; ``shadow`` scores a sample of it on another version
-too; ``aliases`` name versions (``/v1/models/{name}/aliases/{alias}/predict``); ``versions`` limits
-what loads; ``pinned`` keeps the model's versions resident under ``--memory-budget-mb``; the batching
-keys override ``--batch-max-rows`` and ``--batch-max-delay-ms``; ``payload_sample_rate`` overrides
-``--payload-sample-rate`` and ``payload_mask`` names inputs the payload log writes as ``"***"``.
+``traffic`` splits that route by weight (0 to 1e6 each) instead; ``shadow`` scores a sample of it on
+another version too; ``aliases`` name versions (``/v1/models/{name}/aliases/{alias}/predict``);
+``versions`` limits what loads; ``pinned`` keeps the model's versions resident under
+``--memory-budget-mb``; the batching keys override ``--batch-max-rows`` and ``--batch-max-delay-ms``;
+``payload_sample_rate`` overrides ``--payload-sample-rate`` and ``payload_mask`` names inputs the
+payload log writes as ``"***"``.
 
 The file is validated as a whole: a file that is not JSON, holds an unknown key, a wrong value, or
 versions that contradict each other is refused with one reason (``ServingRead.error``), and the
@@ -35,6 +36,8 @@ SERVING_FILE = "serving.json"
 # aliases are path segments: the same rule as bundle names
 AliasName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 Version = Annotated[int, Field(ge=1, strict=True)]
+# bounded: weights near the float limit add up to infinity, and the split to NaN
+Weight = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -61,7 +64,9 @@ class ServingConfig(_Strict):
     batch_max_delay_ms: Annotated[float, Field(ge=0, le=10_000)] | None = None
     default_version: Version | None = None
     aliases: dict[AliasName, Version] = Field(default_factory=dict)
-    traffic: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    traffic: dict[str, Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]] = Field(
+        default_factory=dict
+    )
     shadow: Shadow | None = None
     versions: Latest | list[Version] | None = None
     pinned: bool = False

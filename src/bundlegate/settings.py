@@ -201,7 +201,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "memory_budget_mb",
         "--memory-budget-mb",
-        "Evict least recently used unpinned versions above this many MB of bundles (0 = off).",
+        "Evict least recently used unpinned versions above this many MB of bundle files, per worker "
+        "process (0 = off).",
     ),
     Flag(
         "require_models",

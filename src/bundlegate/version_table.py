@@ -46,6 +46,7 @@ class Entry:
     error: str | None = None
     load_seconds: float | None = None
     missing: bool = False
+    manifest: Manifest | None = None  # an ``available`` version's, read without loading it
     # loaded, or loadable on demand; a field, not a property: the default route reads it per request
     servable: bool = field(init=False)
 
@@ -96,7 +97,9 @@ class VersionTable:
 
     def route(self, name: str, routing_key: bytes | None) -> tuple[LoadedVersion, ShadowRoute | None]:
         """The default route of a model in ``rollouts``: the version its traffic split picks (the
-        default when that one cannot serve), and the shadow to offer the request to, if any."""
+        default when that one cannot serve), and the shadow to offer the request to, if any. A shadow
+        version that is not resident starts loading in the background; requests are shadowed once
+        it is."""
         rollout = self.rollouts[name]
         version = rollout.pick(routing_key)
         if version is not None:
@@ -109,8 +112,26 @@ class VersionTable:
             return loaded, None
         target = self._entry(name, shadow.version)
         if target is None or target.loaded is None:
+            if target is not None and target.state == "available":  # --lazy, or evicted
+                self._wake(name, shadow.version)
             return loaded, None
         return loaded, ShadowRoute(self.shadows, target.loaded, shadow.sample)
+
+    def _wake(self, name: str, version: int) -> None:
+        """Start making an ``available`` version resident without waiting (the registry does)."""
+
+    def manifest(self, name: str, version: int | None = None) -> Manifest | None:
+        """The manifest of ``version`` (or the default) when it is loaded or ``available``: describing
+        a model needs no load."""
+        versions = self._models.get(name, {})
+        if version is None:
+            version = self._default(name, versions)
+        entry = versions.get(version) if version is not None else None
+        if entry is None:
+            return None
+        if entry.loaded is not None:
+            return entry.loaded.manifest
+        return entry.manifest if entry.state == "available" else None
 
     def models(self) -> list[ModelStatus]:
         """Every model in name order, each with its versions (ascending), states and default."""

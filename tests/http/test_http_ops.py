@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 from pathlib import Path
@@ -307,3 +308,13 @@ async def test_a_metrics_port_serves_the_metrics_and_the_data_port_no_longer_doe
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as scraper:
             await scraper.get("/metrics")
+
+
+async def test_a_bundle_that_fails_at_startup_is_logged_once(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="bundlegate"):
+        await make_app()  # the repository's "broken" bundle has a tampered model file
+    about_broken = [r.getMessage() for r in caplog.records if "broken version 1" in r.getMessage()]
+    assert len(about_broken) == 1, about_broken
+    assert "failed to load" in about_broken[0]

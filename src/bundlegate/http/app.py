@@ -156,11 +156,9 @@ class Gateway:
             self.state.loading_done = True
         ops.refresh_model_gauges(self.ctx)
         counts: dict[str, int] = {}
-        for status in self.ctx.registry.models():
+        for status in self.ctx.registry.models():  # each failure was logged by the registry
             for v in status.versions:
                 counts[str(v.state)] = counts.get(str(v.state), 0) + 1
-                if v.error:
-                    logger.error("model %s version %s failed to load: %s", status.name, v.version, v.error)
         logger.info(
             "model repository loaded in %.2fs: %s; inference %s",
             time.monotonic() - started,

@@ -88,12 +88,8 @@ def schema_json(manifest: Manifest) -> dict[str, Any]:
 
 def model_description(registry: ModelRegistry, status: ModelStatus) -> dict[str, Any]:
     """``GET /v1/models/{name}``: the summary plus the schema of the default version (``null`` while
-    the model is loading, failed or unloaded)."""
+    the model is loading, failed or unloaded; an ``available`` version is described unloaded)."""
     body = model_summary(status, registry.repo)
-    try:
-        loaded = registry.get(status.name, None)
-    except BundlegateError:
-        body["schema"] = None
-    else:
-        body["schema"] = schema_json(loaded.manifest)
+    manifest = registry.manifest(status.name, status.default) if status.default is not None else None
+    body["schema"] = None if manifest is None else schema_json(manifest)
     return body

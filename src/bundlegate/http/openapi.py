@@ -2,8 +2,8 @@
 
 Without a key the document describes the API with templated paths (``/v1/models/{name}/predict``)
 and generic bodies: it reveals no model. With a key (``Authorization: Bearer`` or ``X-API-Key``) it
-adds, for every loaded model version the key may see, literal paths with that version's own request
-and answer schemas:
+adds, for every loaded or available (``--lazy``, evicted) model version the key may see, literal
+paths with that version's own request and answer schemas:
 
 - ``/v1``: single predict (a record, or a positional list for numeric models) and batch predict in
   every accepted shape (records, columns, positional rows), under the default and each pinned version;
@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 from bundlegate import __version__
-from bundlegate.errors import BundlegateError
 from bundlegate.http.openapi_models import model_paths
 from bundlegate.http.openapi_schemas import (
     common_schemas,
@@ -64,11 +63,8 @@ def openapi_document(
             if not key.allows(status.name):
                 continue
             for v in status.versions:
-                if v.state != "loaded":
-                    continue
-                try:
-                    manifest = registry.get(status.name, v.version).manifest
-                except BundlegateError:  # unloaded between the listing and now
+                manifest = registry.manifest(status.name, v.version)  # loaded or available
+                if manifest is None:
                     continue
                 model_paths(paths, components["schemas"], settings, manifest, v.version == status.default)
         if key.admin:

@@ -1,9 +1,8 @@
 """Operations endpoints: the probes need no key and name no model; ``/metrics`` on the data port does.
 
 GET /healthz   200 while the process serves HTTP (liveness)
-GET /readyz    200 once the first load is done and the required models serve (``--require-models``;
-               by default any one model when the repository holds bundles), 503 (+ Retry-After)
-               before, and from SIGTERM on (during ``--drain-delay-s`` too) (readiness)
+GET /readyz    200 when ready (``readiness``: the first load done, the required models serving),
+               503 (+ Retry-After) before, and from SIGTERM on (during ``--drain-delay-s`` too)
 GET /metrics   Prometheus text exposition for a key, holding only the series of the models that key
                may see (and those of no model), so the data port names no model to a caller
                without a key for it. With ``--metrics-port`` it is served there instead, without a
@@ -17,8 +16,8 @@ from collections.abc import Callable
 
 from starlette.routing import Route
 
-from bundlegate.errors import Unavailable
 from bundlegate.http.context import GatewayContext, Reply
+from bundlegate.http.readiness import check_ready
 from bundlegate.http.routing import Call, json_reply, route
 
 
@@ -27,19 +26,7 @@ async def healthz(call: Call) -> Reply:
 
 
 async def readyz(call: Call) -> Reply:
-    ctx = call.ctx
-    if ctx.state.draining or ctx.state.stopping:
-        raise Unavailable("shutting down", retry_after=1)
-    if not ctx.state.loading_done:  # only the first load: a re-scan loading a new version stays ready
-        raise Unavailable("loading models", retry_after=1)
-    registry = ctx.registry
-    required = ctx.settings.required_models
-    if required:
-        waiting = [name for name in required if not registry.serves(name)]
-        if waiting:
-            raise Unavailable(f"required models not serving: {', '.join(waiting)[:200]}", retry_after=5)
-    elif (names := registry.names()) and not any(registry.serves(name) for name in names):
-        raise Unavailable("no model could be loaded", retry_after=5)
+    check_ready(call.ctx)
     return json_reply({"status": "ready"})
 
 

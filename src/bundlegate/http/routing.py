@@ -75,19 +75,20 @@ class Call:
         self.info.key_id = key.id
         return key
 
-    def model(self, name: str, version: str | None = None) -> LoadedVersion:
+    def model(self, name: str, version: str | None = None, *, routed: bool = True) -> LoadedVersion:
         """The loaded version answering for ``name`` (and ``version``, when pinned). Authenticates
         first. Unknown model, unknown version and a model the key may not see all raise the same
         ``NotFound``; a loading or failed model ``ModelNotReady`` (so is any allowed name before the
         first load has finished); a draining server ``Overloaded``. The default route of a model whose
-        serving.json splits or shadows it goes through ``registry.route`` (``X-Routing-Key``)."""
+        serving.json splits or shadows it goes through ``registry.route`` (``X-Routing-Key``) unless
+        ``routed`` is False (metadata: the default version, whatever the split)."""
         key = self.key or self.authenticate()
         check_model_access(key, name)
         if self.ctx.state.draining:
             raise Overloaded("the server is shutting down; retry on another instance", retry_after=1)
         registry = self.ctx.registry
         try:
-            if version is None and name in registry.rollouts:
+            if version is None and routed and name in registry.rollouts:
                 loaded, self.shadow = registry.route(name, self.header(b"x-routing-key"))
             else:
                 loaded = registry.get(name, parse_version(version))
@@ -218,11 +219,12 @@ class _Endpoint:
 
 class HotRoutes:
     """The POST model routes (``/v1/models/{name}/predict``, ``/v2/models/{name}/infer``, their
-    ``/versions/{version}`` forms...) found with one ``str.split`` and a dict lookup, ahead of
-    Starlette's router, which tries each route's regular expression in turn; everything else, and any
-    request with a ``root_path``, goes on to ``fallback`` (the router), which also answers 404/405.
+    ``/versions/{version}`` and ``/aliases/{alias}`` forms...) found with one ``str.split`` and a dict
+    lookup, ahead of Starlette's router, which tries each route's regular expression in turn;
+    everything else, and any request with a ``root_path``, goes on to ``fallback`` (the router), which
+    also answers 404/405.
 
-    ``{name}`` and ``{version}`` match one non-empty path segment, as in Starlette."""
+    ``{name}``, ``{version}`` and ``{alias}`` match one non-empty path segment, as in Starlette."""
 
     def __init__(self, routes: list[Route], fallback: ASGIApp) -> None:
         self.fallback = fallback
@@ -238,9 +240,11 @@ class HotRoutes:
             if len(parts) > 4 and parts[3] and parts[2] == "models":
                 params = {"name": parts[3]}
                 parts[3] = None
-                if len(parts) > 6 and parts[4] == "versions" and parts[5]:
-                    params["version"] = parts[5]
-                    parts[5] = None
+                if len(parts) > 6 and parts[5]:
+                    param = _SEGMENT_PARAMS.get(parts[4])  # type: ignore[arg-type]
+                    if param is not None:
+                        params[param] = parts[5]
+                        parts[5] = None
                 endpoint = self._table.get(tuple(parts))
                 if endpoint is not None:
                     scope["path_params"] = params
@@ -249,13 +253,18 @@ class HotRoutes:
         await self.fallback(scope, receive, send)
 
 
+_SEGMENT_PARAMS = {"versions": "version", "aliases": "alias"}  # /versions/{version}, /aliases/{alias}
+
+
 def _template_key(path: str) -> tuple[str | None, ...] | None:
-    """``/v1/models/{name}[/versions/{version}]/...`` as a ``HotRoutes`` key (placeholders as None)."""
+    """``/v1/models/{name}[/versions/{version} | /aliases/{alias}]/...`` as a ``HotRoutes`` key
+    (placeholders as None)."""
     parts: list[str | None] = list(path.split("/"))
     if len(parts) < 5 or parts[2] != "models" or parts[3] != "{name}":
         return None
     parts[3] = None
-    if len(parts) > 6 and parts[4] == "versions" and parts[5] == "{version}":
+    param = _SEGMENT_PARAMS.get(parts[4] or "")
+    if len(parts) > 6 and param is not None and parts[5] == "{" + param + "}":
         parts[5] = None
     if any(p is not None and "{" in p for p in parts):
         return None

@@ -45,10 +45,11 @@ async def predict_batch(call: Call) -> Reply:
 
 
 def _aliased(call: Call) -> LoadedVersion:
-    """The version an alias names: authenticated, and 404 alike for a hidden model or an unknown alias."""
+    """The version an alias names: authenticated (once: a retry after loading has the key), and 404
+    alike for a hidden model or an unknown alias."""
     params = call.params
     name = params["name"]
-    check_model_access(call.authenticate(), name)
+    check_model_access(call.key or call.authenticate(), name)
     try:
         version = call.ctx.registry.policies.alias(name, params["alias"])
     except NotFound:

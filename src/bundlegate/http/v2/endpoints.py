@@ -9,6 +9,9 @@
     POST /v2/repository/index                            every model version and its state (admin)
     POST /v2/repository/models/{name}/load|unload        (admin; 404 for other keys)
 
+Without ``/versions/{v}``, metadata and readiness are the default version's, and infer follows the
+model's ``serving.json`` traffic split as ``/v1`` predict does (a shadow scores ``/v1`` requests only).
+
 Infer accepts either one tensor per feature, named as the feature (shape ``[N]`` or ``[N, 1]``), or,
 for purely numeric models, one tensor of shape ``[N, n_features]`` under any name (``codec``).
 Tensor data comes as JSON (flat or nested) or, with ``Inference-Header-Content-Length``, in the binary
@@ -28,11 +31,12 @@ import orjson
 from starlette.routing import Route
 
 from bundlegate import __version__
-from bundlegate.errors import InvalidInput, MalformedRequest, ModelNotReady, NotFound, Unavailable, problem
+from bundlegate.errors import InvalidInput, MalformedRequest, ModelNotReady, NotFound, problem
 from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access, require_admin
 from bundlegate.http.body import parse_json
 from bundlegate.http.context import GatewayContext, Reply
 from bundlegate.http.models import public_error, status_of
+from bundlegate.http.readiness import check_ready
 from bundlegate.http.routing import Call, json_reply, route
 from bundlegate.http.v2.binary import decode_binary_inputs
 from bundlegate.http.v2.codec import (
@@ -62,10 +66,7 @@ async def live(call: Call) -> Reply:
 
 
 async def ready(call: Call) -> Reply:
-    state = call.ctx.state
-    if state.draining or not state.loading_done:
-        reason = "shutting down" if state.draining else "loading models"
-        raise Unavailable(f"the server is not ready: {reason}")
+    check_ready(call.ctx)  # the same check as /readyz
     return json_reply({"ready": True})
 
 
@@ -74,7 +75,7 @@ async def ready(call: Call) -> Reply:
 
 async def model_metadata(call: Call) -> Reply:
     params = call.params
-    loaded = call.model(params["name"], params.get("version"))
+    loaded = call.model(params["name"], params.get("version"), routed=False)
     manifest = loaded.manifest
     status = status_of(call.ctx.registry, manifest.name)
     versions = [str(v.version) for v in status.versions if v.state == "loaded"] if status else []
@@ -92,7 +93,7 @@ async def model_metadata(call: Call) -> Reply:
 
 async def model_ready(call: Call) -> Reply:
     params = call.params
-    loaded = call.model(params["name"], params.get("version"))
+    loaded = call.model(params["name"], params.get("version"), routed=False)
     return json_reply({"name": params["name"], "version": str(loaded.version), "ready": True})
 
 
