@@ -17,7 +17,7 @@
 # REV is checked out in a temporary `git worktree`; both sides run from this tree's .venv, the old one
 # with PYTHONPATH=<that worktree>/src and the new one with PYTHONPATH=src (each side's `bundlegate` file
 # is printed once and checked). So the old side uses today's installed packages, not REV's pins. The
-# models, bundles (packed by the new side), keys and request bodies are made afresh in a temp work dir
+# models, bundles (each side packs its own), keys and request bodies are made afresh in a temp work dir
 # by bench/gateway.py's functions; no peer harness is needed. Both servers are up at once, pinned to
 # CPU 1 and idle while the other is loaded; wrk runs on CPU 0; ports 18571/18572 (PORT_OLD, PORT_NEW)
 # on 127.0.0.1. Every wrk run is bounded by `timeout`; the worktree, servers and work dir go on exit.
@@ -70,8 +70,22 @@ print(gateway.create_key(root)[1])
 EOF
 )
 
+# each side serves the bundles its own code packed: a change of the bundle format would refuse the
+# other side's (the models and request bodies are shared)
+mkdir -p "$work/old-root" && ln -s "$work/models" "$work/old-root/models"
+PYTHONPATH=${src[old]} "$py" - "$work/old-root" m1 "$batch_model" <<'EOF'
+import sys
+from pathlib import Path
+
+sys.path.insert(0, "bench")
+import gateway
+
+gateway.pack_models(Path(sys.argv[1]), sorted(set(sys.argv[2:])))
+EOF
+declare -A repo=([old]="$work/old-root/repo" [new]="$work/repo")
+
 for side in old new; do
-  PYTHONPATH=${src[$side]} setsid taskset -c 1 "$py" -m bundlegate.cli serve "$work/repo" \
+  PYTHONPATH=${src[$side]} setsid taskset -c 1 "$py" -m bundlegate.cli serve "${repo[$side]}" \
     --host 127.0.0.1 --port "${port[$side]}" --keys "$work/keys.json" ${extra[$side]} >"$work/$side.log" 2>&1 &
   pid[$side]=$!
 done
