@@ -20,7 +20,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from ports import free_port
 
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -52,13 +53,6 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{message}; CI=true requires it")
         pytest.skip(message)
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def promtool_check_metrics(exposition: bytes) -> subprocess.CompletedProcess[str]:

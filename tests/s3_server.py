@@ -16,7 +16,6 @@ import contextlib
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from ports import free_port
 
 SECRET = "bg-test-secret-d41d8cd98f00b204e9800998ecf8427e"
 KEY_ID = "bgtestkeyid"
@@ -40,13 +41,6 @@ def require_moto() -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{message}; CI=true requires it")
         pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -23,7 +23,8 @@ import httpx
 import pytest
 
 from bundlegate.keys import create_key
-from prometheus_server import free_port, query, query_range, require_tool, running_prometheus, wait_for_result
+from ports import free_port
+from prometheus_server import query, query_range, require_tool, running_prometheus, wait_for_result
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "bundlegate-dashboard.json"

@@ -37,11 +37,6 @@ class Rollout:
             self._bounds.append(running)
         self.shadow: Shadow | None = config.shadow
 
-    @property
-    def splits(self) -> bool:
-        """Whether the route is split by weight (else it goes to the default version)."""
-        return bool(self._versions)
-
     def pick(self, routing_key: bytes | None) -> int | None:
         """The version for one request (None: no split, take the default)."""
         if not self._versions:

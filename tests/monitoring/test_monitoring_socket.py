@@ -67,7 +67,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextlib.contextmanager
 def gateway(repo: Path, tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
-    from prometheus_server import free_port
+    from ports import free_port
 
     key = create_key(tmp_path / "keys.json", "monitor", ["*"])
     port = free_port()

@@ -30,6 +30,7 @@ import bundle_factory as bf
 from bundlegate.cli import cli
 from bundlegate.keys import create_key
 from bundlegate.settings import Settings
+from ports import free_port
 
 pytestmark = [pytest.mark.socket, pytest.mark.slow]
 
@@ -41,13 +42,6 @@ IRIS_ROWS = bf.iris_model().X[::30]
 def text(values: Any) -> list[str]:
     """BYTES answers as str (tritonclient gives bytes for binary outputs, str for JSON ones)."""
     return [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

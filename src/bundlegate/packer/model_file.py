@@ -42,10 +42,6 @@ class ModelFile:
     signature: list[Any] | None = None  # MLflow signature as ``InputSpec``s (names, dtypes, nullable)
     provenance: dict[str, str] = field(default_factory=dict)  # MLflow model uuid, run id
 
-    @property
-    def is_onnx(self) -> bool:
-        return self.onnx_bytes is not None
-
 
 def class_path(obj: Any) -> str:
     t = type(obj)
