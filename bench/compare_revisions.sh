@@ -12,7 +12,10 @@
 # m1 or m2, default m1). Each step: a 2 s warm-up of each side, then PAIRS pairs of 3 s wrk runs in the
 # order ABBA (old new, new old, ...); it prints every pair, its ratio new/old and each server's CPU a
 # request and CPU use, then the median ratio, the median CPU ratio, each side's median p99 and wrk's
-# errors (non-2xx answers, socket errors and timeouts). See bench/README.md for how to read it.
+# errors (non-2xx answers, socket errors and timeouts), and what a side's payload log has dropped
+# (when it has one). After each run the side is left until its CPU use stops (at most 5 s) and that
+# CPU counts as the run's, so what a server leaves for later does not slow the other side's turn.
+# See bench/README.md for how to read it.
 #
 # REV is checked out in a temporary `git worktree`; both sides run from this tree's .venv, the old one
 # with PYTHONPATH=<that worktree>/src and the new one with PYTHONPATH=src (each side's `bundlegate` file
@@ -113,7 +116,32 @@ print(f"{sys.argv[1]} answers of old and new (request_id aside): {same}; old {js
     "$model $kind" "${answers[@]}"
 done
 
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; } # utime + stime, all threads
+cpu_ticks() { # utime + stime of every thread of every process of a server's session (its own
+  # processes too, such as the payload log's writer)
+  local p total=0 ticks
+  for p in $(pgrep -s "$1"); do
+    ticks=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')
+    total=$((total + ${ticks:-0}))
+  done
+  echo "$total"
+}
+payload_dropped() { # what a server's payload log has dropped so far (the counter is there, at 0,
+  # whenever monitoring is on; nothing without monitoring)
+  curl -s --max-time 5 -H "Authorization: Bearer $key" "http://127.0.0.1:${port[$1]}/metrics" |
+    awk '/^bundlegate_payload_log_dropped_total/ {printf "%d", $2}'
+}
+
+settled_ticks() { # a server's CPU ticks once it is idle again (work it left for later, such as
+  # payload log lines, done in its own turn and not in the other side's); at most 5 s
+  local ticks last=-1
+  for _ in $(seq 1 25); do
+    ticks=$(cpu_ticks "$1")
+    [ "$ticks" = "$last" ] && break
+    last=$ticks
+    sleep 0.2
+  done
+  echo "$ticks"
+}
 
 run() { # side path body connections seconds rows -> "per_s p99_us errors cpu_us_a_request busy_%"
   local before out
@@ -132,7 +160,7 @@ answered = max(r["requests"] - r["err_status"], 1)
 errors = sum(r[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
 seconds, cpu_s = r["duration_us"] / 1e6, (after - before) / os.sysconf("SC_CLK_TCK")
 print(round(answered / seconds * rows), r["p99_us"], errors, round(cpu_s * 1e6 / answered), round(cpu_s / seconds * 100))
-' "$6" "$before" "$(cpu_ticks "${pid[$1]}")" "$out"
+' "$6" "$before" "$(settled_ticks "${pid[$1]}")" "$out"
 }
 
 step() { # title path body connections rows
@@ -145,7 +173,7 @@ step() { # title path body connections rows
   done | python3 -c '
 import statistics, sys
 title, min_ratio = sys.argv[1], float(sys.argv[2])
-print(f"{title} (in brackets: CPU time a request and CPU use of the server)", flush=True)
+print(f"{title} (in brackets: CPU time a request and CPU use of the server processes)", flush=True)
 rate, cpu, busy, ratios, cpu_ratios, failed = {}, {"old": 0, "new": 0}, {}, [], [], 0
 p99, errors = {"old": [], "new": []}, {"old": 0, "new": 0}
 for line in sys.stdin:
@@ -172,6 +200,10 @@ cpu_med = statistics.median(cpu_ratios) if cpu_ratios else float("nan")
 print(f"  CPU a request new/old, median {cpu_med:.3f}; p99 median old {p99_old:.2f} ms, new {p99_new:.2f} ms")
 print(f"  errors old {e_old}, new {e_new}; wrk runs failed {failed}")
 ' "$1" "$min_ratio"
+  for side in old new; do
+    dropped=$(payload_dropped "$side")
+    [ -z "$dropped" ] || echo "  payload log of $side: $dropped sampled requests dropped so far"
+  done
 }
 
 step "m1 single rows at c=16, requests/s" /v1/models/m1/predict "$work/run/m1-single.json" 16 1

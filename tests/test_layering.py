@@ -55,6 +55,8 @@ FORBIDDEN: dict[str, set[str]] = {
     "monitoring/feedback": WEB | ML | ORT | PROM | {"numpy", "pydantic"},
     "monitoring/payload_log": WEB | ML | ORT | PROM | {"numpy", "pydantic"},
     "monitoring/payload_lines": WEB | ML | ORT | PROM | {"pydantic"},
+    "monitoring/payload_wire": WEB | ML | ORT | PROM | {"pydantic"},
+    "monitoring/payload_writer": WEB | ML | ORT | PROM | {"pydantic"},
     "monitoring/metrics": WEB | ML | ORT,
     "monitoring/tracing": WEB | ML | ORT | PROM | {"numpy"},
     "server/heap": WEB | ML | ORT | PROM | {"numpy", "pydantic"},

@@ -90,9 +90,11 @@ class Settings:
     payload_sample_rate: float = 1.0
     payload_log_max_bytes: int = 100 * 1024 * 1024
     payload_log_queue: int = 10_000
+    payload_log_nice: int = 19  # the writer process's CPU priority: 19 yields to serving, 0 competes
     drift: bool = False
     drift_window_rows: int = 10_000
     drift_window_s: float = 3600.0
+    drift_max_rows_per_s: float = 2000.0  # above it drift counts an even sample of requests; 0: all
     feedback: bool = False
     feedback_ttl_s: float = 3600.0
     feedback_max_rows: int = 1_000_000
@@ -227,19 +229,17 @@ FLAGS: tuple[Flag, ...] = (
     Flag("cors_origins", "--cors-origins", "Origins browsers may call from, comma-separated; * any (off)."),
     Flag("access_log", "--access-log/--no-access-log", "JSON lines access log on stderr (default on)."),
     Flag("log_level", "--log-level", "Log level (default info)."),
-    Flag(
-        "s3_endpoint_url",
-        "--s3-endpoint-url",
-        "S3-compatible endpoint for an s3:// repository (default AWS).",
-    ),
+    Flag("s3_endpoint_url", "--s3-endpoint-url", "S3-compatible endpoint of s3:// repositories (AWS)."),
     Flag("cache_dir", "--cache-dir", "Where an s3:// repository is mirrored (default ~/.cache/bundlegate)."),
     Flag("payload_log", "--payload-log", "Log sampled requests as JSON lines to this file, - for stdout."),
     Flag("payload_sample_rate", "--payload-sample-rate", "Share of requests logged (default 1)."),
     Flag("payload_log_max_bytes", "--payload-log-max-bytes", "Rotate the log at this size (100 MiB)."),
     Flag("payload_log_queue", "--payload-log-queue", "Requests waiting to be logged, then dropped (10000)."),
+    Flag("payload_log_nice", "--payload-log-nice", "Nice of the log's writer process, 0-19 (19: yields)."),
     Flag("drift", "--drift/--no-drift", "Drift of inputs and predictions against the bundles' reference."),
     Flag("drift_window_rows", "--drift-window-rows", "Rows in the drift window (default 10000)."),
     Flag("drift_window_s", "--drift-window-s", "Oldest rows in the drift window, seconds (default 3600)."),
+    Flag("drift_max_rows_per_s", "--drift-max-rows-per-s", "Above, drift samples requests (2000; 0: all)."),
     Flag("feedback", "--feedback/--no-feedback", "Keep predictions for POST .../feedback (live accuracy)."),
     Flag("feedback_ttl_s", "--feedback-ttl-s", "How long predictions wait for feedback (default 3600 s)."),
     Flag("feedback_max_rows", "--feedback-max-rows", "Most predicted rows kept for feedback (1000000)."),
@@ -283,9 +283,9 @@ _FLOATS = frozenset(
 )
 _BOOLS = frozenset({"insecure_no_auth", "allow_pickle", "access_log", "lazy", "drift", "feedback", "tracing"})
 _OPTIONAL_STRS = frozenset({"payload_log"})
-_INTS |= {"payload_log_max_bytes", "payload_log_queue", "drift_window_rows"}
+_INTS |= {"payload_log_max_bytes", "payload_log_queue", "payload_log_nice", "drift_window_rows"}
 _INTS |= {"feedback_max_rows", "feedback_window"}
-_FLOATS |= {"payload_sample_rate", "drift_window_s", "feedback_ttl_s"}
+_FLOATS |= {"payload_sample_rate", "drift_window_s", "drift_max_rows_per_s", "feedback_ttl_s"}
 _PATHS = frozenset({"repository"})
 _OPTIONAL_PATHS = frozenset({"keys_file", "trusted_keys", "ssl_certfile", "ssl_keyfile", "cache_dir"})
 
@@ -316,8 +316,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "payload_sample_rate": (0, 1),
     "payload_log_max_bytes": (1024, 2**50),
     "payload_log_queue": (1, 10_000_000),
+    "payload_log_nice": (0, 19),
     "drift_window_rows": (1, 100_000_000),
     "drift_window_s": (1, 30 * 86_400),
+    "drift_max_rows_per_s": (0, 1e9),
     "feedback_ttl_s": (1, 30 * 86_400),
     "feedback_max_rows": (1, 1_000_000_000),
     "feedback_window": (1, 10_000_000),

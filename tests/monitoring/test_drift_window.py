@@ -58,7 +58,9 @@ def test_category_buckets_fold_rare_values_into_other_when_the_reference_did() -
     assert plain.expected.tolist() == pytest.approx([0.8, 0.0, 0.0, 0.2])
 
 
-def _drift(window_rows: int, window_s: float, clock: FakeClock) -> VersionDrift:
+def _drift(
+    window_rows: int, window_s: float, clock: FakeClock, max_rows_per_s: float | None = None
+) -> VersionDrift:
     built = bf.iris_model()
     features = [
         FeatureReference(
@@ -67,7 +69,7 @@ def _drift(window_rows: int, window_s: float, clock: FakeClock) -> VersionDrift:
         for n in bf.IRIS_FEATURES
     ]
     manifest = built.manifest.model_copy(update={"reference": Reference(rows=150, features=features)})
-    return VersionDrift(manifest, FeatureColumns(manifest), window_rows, window_s, clock)
+    return VersionDrift(manifest, FeatureColumns(manifest), window_rows, window_s, clock, max_rows_per_s)
 
 
 def _rows(n: int, value: float) -> tuple[Feed, Prediction]:
@@ -108,3 +110,25 @@ def test_a_large_request_adds_an_evenly_spaced_sample_of_its_rows() -> None:
     rows, features, _ = drift.report()
     assert rows == ROWS_PER_REQUEST
     assert features[0].live[1:3] == [ROWS_PER_REQUEST // 2, ROWS_PER_REQUEST // 2]
+
+
+def test_heavy_traffic_is_counted_as_an_even_sample_of_its_requests() -> None:
+    clock = FakeClock()
+    drift = _drift(window_rows=100_000, window_s=3600, clock=clock, max_rows_per_s=1000)
+    for second in range(3):  # 8,000 single rows a second, half in each bin, alternating
+        for i in range(8000):
+            drift.add(*_rows(1, 1.0 if i % 2 else 7.0))
+            clock.advance(1 / 8000)
+        rows, features, _ = drift.report()
+    # the first ~1,000 rows (one chunk) are all counted, then one request in 8: ~1,000 rows a second
+    assert drift.stride == 8
+    assert 3000 <= rows <= 5000
+    low, high = features[0].live[1:3]
+    assert abs(low - high) <= rows * 0.1  # an even sample: both bins alike, though the traffic alternates
+    assert features[0].psi is not None
+    quiet = _drift(window_rows=100_000, window_s=3600, clock=clock, max_rows_per_s=1000)
+    for _ in range(500):  # 500 rows a second: all of them
+        quiet.add(*_rows(1, 1.0))
+        clock.advance(1 / 500)
+    assert quiet.report()[0] == 500
+    assert quiet.stride == 1

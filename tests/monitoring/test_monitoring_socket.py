@@ -76,6 +76,7 @@ def gateway(repo: Path, tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
     args = [
         *("--host", "127.0.0.1", "--port", str(port), "--keys", str(tmp_path / "keys.json")),
         *("--no-access-log", "--drift", "--drift-window-rows", str(ROWS), "--feedback"),
+        *("--drift-max-rows-per-s", "0"),  # every row counted, however fast the client is
         *("--payload-log", str(log), "--payload-sample-rate", "0.1"),
     ]
     with (tmp_path / "serve.log").open("w") as err:

@@ -3,7 +3,10 @@
 ``add(feed, prediction)`` does constant work on the request path: a numeric model's rows are copied
 into the chunk's buffers (nothing of the request is kept), other models' arrays are kept; of a request
 with more than ``ROWS_PER_REQUEST`` rows, an evenly spaced sample of that many, so the window weighs
-a large batch like a few single rows. Once ``flush_rows`` rows are pending, or when someone reads the
+a large batch like a few single rows. Above ``MAX_ROWS_PER_S`` rows a second, it takes one request
+in every ``stride`` on average (random gaps; the stride is worked out again at each chunk from the
+rate of the last), so heavy traffic costs drift about what ``MAX_ROWS_PER_S`` does and the window
+holds an even sample of it. Once ``flush_rows`` rows are pending, or when someone reads the
 drift, the pending rows are counted into buckets in one go (``buckets``: array operations over the
 whole chunk) and the chunk joins a sliding window: whole chunks, the newest first, while the others
 hold at least ``window_rows`` rows and none is older than ``window_s``. ``report()`` gives each
@@ -16,6 +19,7 @@ Features the reference says nothing about (no bins, no frequencies) are left out
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +37,9 @@ FLUSH_ROWS = 1024
 # rows of one request that drift counts: a large batch costs no more than a few small ones, and an
 # evenly spaced sample of it (its start moving from request to request) stands for the rest
 ROWS_PER_REQUEST = 32
+# rows a second drift counts, about, at most: above it an even sample of the requests (``stride``)
+MAX_ROWS_PER_S = 2000.0
+STRIDE_AFTER_ROWS = 64  # a chunk this large (or a second long) says the rate well enough
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +74,16 @@ class VersionDrift:
         window_rows: int,
         window_s: float,
         clock: Callable[[], float] = time.monotonic,
+        max_rows_per_s: float | None = MAX_ROWS_PER_S,
     ) -> None:
         self.window_rows = window_rows
+        self.max_rows_per_s = max_rows_per_s
+        self.stride = 1  # one request in this many is counted
+        self._skip = 0  # requests to pass over before the next counted one
+        self._rate_since = clock()  # when the stride was last worked out
+        self._rows_since = 0  # rows counted since then
+        self._offered = 0  # requests offered since then
+        self._taken = 0  # of those, requests counted
         self.window_s = window_s
         self.flush_rows = max(1, min(FLUSH_ROWS, window_rows // 8))
         self._clock = clock
@@ -120,7 +135,15 @@ class VersionDrift:
 
     def add(self, feed: Feed, prediction: Prediction) -> None:
         """Keep one request's rows for the next chunk (counted once ``flush_rows`` are pending); of
-        a request over ``ROWS_PER_REQUEST`` rows, an evenly spaced sample of that many."""
+        a request over ``ROWS_PER_REQUEST`` rows, an evenly spaced sample of that many; above
+        ``max_rows_per_s``, one request in every ``stride``."""
+        self._offered += 1
+        if self._skip:
+            self._skip -= 1
+            return
+        self._taken += 1
+        if self.stride > 1:  # a random gap of ``stride`` on average: a fixed one could keep in step
+            self._skip = int(random.random() * (2 * self.stride - 1))  # with a pattern in the traffic
         n = feed.n_rows
         arrays = feed.arrays
         if self._tensors is None:
@@ -177,6 +200,7 @@ class VersionDrift:
 
     def flush(self) -> None:
         """Count the pending rows into a chunk of the window; drop chunks that left the window."""
+        self._adapt_stride(self._pending_rows)
         if self._buffer is not None and self._pending_rows:
             n, self._pending_rows = self._pending_rows, 0
             block = self._columns.block or ""
@@ -203,6 +227,20 @@ class VersionDrift:
             self._totals += counts
             self._rows += n
         self._evict()
+
+    def _adapt_stride(self, rows: int) -> None:
+        """The stride that keeps the counted rows near ``max_rows_per_s``, from the rate of the
+        rows offered since it was last worked out (``rows`` more counted)."""
+        self._rows_since += rows
+        now = self._clock()
+        elapsed = now - self._rate_since
+        if self.max_rows_per_s is None or (self._rows_since < STRIDE_AFTER_ROWS and elapsed < 1.0):
+            return
+        # the requests offered, each worth the rows a counted one gave
+        offered = self._offered * self._rows_since / max(self._taken, 1)
+        self.stride = max(1, round(offered / max(elapsed, 1e-3) / self.max_rows_per_s))
+        self._skip = min(self._skip, 2 * self.stride - 2)  # a gap drawn for a larger stride
+        self._rate_since, self._rows_since, self._offered, self._taken = now, 0, 0, 0
 
     def _count(self, feed: Feed, prediction: Prediction) -> Array:
         lo, parts = self._bounds, []

@@ -63,7 +63,7 @@ class MonitoringMetrics:
         )
         self.payload_dropped = Counter(
             "bundlegate_payload_log_dropped",
-            "Payload log entries dropped because the writer fell behind.",
+            "Sampled requests the payload log dropped because its writer fell behind.",
             registry=registry,
         )
         self.payload_dropped.inc(0)

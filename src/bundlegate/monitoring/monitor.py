@@ -6,9 +6,10 @@
     monitor.drift_report(loaded)       # GET .../drift
     monitor.join_feedback(name, items) # POST .../feedback
 
-``observe`` does constant work: a dict lookup for the version's state, then it keeps references for
-drift (counted per chunk, ``drift``), for feedback (``feedback.FeedbackStore``) and, for a sampled
-request, queues an entry for the payload log's writer thread (``payload_log``). With monitoring off
+``observe`` does constant work: a dict lookup for the version's state, then it hands the rows to
+drift (copied or kept, counted per chunk, ``drift``), keeps references for feedback
+(``feedback.FeedbackStore``) and, for a sampled request, hands an entry to the payload log
+(``payload_log``, which sends it to its writer process). With monitoring off
 there is no monitor and the endpoints skip the call.
 
 Per-model overrides come from ``serving.json`` (``payload_sample_rate``, ``payload_mask``); the
@@ -50,11 +51,15 @@ class MonitorSettings(Protocol):
     @property
     def payload_log_queue(self) -> int: ...
     @property
+    def payload_log_nice(self) -> int: ...
+    @property
     def drift(self) -> bool: ...
     @property
     def drift_window_rows(self) -> int: ...
     @property
     def drift_window_s(self) -> float: ...
+    @property
+    def drift_max_rows_per_s(self) -> float: ...
     @property
     def feedback(self) -> bool: ...
     @property
@@ -96,7 +101,15 @@ class _Version:
         self.columns = FeatureColumns(manifest)
         s = monitor.settings
         self.drift = (
-            VersionDrift(manifest, self.columns, s.drift_window_rows, s.drift_window_s) if s.drift else None
+            VersionDrift(
+                manifest,
+                self.columns,
+                s.drift_window_rows,
+                s.drift_window_s,
+                max_rows_per_s=s.drift_max_rows_per_s or None,
+            )
+            if s.drift
+            else None
         )
         self.score = LiveScore(s.feedback_window) if s.feedback else None
         classes = manifest.classes
@@ -139,6 +152,7 @@ class Monitor:
                 target,
                 max_bytes=settings.payload_log_max_bytes,
                 max_queue=settings.payload_log_queue,
+                nice=settings.payload_log_nice,
                 on_drop=metrics.payload_dropped.inc,
             )
             if target
@@ -176,8 +190,7 @@ class Monitor:
                         inputs,
                         prediction,
                         state.bool_classes,
-                    ),
-                    feed.n_rows,
+                    )
                 )
 
     def _apply_serving(self, state: _Version, serving: ServingConfig) -> None:
@@ -214,7 +227,12 @@ class Monitor:
             "model": loaded.name,
             "version": loaded.version,
             "reference": loaded.manifest.reference is not None,
-            "window": {"rows": rows, "max_rows": drift.window_rows, "max_seconds": drift.window_s},
+            "window": {
+                "rows": rows,
+                "max_rows": drift.window_rows,
+                "max_seconds": drift.window_s,
+                "one_request_in": drift.stride,
+            },
             "features": [h.as_json() for h in features],
             "prediction": prediction.as_json() if prediction is not None else None,
         }

@@ -1,15 +1,19 @@
-"""One sampled request as payload log lines (``lines_of``), one JSON line per row::
+"""Sampled requests as payload log lines, one JSON line per row::
 
     {"time": "2026-12-03T10:00:00.123Z", "request_id": "…", "model": "iris", "version": 1, "row": 0,
      "inputs": [5.1, 3.5, 1.4, 0.2], "outputs": {"prediction": "setosa", "probabilities": [0.97, …]}}
 
 ``inputs`` are in the model's feature order (``GET /v1/models/{name}`` lists the features), inputs
 named in the mask written as ``"***"``; ``probabilities`` are in the manifest's class order; ``value``
-holds a regressor's answer. Positional inputs keep a line's cost independent of the feature count:
-a numeric model's rows are encoded by one orjson call on the feed's array and split into rows, each
-other column is encoded once for the whole request, and the lines are fixed text and those values
-interleaved by slice assignment and joined once. No Python runs per row, so logging a row costs about
-what answering it costs.
+holds a regressor's answer.
+
+The request path keeps each sampled request as a ``PayloadEntry`` (references to its arrays);
+``runs`` joins consecutive entries of one shape into a ``PayloadRun`` (one array per input and output
+for all their rows, and a ``Head`` per request); ``lines_of`` encodes a run. Positional inputs keep a
+line's cost independent of the feature count: a numeric model's rows are encoded by one orjson call
+on the run's array and split into rows, each other column is encoded once for the whole run, and the
+lines are fixed text and those values interleaved by slice assignment and joined once. No Python
+runs per row.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from bundlegate.feed import Array, Prediction
 
 MASKED = b'"***"'
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+ALONE_ROWS = 64  # a request of this many rows is a run of its own (its arrays need no joining)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,36 +47,106 @@ class PayloadEntry:
     bool_classes: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """One request of a run: its time, id, rows, and the row number of its first row here (not 0
+    for the second part of a request split in two)."""
+
+    at: float
+    request_id: str
+    rows: int
+    first_row: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadRun:
+    """Requests of one shape (``shape_of``) in order, their arrays joined: what lines are made of
+    (``lines_of``) and what travels to the writer process (``payload_wire``)."""
+
+    model: str
+    version: int
+    bool_classes: bool
+    heads: list[Head]
+    inputs: Array | list[Array | None]
+    prediction: Prediction
+
+    @property
+    def rows(self) -> int:
+        return sum(h.rows for h in self.heads)
+
+
 def shape_of(entry: PayloadEntry) -> tuple[object, ...]:
-    """Entries of the same shape can be written together (``lines_of``)."""
+    """Entries of the same shape can be joined into one run."""
     p, inputs = entry.prediction, entry.inputs
     layout = -1 if isinstance(inputs, np.ndarray) else tuple(c is None for c in inputs)
     outputs = (p.labels is None, p.probabilities is None, p.values is None)
     return entry.model, entry.version, layout, outputs, entry.bool_classes
 
 
-def lines_of(entries: list[PayloadEntry]) -> bytes:
-    """The lines of entries of one shape (``shape_of``), newline-terminated: their arrays are joined
-    and encoded together, so a run of single-row requests costs about what one batch does."""
-    entry = entries[0] if len(entries) == 1 else _joined(entries)
-    n = rows_of(entry)
+def runs(entries: list[PayloadEntry], max_rows: int = 1024) -> list[PayloadRun]:
+    """``entries`` in order, as runs of one shape of at most ``max_rows`` rows (a request of
+    ``ALONE_ROWS`` or more goes alone)."""
+    groups: list[list[PayloadEntry]] = []
+    shape: object = None
+    rows = max_rows
+    for entry in entries:
+        n = rows_of(entry)
+        this = shape_of(entry)
+        if this == shape and rows + n <= max_rows and n < ALONE_ROWS:
+            groups[-1].append(entry)
+            rows += n
+        else:
+            groups.append([entry])
+            shape, rows = this, (n if n < ALONE_ROWS else max_rows)
+    return [join(group) for group in groups]
+
+
+def join(entries: list[PayloadEntry]) -> PayloadRun:
+    """One run holding the rows of ``entries`` (of one shape)."""
+    first = entries[0]
+    heads = [Head(e.at, e.request_id, rows_of(e)) for e in entries]
+    if len(entries) == 1:
+        inputs, prediction = first.inputs, first.prediction
+    else:
+        if isinstance(first.inputs, np.ndarray):
+            inputs = np.concatenate([e.inputs for e in entries])
+        else:
+            columns = zip(*(e.inputs for e in entries), strict=True)
+            inputs = [None if c[0] is None else np.concatenate(c) for c in columns]
+        p = first.prediction
+
+        def joined(arrays: list[Array | None], present: Array | None) -> Array | None:
+            return None if present is None else np.concatenate(arrays)  # type: ignore[arg-type]
+
+        prediction = Prediction(
+            joined([e.prediction.labels for e in entries], p.labels),
+            joined([e.prediction.probabilities for e in entries], p.probabilities),
+            joined([e.prediction.values for e in entries], p.values),
+        )
+    return PayloadRun(first.model, first.version, first.bool_classes, heads, inputs, prediction)
+
+
+def lines_of(run: PayloadRun) -> bytes:
+    """The run's lines, newline-terminated: its arrays are encoded together, so a run of single-row
+    requests costs about what one batch does."""
+    n = run.rows
+    single = len(run.heads) == 1
     heads: list[bytes] = []
     rows: list[bytes] = []
-    for e in entries:
+    for h in run.heads:
         head = orjson.dumps(
-            {"time": _timestamp(e.at), "request_id": e.request_id, "model": e.model, "version": e.version}
+            {"time": _timestamp(h.at), "request_id": h.request_id, "model": run.model, "version": run.version}
         )
-        m = n if len(entries) == 1 else rows_of(e)
-        heads += [head[:-1]] * m
-        rows += _row_numbers(m)
-    # a line is text and values in turn: text, values, text, values, ..., text (one entry: its head
+        heads += [head[:-1]] * h.rows
+        rows += _row_numbers(h.first_row, h.rows)
+    # a line is text and values in turn: text, values, text, values, ..., text (one request: its head
     # is text)
-    texts: list[bytes] = [heads[0] if len(entries) == 1 and n else b"", b',"row":', b',"inputs":[']
+    texts: list[bytes] = [heads[0] if single and n else b"", b',"row":', b',"inputs":[']
     values: list[list[bytes]] = [heads, rows]
-    if len(entries) == 1:
+    if single:
         texts[:2] = [texts[0] + texts[1]]
         del values[0]
-    inputs = entry.inputs
+    inputs = run.inputs
     if isinstance(inputs, np.ndarray):
         values.append(_row_tokens(inputs))
     else:
@@ -80,13 +155,13 @@ def lines_of(entries: list[PayloadEntry]) -> bytes:
                 texts.append(b",")
             values.append([MASKED] * n if column is None else _tokens(column))
     texts.append(b'],"outputs":{')
-    p = entry.prediction
+    p = run.prediction
     separator = b""
     if p.labels is not None:
         texts[-1] += b'"prediction":'
         labels = p.labels.ravel()
         values.append(
-            [b"true" if v else b"false" for v in labels.tolist()] if entry.bool_classes else _tokens(labels)
+            [b"true" if v else b"false" for v in labels.tolist()] if run.bool_classes else _tokens(labels)
         )
         texts.append(b"")
         separator = b","
@@ -110,42 +185,18 @@ def lines_of(entries: list[PayloadEntry]) -> bytes:
     return b"".join(parts)  # type: ignore[arg-type]
 
 
-def _joined(entries: list[PayloadEntry]) -> PayloadEntry:
-    """One entry holding the rows of ``entries`` (of one shape), for encoding."""
-    first = entries[0]
-    inputs: Array | list[Array | None]
-    if isinstance(first.inputs, np.ndarray):
-        inputs = np.concatenate([e.inputs for e in entries])
-    else:
-        columns = zip(*(e.inputs for e in entries), strict=True)
-        inputs = [None if c[0] is None else np.concatenate(c) for c in columns]
-    p = first.prediction
-
-    def join(arrays: list[Array | None], present: Array | None) -> Array | None:
-        return None if present is None else np.concatenate(arrays)  # type: ignore[arg-type]
-
-    prediction = Prediction(
-        join([e.prediction.labels for e in entries], p.labels),
-        join([e.prediction.probabilities for e in entries], p.probabilities),
-        join([e.prediction.values for e in entries], p.values),
-    )
-    return PayloadEntry(
-        first.at, first.request_id, first.model, first.version, inputs, prediction, first.bool_classes
-    )
-
-
 _ROW_NUMBERS: list[bytes] = []
 
 
-def _row_numbers(n: int) -> list[bytes]:
-    """``b"0"``, ``b"1"``, ... (kept, so a request's row numbers are a slice)."""
-    if len(_ROW_NUMBERS) < n:
-        _ROW_NUMBERS.extend(b"%d" % i for i in range(len(_ROW_NUMBERS), n))
-    return _ROW_NUMBERS[:n]
+def _row_numbers(start: int, n: int) -> list[bytes]:
+    """``b"%d" % start``, ... for ``n`` rows (kept, so a request's row numbers are a slice)."""
+    if len(_ROW_NUMBERS) < start + n:
+        _ROW_NUMBERS.extend(b"%d" % i for i in range(len(_ROW_NUMBERS), start + n))
+    return _ROW_NUMBERS[start : start + n]
 
 
-def rows_of(entry: PayloadEntry) -> int:
-    """The rows of one entry."""
+def rows_of(entry: PayloadEntry | PayloadRun) -> int:
+    """The rows of one entry or run."""
     inputs = entry.inputs
     if isinstance(inputs, np.ndarray):
         return len(inputs)

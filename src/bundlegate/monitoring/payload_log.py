@@ -1,37 +1,69 @@
-"""The payload log: sampled requests as JSON lines, written off the request path (``PayloadLog``).
+"""The payload log: sampled requests as JSON lines, written by a process of its own (``PayloadLog``).
 
-``put(entry)`` on the event loop appends to a bounded queue and returns; a writer thread, every
-``WRITE_EVERY_S`` or once ``WAKE_ROWS`` rows wait, turns entries into lines
-(``payload_lines``) and writes them to the file, or to stdout for ``-``. When the
-queue is full the entry is dropped and counted (``dropped``): a slow disk costs log lines, never a
-slower answer. Size-based rotation: when a line would take the file past ``max_bytes``, it becomes
-``PATH.1`` (the older ones ``PATH.2`` ... ``PATH.<backups>``, the oldest deleted) and a new file
-starts (a file is larger only when one line is).
+``put(entry)`` on the event loop keeps a small request (under ``ALONE_ROWS`` rows) with the others
+waiting, and hands a large one on at once. Waiting requests go on together, joined into runs
+(``payload_lines.runs``), once ``GATHER_ROWS`` rows wait or ``GATHER_S`` after the first. Runs go
+to the writer process (``payload_writer``) over a ``SOCK_SEQPACKET`` socket pair as frames
+(``payload_wire``: numeric arrays as they are). The writer encodes the lines and writes the file at
+the CPU priority ``nice`` (19 by default: below serving). So encoding never holds the serving
+process's interpreter lock, and on a CPU that serving keeps busy the writer yields. Requests are
+dropped and counted (``dropped``), never waited for, once ``max_queue`` requests wait or are in
+flight (sent, not yet written), when the socket's buffer is full (its size is capped by the
+kernel's ``net.core.wmem_max``), and when the writer cannot write them (a full disk): it counts
+those in the memory both processes map. The writer process starts with the log and ends with
+``close()``, or when this process ends; if it dies, it is started again (at most every
+``RESTART_AFTER_S``). Nothing here raises into a request: a failure is logged and the request
+dropped. Linux only (``SOCK_SEQPACKET`` on a Unix socket pair).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import mmap
 import os
+import select
+import socket
+import subprocess
 import sys
-import threading
+import tempfile
 import time
-from collections import deque
 from collections.abc import Callable
-from pathlib import Path
-from typing import IO
+from dataclasses import dataclass
 
-from bundlegate.monitoring.payload_lines import PayloadEntry, lines_of, rows_of, shape_of
+from bundlegate.monitoring.payload_lines import ALONE_ROWS, PayloadEntry, PayloadRun, rows_of, runs
+from bundlegate.monitoring.payload_wire import COUNTERS, FLUSH, frames
 
 log = logging.getLogger("bundlegate.payload")
 BACKUPS = 5
-WRITE_EVERY_S = 0.1  # the writer wakes this often, or once WAKE_ROWS rows or a quarter of the queue
-WAKE_ROWS = 256  # wait: single rows go in runs, a large request while its arrays are still in cache
+SOCKET_BUFFER = 4 << 20  # asked for; the kernel caps it at net.core.wmem_max (and doubles it)
+MAX_FRAME = 256 << 10  # or a quarter of the socket buffer the kernel gives, if that is less
+GATHER_ROWS = 256  # small requests wait until this many rows do
+GATHER_S = 0.05  # or this long after the first of them
+RESTART_AFTER_S = 5.0  # a writer that died is restarted no sooner than this after the last start
+LOG_EVERY_S = 60.0  # a failure of the same kind is logged at most this often
+
+
+@dataclass
+class _Writer:
+    """One writer process and what this process holds of it."""
+
+    process: subprocess.Popen[bytes]
+    sock: socket.socket
+    counters: mmap.mmap
+    max_frame: int
+    started: float
+    sent: int = 0  # requests sent to it (a request split into parts: once a part)
+    lost_seen: int = 0  # of its lost requests, those already counted as dropped
+
+    def done_and_lost(self) -> tuple[int, int]:
+        done, lost = COUNTERS.unpack_from(self.counters, 0)
+        return int(done), int(lost)
 
 
 class PayloadLog:
-    """See the module docstring. ``on_drop`` is told each dropped entry (the metrics counter)."""
+    """See the module docstring. ``on_drop`` is told of dropped requests (the metrics counter)."""
 
     def __init__(
         self,
@@ -40,140 +72,227 @@ class PayloadLog:
         max_bytes: int,
         max_queue: int,
         backups: int = BACKUPS,
-        on_drop: Callable[[], None] | None = None,
+        nice: int = 19,
+        on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self.target = target
         self.max_bytes = max_bytes
         self.max_queue = max_queue
         self.backups = backups
+        self.nice = nice
         self.dropped = 0
         self._on_drop = on_drop
-        self._queue: deque[PayloadEntry] = deque()
-        self._wake = threading.Event()
-        self._stop = False
-        self._file: IO[bytes] | None = None
-        self._size = 0
-        self._wake_at = max(1, max_queue // 4)
-        self._rows = 0  # queued since the writer was last woken
-        self._thread = threading.Thread(target=self._run, name="bundlegate-payload-log", daemon=True)
-        self._idle = threading.Event()
-        self._idle.set()
-        self._thread.start()
+        self._pending: list[PayloadEntry] = []
+        self._pending_rows = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._checked = 0.0  # when a full queue last made us look at the writer
+        self._logged: dict[str, float] = {}
+        self._writer: _Writer = self._spawn()
 
-    def put(self, entry: PayloadEntry, rows: int = 1) -> None:
-        """Queue one request's entry (``rows`` rows), or drop it when ``max_queue`` entries wait
-        already."""
-        if len(self._queue) >= self.max_queue:
-            self.dropped += 1
-            if self._on_drop is not None:
-                self._on_drop()
+    # ------------------------------------------------------------------ the request path
+
+    def put(self, entry: PayloadEntry) -> None:
+        """Take one request's entry (see the module docstring), or drop it."""
+        try:
+            self._put(entry)
+        except Exception:  # logging must never fail a request
+            self._log_failure("the payload log could not take a request")
+            self._drop(1)
+
+    def _put(self, entry: PayloadEntry) -> None:
+        w = self._writer
+        done, lost = w.done_and_lost()
+        if lost > w.lost_seen:  # requests the writer could not write
+            self._drop(lost - w.lost_seen)
+            w.lost_seen = lost
+        if self._closed or len(self._pending) + w.sent - done >= self.max_queue:
+            self._drop(1)
+            now = time.monotonic()
+            if now - self._checked >= 1.0:  # a writer that died with a full queue never answers
+                self._checked = now
+                self._restart_if_gone()
             return
-        self._idle.clear()
-        self._queue.append(entry)
-        self._rows += rows
-        if self._rows >= WAKE_ROWS or len(self._queue) >= self._wake_at:  # else every WRITE_EVERY_S
-            self._rows = 0
-            self._wake.set()
+        n = rows_of(entry)
+        if n >= ALONE_ROWS:
+            self.send_pending()  # in order
+            self._send(runs([entry])[0])
+            return
+        self._pending.append(entry)
+        self._pending_rows += n
+        if self._pending_rows >= GATHER_ROWS:
+            self.send_pending()
+        elif self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(GATHER_S, self.send_pending)
+            except RuntimeError:  # no event loop in this thread: nothing would send them later
+                self.send_pending()
+
+    def send_pending(self) -> None:
+        """Send the small requests waiting, as runs."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+            try:
+                for run in runs(pending):
+                    self._send(run)
+            except Exception:
+                self._log_failure("the payload log could not send requests")
+
+    def _send(self, run: PayloadRun) -> None:
+        if self._closed:
+            self._drop(len(run.heads))
+            return
+        try:
+            parts, left_out = frames(run, self._writer.max_frame)
+        except Exception:  # a value the frame cannot carry
+            self._log_failure("a sampled request could not be framed for the payload log")
+            self._drop(len({h.request_id for h in run.heads}))
+            return
+        w = self._writer
+        for i, (frame, ids) in enumerate(parts):
+            try:
+                w.sock.sendmsg(frame)
+            except OSError as exc:
+                unsent = {request for _, later in parts[i:] for request in later}
+                self._drop(len(unsent | left_out))
+                if not isinstance(exc, BlockingIOError):  # the writer has gone, or the frame
+                    self._log_failure(f"sending to the payload log writer failed: {exc}")
+                    self._restart_if_gone()
+                return
+            w.sent += len(ids)
+        if left_out:
+            self._drop(len(left_out))
+
+    def _drop(self, requests: int) -> None:
+        self.dropped += requests
+        if self._on_drop is not None:
+            self._on_drop(requests)
+
+    def _log_failure(self, message: str) -> None:
+        """Log the traceback of a failure, once per ``LOG_EVERY_S`` for each message."""
+        now = time.monotonic()
+        if now - self._logged.get(message, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged[message] = now
+            log.exception(message)
+
+    # ------------------------------------------------------------------ off the request path
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued entry is written (False on timeout)."""
+        """Send what waits, then wait until it is written (False on timeout or without a writer)."""
+        self.send_pending()
         deadline = time.monotonic() + timeout
-        while True:
-            self._wake.set()
-            if self._idle.wait(max(0.0, deadline - time.monotonic())) and not self._queue:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
+        sock = self._writer.sock
+        try:
+            with contextlib.suppress(BlockingIOError):
+                while sock.recv(16):  # an answer to an earlier flush that timed out
+                    pass
+            while True:
+                try:
+                    sock.send(FLUSH)
+                    break
+                except BlockingIOError:
+                    if not _wait(sock, select.POLLOUT, deadline):
+                        return False
+            while True:  # the writer answers FLUSH once everything before it is written
+                if not _wait(sock, select.POLLIN, deadline):
+                    return False
+                try:
+                    return sock.recv(16) == FLUSH
+                except BlockingIOError:
+                    continue
+        except OSError:
+            return False
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then stop the writer and close the file."""
-        self.flush(timeout)
-        self._stop = True
-        self._wake.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        queue = self._queue
-        while True:
-            self._wake.wait(WRITE_EVERY_S)
-            self._wake.clear()
-            while queue:
-                batch: list[PayloadEntry] = []
-                while queue and len(batch) < 256:
-                    batch.append(queue.popleft())
-                try:
-                    for group in _runs(batch):
-                        self._write(lines_of(group))
-                    self._flush()
-                except Exception:  # a broken entry or a full disk must not stop the writer
-                    log.exception("writing the payload log failed")
-            if not queue:
-                self._idle.set()
-                if self._stop:
-                    break
-        if self._file is not None and self.target != "-":
-            with contextlib.suppress(OSError):
-                self._file.close()
-
-    def _write(self, data: bytes) -> None:
-        """Whole lines; the file rotates before a line that would take it past ``max_bytes``."""
-        if self.target == "-":
-            sys.stdout.buffer.write(data)
+        """Write what was sent, then end the writer process."""
+        if self._closed:
             return
-        if self._file is None:
-            self._open()
-        while data:
-            assert self._file is not None
-            room = self.max_bytes - self._size
-            cut = len(data) if len(data) <= room else data.rfind(b"\n", 0, room) + 1
-            if cut == 0 and self._size == 0:  # one line longer than max_bytes: it goes alone
-                cut = data.find(b"\n") + 1 or len(data)
-            if cut:
-                self._file.write(data[:cut])
-                self._size += cut
-                data = data[cut:]
-            if data:
-                self._rotate()
+        self.flush(timeout)
+        self._closed = True
+        self._stop(self._writer, timeout)
 
-    def _flush(self) -> None:
-        if self.target == "-":
-            sys.stdout.buffer.flush()
-        elif self._file is not None:
-            self._file.flush()
+    # ------------------------------------------------------------------ the writer process
 
-    def _open(self) -> None:
-        path = Path(self.target)
-        self._file = path.open("ab")
-        self._size = path.stat().st_size
+    def _spawn(self) -> _Writer:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        counter_fd = -1
+        try:
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            ours.setblocking(False)
+            max_frame = min(MAX_FRAME, ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 4)
+            counter_fd = _shared_file()
+            os.ftruncate(counter_fd, COUNTERS.size)
+            counters = mmap.mmap(counter_fd, COUNTERS.size)
+            command = [
+                sys.executable,
+                "-m",
+                "bundlegate.monitoring.payload_writer",
+                *("--socket-fd", str(theirs.fileno()), "--counter-fd", str(counter_fd)),
+                *("--target", self.target, "--max-bytes", str(self.max_bytes)),
+                *("--backups", str(self.backups), "--max-frame", str(max_frame)),
+                *("--nice", str(self.nice)),
+            ]
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(), counter_fd)
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            if counter_fd >= 0:
+                os.close(counter_fd)
+        return _Writer(process, ours, counters, max_frame, time.monotonic())
 
-    def _rotate(self) -> None:
-        assert self._file is not None
-        self._file.close()
-        base = self.target
-        for i in range(self.backups - 1, 0, -1):
-            if os.path.exists(f"{base}.{i}"):
-                os.replace(f"{base}.{i}", f"{base}.{i + 1}")
-        if self.backups > 0:
-            os.replace(base, f"{base}.1")
-        else:
-            os.remove(base)
-        self._open()
+    def _restart_if_gone(self) -> None:
+        """Start another writer if this one has exited (not sooner than ``RESTART_AFTER_S`` after
+        the last start); what was in flight to the old one is counted as dropped."""
+        w = self._writer
+        if self._closed or w.process.poll() is None or time.monotonic() - w.started < RESTART_AFTER_S:
+            return
+        log.error("the payload log writer exited (code %s); starting another", w.process.returncode)
+        try:
+            new = self._spawn()
+        except OSError:
+            w.started = time.monotonic()  # try again later
+            self._log_failure("starting the payload log writer failed")
+            return
+        done, lost = w.done_and_lost()
+        self._drop(max(0, w.sent - done) + max(0, lost - w.lost_seen))
+        self._writer = new
+        self._stop(w, 0)
+
+    def _stop(self, w: _Writer, timeout: float) -> None:
+        with contextlib.suppress(OSError):
+            w.sock.shutdown(socket.SHUT_RDWR)
+        w.sock.close()
+        try:
+            w.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            if timeout:
+                log.error("the payload log writer did not finish in %.0f s; stopping it", timeout)
+            w.process.kill()
+            w.process.wait()
+        w.counters.close()
 
 
-def _runs(entries: list[PayloadEntry], max_rows: int = 1024) -> list[list[PayloadEntry]]:
-    """``entries`` in order, as runs of one shape of at most ``max_rows`` rows (written together; a
-    large entry goes alone, its arrays need no joining)."""
-    runs: list[list[PayloadEntry]] = []
-    shape: object = None
-    rows = max_rows
-    for entry in entries:
-        n = rows_of(entry)
-        this = shape_of(entry)
-        if this == shape and rows + n <= max_rows and n < 64:
-            runs[-1].append(entry)
-            rows += n
-        else:
-            runs.append([entry])
-            shape, rows = this, (n if n < 64 else max_rows)
-    return runs
+def _shared_file() -> int:
+    """A file descriptor of an anonymous file both processes map (the writer's counters)."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("bundlegate-payload-counter")
+    with tempfile.TemporaryFile() as f:
+        return os.dup(f.fileno())
+
+
+def _wait(sock: socket.socket, event: int, deadline: float) -> bool:
+    """Whether ``sock`` became ready for ``event`` (``select.POLLIN`` / ``POLLOUT``) before
+    ``deadline``."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False
+    poller = select.poll()
+    poller.register(sock, event)
+    return bool(poller.poll(left * 1000))
