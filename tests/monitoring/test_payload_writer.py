@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -168,3 +170,21 @@ def test_a_writer_that_died_with_a_full_queue_is_started_again(tmp_path: Path) -
     log.close()
     lines = (tmp_path / "payload.fifo").read_text().splitlines()
     assert [json.loads(line)["request_id"] for line in lines] == ["id-4%d"]
+
+
+def test_the_writer_process_loads_only_what_it_uses() -> None:
+    """The writer starts with every payload log: it must not pay for the web stack or the model
+    runtime (the monitoring package's ``__init__`` imports nothing)."""
+    heavy = ("pydantic", "prometheus_client", "starlette", "onnxruntime", "sklearn")
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, bundlegate.monitoring.payload_writer; "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert loaded == ""

@@ -44,7 +44,7 @@ from bundlegate.http.routing import HotRoutes
 from bundlegate.http.v1 import monitoring as v1_monitoring
 from bundlegate.keys import KeyStore
 from bundlegate.metrics import GatewayMetrics
-from bundlegate.monitoring import build_monitor
+from bundlegate.monitoring.monitor import build_monitor
 from bundlegate.monitoring.tracing import build_tracing
 from bundlegate.objectstore import RepositoryMirror, default_cache_root
 from bundlegate.ratelimit import rate_limiter_for_process

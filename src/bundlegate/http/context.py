@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from bundlegate.http.auth import ApiKeyAuth
 from bundlegate.metrics import GatewayMetrics
-from bundlegate.monitoring import Monitor
+from bundlegate.monitoring.monitor import Monitor
 from bundlegate.monitoring.tracing import Tracing
 from bundlegate.registry import ModelRegistry
 from bundlegate.settings import Settings

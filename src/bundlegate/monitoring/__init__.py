@@ -1,7 +1,5 @@
-"""Monitoring after deploy: payload log, drift against the bundle's reference, feedback (``monitor``)."""
+"""Monitoring after deploy: payload log, drift against the bundle's reference, feedback (``monitor``).
 
-from __future__ import annotations
-
-from bundlegate.monitoring.monitor import FeedbackItem, Monitor, build_monitor
-
-__all__ = ["FeedbackItem", "Monitor", "build_monitor"]
+The package imports nothing itself, so the payload log's writer process
+(``python -m bundlegate.monitoring.payload_writer``) loads only what it uses.
+"""

@@ -32,8 +32,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bundlegate.monitoring.payload_lines import ALONE_ROWS, PayloadEntry, PayloadRun, rows_of, runs
+from bundlegate.monitoring.payload_lines import ALONE_ROWS, PayloadEntry, PayloadRun, join, rows_of, runs
 from bundlegate.monitoring.payload_wire import COUNTERS, FLUSH, frames
+from bundlegate.monitoring.payload_writer import log_failure
 
 log = logging.getLogger("bundlegate.payload")
 BACKUPS = 5
@@ -42,7 +43,6 @@ MAX_FRAME = 256 << 10  # or a quarter of the socket buffer the kernel gives, if 
 GATHER_ROWS = 256  # small requests wait until this many rows do
 GATHER_S = 0.05  # or this long after the first of them
 RESTART_AFTER_S = 5.0  # a writer that died is restarted no sooner than this after the last start
-LOG_EVERY_S = 60.0  # a failure of the same kind is logged at most this often
 
 
 @dataclass
@@ -97,7 +97,7 @@ class PayloadLog:
         try:
             self._put(entry)
         except Exception:  # logging must never fail a request
-            self._log_failure("the payload log could not take a request")
+            log_failure(self._logged, "the payload log could not take a request")
             self._drop(1)
 
     def _put(self, entry: PayloadEntry) -> None:
@@ -116,7 +116,7 @@ class PayloadLog:
         n = rows_of(entry)
         if n >= ALONE_ROWS:
             self.send_pending()  # in order
-            self._send(runs([entry])[0])
+            self._send(join([entry]))
             return
         self._pending.append(entry)
         self._pending_rows += n
@@ -136,10 +136,13 @@ class PayloadLog:
         if self._pending:
             pending, self._pending, self._pending_rows = self._pending, [], 0
             try:
-                for run in runs(pending):
-                    self._send(run)
-            except Exception:
-                self._log_failure("the payload log could not send requests")
+                grouped = runs(pending)
+            except Exception:  # arrays that do not join
+                log_failure(self._logged, "the payload log could not join requests")
+                self._drop(len(pending))
+                return
+            for run in grouped:
+                self._send(run)
 
     def _send(self, run: PayloadRun) -> None:
         if self._closed:
@@ -148,7 +151,7 @@ class PayloadLog:
         try:
             parts, left_out = frames(run, self._writer.max_frame)
         except Exception:  # a value the frame cannot carry
-            self._log_failure("a sampled request could not be framed for the payload log")
+            log_failure(self._logged, "a sampled request could not be framed for the payload log")
             self._drop(len({h.request_id for h in run.heads}))
             return
         w = self._writer
@@ -159,7 +162,7 @@ class PayloadLog:
                 unsent = {request for _, later in parts[i:] for request in later}
                 self._drop(len(unsent | left_out))
                 if not isinstance(exc, BlockingIOError):  # the writer has gone, or the frame
-                    self._log_failure(f"sending to the payload log writer failed: {exc}")
+                    log_failure(self._logged, f"sending to the payload log writer failed: {exc}")
                     self._restart_if_gone()
                 return
             w.sent += len(ids)
@@ -170,13 +173,6 @@ class PayloadLog:
         self.dropped += requests
         if self._on_drop is not None:
             self._on_drop(requests)
-
-    def _log_failure(self, message: str) -> None:
-        """Log the traceback of a failure, once per ``LOG_EVERY_S`` for each message."""
-        now = time.monotonic()
-        if now - self._logged.get(message, -LOG_EVERY_S) >= LOG_EVERY_S:
-            self._logged[message] = now
-            log.exception(message)
 
     # ------------------------------------------------------------------ off the request path
 
@@ -258,7 +254,7 @@ class PayloadLog:
             new = self._spawn()
         except OSError:
             w.started = time.monotonic()  # try again later
-            self._log_failure("starting the payload log writer failed")
+            log_failure(self._logged, "starting the payload log writer failed")
             return
         done, lost = w.done_and_lost()
         self._drop(max(0, w.sent - done) + max(0, lost - w.lost_seen))

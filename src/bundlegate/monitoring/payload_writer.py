@@ -123,7 +123,7 @@ def serve(sock: socket.socket, out: RotatingFile, counters: mmap.mmap | None, ma
             try:
                 received.append(read_frame(message))
             except (ValueError, KeyError, TypeError):
-                _log_failure(logged, "a payload log frame could not be read")
+                log_failure(logged, "a payload log frame could not be read")
                 requests = requests_in(message)
                 done, lost = done + requests, lost + requests
             offset += n
@@ -131,13 +131,13 @@ def serve(sock: socket.socket, out: RotatingFile, counters: mmap.mmap | None, ma
             try:
                 out.write(lines_of(run))
             except Exception:  # a broken run or a full disk must not stop the writer
-                _log_failure(logged, "writing the payload log failed")
+                log_failure(logged, "writing the payload log failed")
                 lost += len(run.heads)
             done += len(run.heads)
         try:
             out.flush()
         except Exception:
-            _log_failure(logged, "writing the payload log failed")
+            log_failure(logged, "writing the payload log failed")
         del received
         if counters is not None:
             COUNTERS.pack_into(counters, 0, done, lost)
@@ -149,7 +149,9 @@ def serve(sock: socket.socket, out: RotatingFile, counters: mmap.mmap | None, ma
             return
 
 
-def _log_failure(logged: dict[str, float], message: str) -> None:
+def log_failure(logged: dict[str, float], message: str) -> None:
+    """Log the traceback of the failure being handled, once per ``LOG_EVERY_S`` for each message
+    (``logged``: message -> when it was last logged)."""
     now = time.monotonic()
     if now - logged.get(message, -LOG_EVERY_S) >= LOG_EVERY_S:
         logged[message] = now

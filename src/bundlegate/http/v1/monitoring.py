@@ -23,7 +23,7 @@ from bundlegate.http.auth import NOT_FOUND_MESSAGE, check_model_access
 from bundlegate.http.context import GatewayContext, Reply
 from bundlegate.http.models import status_of
 from bundlegate.http.routing import Call, json_reply, route
-from bundlegate.monitoring import FeedbackItem
+from bundlegate.monitoring.monitor import FeedbackItem
 
 MAX_REQUEST_ID = 128
 _ITEM_KEYS = frozenset({"request_id", "row", "label", "value"})
